@@ -1,0 +1,349 @@
+//! [`FileDriver`]: opening a state directory, seeding one, and the
+//! [`ConsensusDriver`] implementation on top of the committer.
+
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+
+use futures::Stream;
+use tokio::sync::{oneshot, watch};
+use tsoracle_consensus::{
+    ConsensusDriver, ConsensusError, LeaderState, reject_out_of_range_advance,
+};
+use tsoracle_core::{Epoch, LeaseRecord, PHYSICAL_MS_MAX, SeqKey};
+
+use crate::committer::{CommitError, CommitStats, Committer, Published, Request, StatCounters};
+use crate::error::{Bt, FileDriverError, to_consensus};
+use crate::record;
+use crate::store::{FileKind, Store};
+use crate::vfs::{StdFs, Vfs};
+
+/// The epoch this driver reports: a single node is always the leader of
+/// the one and only term.
+pub const LEADER_EPOCH: Epoch = Epoch(1);
+
+/// A [`ConsensusDriver`] that keeps the oracle's state in one directory on
+/// one disk, for a single `tsoracle-server` process.
+///
+/// Reads are served from memory; every write goes through one committer
+/// thread that batches concurrent calls into one fsynced write per file and
+/// acknowledges nothing before the directory fsync returned. See the crate
+/// docs for the whole picture.
+///
+/// Dropping the last `Arc<FileDriver>` waits for the write in flight (if
+/// any) and the requests already queued, then releases the directory lock.
+#[derive(Debug)]
+pub struct FileDriver {
+    dir: PathBuf,
+    published: Arc<Published>,
+    stats: Arc<StatCounters>,
+    requests: Option<Sender<Request>>,
+    committer: Mutex<Option<JoinHandle<()>>>,
+    leader: watch::Sender<LeaderState>,
+}
+
+impl FileDriver {
+    /// Opens the state directory `dir`, creating it (and an empty state) if
+    /// it does not exist.
+    ///
+    /// Takes an exclusive lock on `dir/LOCK` before reading anything, then
+    /// reads and checks `state`, `dense` and `leases`, and removes leftover
+    /// `*.tmp` files. A corrupt directory is refused and left as it was.
+    ///
+    /// ```
+    /// use tsoracle_consensus::ConsensusDriver;
+    /// use tsoracle_driver_file::{FileDriver, LEADER_EPOCH};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let dir = tempfile::tempdir()?;
+    /// let driver = FileDriver::open_or_init(dir.path())?;
+    /// assert_eq!(driver.load_high_water().await?, 0);
+    /// assert_eq!(driver.persist_high_water(1_764_000_000_000, LEADER_EPOCH).await?, 1_764_000_000_000);
+    /// drop(driver); // releases the lock
+    ///
+    /// let reopened = FileDriver::open_or_init(dir.path())?;
+    /// assert_eq!(reopened.load_high_water().await?, 1_764_000_000_000);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`FileDriverError::AlreadyLocked`] when another driver (in this
+    /// process or another) has the directory open;
+    /// [`FileDriverError::Corrupt`] naming the file and the defect;
+    /// [`FileDriverError::NotADirectory`]; [`FileDriverError::Io`] naming
+    /// the path and the operation that failed.
+    pub fn open_or_init(dir: impl AsRef<Path>) -> Result<Arc<FileDriver>, FileDriverError> {
+        Self::open_or_init_with(dir, Arc::new(StdFs))
+    }
+
+    /// [`open_or_init`](Self::open_or_init) on another [`Vfs`], for tests
+    /// that inject faults or simulate power loss.
+    ///
+    /// # Errors
+    ///
+    /// As [`open_or_init`](Self::open_or_init).
+    pub fn open_or_init_with(
+        dir: impl AsRef<Path>,
+        vfs: Arc<dyn Vfs>,
+    ) -> Result<Arc<FileDriver>, FileDriverError> {
+        let dir = dir.as_ref();
+        let store = Store::lock(vfs, dir)?;
+        let snapshot = store.load()?;
+        let published = Arc::new(Published::new(&snapshot));
+        let stats = Arc::new(StatCounters::default());
+        let (requests, queue) = mpsc::channel();
+        let committer = Committer::new(store, snapshot, Arc::clone(&published), Arc::clone(&stats));
+        let handle = std::thread::Builder::new()
+            .name("tsoracle-file-committer".into())
+            .spawn(move || committer.run(queue))
+            .map_err(|err| FileDriverError::io(crate::error::FileOp::Lock, dir, err))?;
+        let (leader, _) = watch::channel(LeaderState::Leader {
+            epoch: LEADER_EPOCH,
+        });
+        Ok(Arc::new(FileDriver {
+            dir: dir.to_path_buf(),
+            published,
+            stats,
+            requests: Some(requests),
+            committer: Mutex::new(Some(handle)),
+            leader,
+        }))
+    }
+
+    /// Starts a fresh state directory at `seed_physical_ms`: the one-shot
+    /// migration entry for an oracle that already issued timestamps under
+    /// another driver. Timestamps issued afterwards are above the seed.
+    ///
+    /// Holds the directory lock while it works, so it cannot race a running
+    /// driver, and returns only once the seed is durable.
+    ///
+    /// ```
+    /// use tsoracle_consensus::ConsensusDriver;
+    /// use tsoracle_driver_file::{FileDriver, FileDriverError};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let dir = tempfile::tempdir()?;
+    /// FileDriver::init_seeded(dir.path(), 1_700_000_000_000)?;
+    /// // A second seeding refuses to overwrite what is there.
+    /// assert!(matches!(
+    ///     FileDriver::init_seeded(dir.path(), 5),
+    ///     Err(FileDriverError::StateExists { .. })
+    /// ));
+    /// let driver = FileDriver::open_or_init(dir.path())?;
+    /// assert_eq!(driver.load_high_water().await?, 1_700_000_000_000);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`FileDriverError::SeedOutOfRange`] above `PHYSICAL_MS_MAX` (checked
+    /// before touching anything); [`FileDriverError::StateExists`] when any
+    /// of `state`, `dense`, `leases` exists; [`FileDriverError::AlreadyLocked`];
+    /// [`FileDriverError::Io`] for a failed write, fsync or rename.
+    pub fn init_seeded(
+        dir: impl AsRef<Path>,
+        seed_physical_ms: u64,
+    ) -> Result<(), FileDriverError> {
+        Self::init_seeded_with(dir, seed_physical_ms, Arc::new(StdFs))
+    }
+
+    /// [`init_seeded`](Self::init_seeded) on another [`Vfs`].
+    ///
+    /// # Errors
+    ///
+    /// As [`init_seeded`](Self::init_seeded).
+    pub fn init_seeded_with(
+        dir: impl AsRef<Path>,
+        seed_physical_ms: u64,
+        vfs: Arc<dyn Vfs>,
+    ) -> Result<(), FileDriverError> {
+        if seed_physical_ms > PHYSICAL_MS_MAX {
+            return Err(FileDriverError::SeedOutOfRange {
+                seed: seed_physical_ms,
+                max: PHYSICAL_MS_MAX,
+                backtrace: Bt::capture(),
+            });
+        }
+        let store = Store::lock(vfs, dir.as_ref())?;
+        if let Some(existing) = store.existing_state_file()? {
+            return Err(FileDriverError::StateExists {
+                existing,
+                backtrace: Bt::capture(),
+            });
+        }
+        store
+            .stage(FileKind::State, &record::encode(seed_physical_ms))
+            .map_err(|failure| failure.error)?;
+        store.sync_dir()
+    }
+
+    /// The state directory this driver owns.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The durable high-water, as [`ConsensusDriver::load_high_water`]
+    /// returns it, without an async context.
+    pub fn high_water(&self) -> u64 {
+        self.published.high_water.load(Ordering::Acquire)
+    }
+
+    /// What the committer has done since this driver was opened: requests
+    /// answered, batches, files written, fsyncs. Group commit shows as
+    /// `batches` far below `requests`.
+    pub fn stats(&self) -> CommitStats {
+        self.stats.snapshot()
+    }
+
+    /// Whether an fsync failure has made this driver refuse writes. Reopen it
+    /// to recover: the reopened driver reads what is durable.
+    pub fn is_poisoned(&self) -> bool {
+        self.published.poisoned.get().is_some()
+    }
+
+    /// Queues a request for the committer and awaits its answer.
+    async fn submit<T>(
+        &self,
+        request: impl FnOnce(oneshot::Sender<Result<T, CommitError>>) -> Request,
+    ) -> Result<T, ConsensusError> {
+        let (reply, answer) = oneshot::channel();
+        let sent = self
+            .requests
+            .as_ref()
+            .is_some_and(|requests| requests.send(request(reply)).is_ok());
+        if !sent {
+            return Err(self.committer_stopped());
+        }
+        match answer.await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(CommitError::Driver(err))) => Err(to_consensus(err)),
+            Ok(Err(CommitError::Cardinality { cap })) => {
+                Err(ConsensusError::SeqKeyCardinalityExceeded { cap })
+            }
+            Ok(Err(CommitError::Overflow)) => Err(ConsensusError::SeqOverflow),
+            // The committer dropped the reply without answering: it died.
+            Err(_) => Err(self.committer_stopped()),
+        }
+    }
+
+    fn committer_stopped(&self) -> ConsensusError {
+        ConsensusError::PermanentDriver(Box::new(FileDriverError::CommitterStopped {
+            dir: self.dir.clone(),
+            backtrace: Bt::capture(),
+        }))
+    }
+}
+
+impl Drop for FileDriver {
+    fn drop(&mut self) {
+        // Closing the queue lets the committer finish what is queued and
+        // exit; joining it means the lock is released when drop returns.
+        drop(self.requests.take());
+        let handle = self
+            .committer
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(handle) = handle {
+            // A panicked committer has already released what it held.
+            let _ = handle.join();
+        }
+    }
+}
+
+fn read_lock<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    // The values behind these locks are replaced whole; a panic elsewhere
+    // cannot leave them half-written.
+    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[async_trait::async_trait]
+impl ConsensusDriver for FileDriver {
+    /// Yields `Leader { epoch: LEADER_EPOCH }` at once; stays open, with no
+    /// further item, while the driver lives.
+    fn leadership_events(&self) -> Pin<Box<dyn Stream<Item = LeaderState> + Send>> {
+        let receiver = self.leader.subscribe();
+        Box::pin(futures::stream::unfold(
+            (receiver, true),
+            |(mut receiver, first)| async move {
+                if !first {
+                    // Ends the stream once the driver (the sender) is dropped.
+                    receiver.changed().await.ok()?;
+                }
+                let state = receiver.borrow_and_update().clone();
+                Some((state, (receiver, false)))
+            },
+        ))
+    }
+
+    async fn load_high_water(&self) -> Result<u64, ConsensusError> {
+        Ok(self.high_water())
+    }
+
+    async fn persist_high_water(
+        &self,
+        at_least: u64,
+        _epoch: Epoch,
+    ) -> Result<u64, ConsensusError> {
+        reject_out_of_range_advance(at_least)?;
+        let durable = self.high_water();
+        if at_least <= durable {
+            self.stats.fast_path.fetch_add(1, Ordering::Relaxed);
+            return Ok(durable);
+        }
+        self.submit(|reply| Request::HighWater { at_least, reply })
+            .await
+    }
+
+    async fn load_dense_seq(&self, key: &SeqKey) -> Result<u64, ConsensusError> {
+        Ok(read_lock(&self.published.dense)
+            .get(key)
+            .copied()
+            .unwrap_or(0))
+    }
+
+    async fn advance_dense(
+        &self,
+        key: &SeqKey,
+        count: u32,
+        _expected_epoch: Epoch,
+    ) -> Result<u64, ConsensusError> {
+        let entries = vec![(key.clone(), count)];
+        let starts = self
+            .submit(|reply| Request::Dense { entries, reply })
+            .await?;
+        // One entry in, one start out.
+        starts
+            .first()
+            .copied()
+            .ok_or_else(|| self.committer_stopped())
+    }
+
+    async fn advance_dense_batch(
+        &self,
+        entries: &[(SeqKey, u32)],
+        _expected_epoch: Epoch,
+    ) -> Result<Vec<u64>, ConsensusError> {
+        let entries = entries.to_vec();
+        self.submit(|reply| Request::Dense { entries, reply }).await
+    }
+
+    async fn load_leases(&self) -> Result<Vec<LeaseRecord>, ConsensusError> {
+        Ok(read_lock(&self.published.leases).clone())
+    }
+
+    async fn persist_leases(
+        &self,
+        live: &[LeaseRecord],
+        _epoch: Epoch,
+    ) -> Result<(), ConsensusError> {
+        let leases = live.to_vec();
+        self.submit(|reply| Request::Leases { leases, reply }).await
+    }
+}

@@ -1,0 +1,269 @@
+//! [`FileDriverError`]: what went wrong, in which file, during which
+//! operation; and its mapping to the trait's [`ConsensusError`].
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tsoracle_consensus::ConsensusError;
+
+use crate::record::RecordError;
+
+/// A backtrace captured where an error was made, with the `bt` feature.
+///
+/// Without the feature this is zero-sized and [`Bt::get`] is always `None`.
+/// With it, capture follows `std::backtrace::Backtrace::capture`: set
+/// `RUST_LIB_BACKTRACE=1` (or `RUST_BACKTRACE=1`) to get frames.
+pub struct Bt(#[cfg(feature = "bt")] std::backtrace::Backtrace);
+
+impl Bt {
+    pub(crate) fn capture() -> Self {
+        Self(
+            #[cfg(feature = "bt")]
+            std::backtrace::Backtrace::capture(),
+        )
+    }
+
+    /// The captured backtrace; `None` without the `bt` feature.
+    pub fn get(&self) -> Option<&std::backtrace::Backtrace> {
+        #[cfg(feature = "bt")]
+        {
+            Some(&self.0)
+        }
+        #[cfg(not(feature = "bt"))]
+        {
+            None
+        }
+    }
+}
+
+impl fmt::Debug for Bt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.get() {
+            Some(bt) => fmt::Debug::fmt(bt, f),
+            None => f.write_str("<no backtrace: enable feature `bt`>"),
+        }
+    }
+}
+
+/// The filesystem operation an [`FileDriverError::Io`] failed in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FileOp {
+    /// Looking at what a path is (`stat`).
+    Inspect,
+    /// Creating the state directory.
+    CreateDir,
+    /// Opening or creating the `LOCK` file and locking it.
+    Lock,
+    /// Reading a state file.
+    Read,
+    /// Creating or writing a `*.tmp` file.
+    WriteTemp,
+    /// Fsyncing a `*.tmp` file.
+    FsyncTemp,
+    /// Renaming a `*.tmp` file over its live file.
+    Rename,
+    /// Fsyncing the state directory (or the parent of a new one).
+    FsyncDir,
+    /// Removing leftover `*.tmp` debris.
+    RemoveTemp,
+}
+
+impl FileOp {
+    fn verb(self) -> &'static str {
+        match self {
+            FileOp::Inspect => "inspect",
+            FileOp::CreateDir => "create directory",
+            FileOp::Lock => "lock",
+            FileOp::Read => "read",
+            FileOp::WriteTemp => "write temp file",
+            FileOp::FsyncTemp => "fsync temp file",
+            FileOp::Rename => "rename temp file over",
+            FileOp::FsyncDir => "fsync directory",
+            FileOp::RemoveTemp => "remove leftover temp file",
+        }
+    }
+}
+
+impl fmt::Display for FileOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.verb())
+    }
+}
+
+/// Everything that can go wrong in a [`FileDriver`](crate::FileDriver).
+///
+/// Each variant names the path involved; I/O failures also name the
+/// operation. The `Display` text is one sentence; the cause, when there is
+/// one, is the error's [`source`](std::error::Error::source).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FileDriverError {
+    /// Another `FileDriver`, in this process or another, holds the
+    /// directory's lock. Stop the other owner, or use another directory.
+    #[error("state directory {} is locked by another FileDriver (in this or another process)", .path.display())]
+    AlreadyLocked {
+        /// The `LOCK` file.
+        path: PathBuf,
+        /// Where the error was made.
+        backtrace: Bt,
+    },
+    /// A filesystem operation failed.
+    #[error("cannot {op} {}", .path.display())]
+    Io {
+        /// The operation.
+        op: FileOp,
+        /// The file or directory it was applied to.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+        /// Where the error was made.
+        backtrace: Bt,
+    },
+    /// A state file exists but its bytes are not a valid record. Nothing was
+    /// changed; restore the file from a backup or investigate the disk.
+    #[error("state file {} is corrupt", .path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        #[source]
+        source: RecordError,
+        /// Where the error was made.
+        backtrace: Bt,
+    },
+    /// The state directory path names something that is not a directory.
+    #[error("{} is not a directory", .path.display())]
+    NotADirectory {
+        /// The path.
+        path: PathBuf,
+        /// Where the error was made.
+        backtrace: Bt,
+    },
+    /// `init_seeded` found state already there and wrote nothing.
+    #[error("refusing to seed: {} already exists", .existing.display())]
+    StateExists {
+        /// The state file found.
+        existing: PathBuf,
+        /// Where the error was made.
+        backtrace: Bt,
+    },
+    /// `init_seeded` was given a value no timestamp can carry.
+    #[error("seed {seed} is above the 46-bit physical-millisecond maximum {max}")]
+    SeedOutOfRange {
+        /// The seed given.
+        seed: u64,
+        /// `tsoracle_core::PHYSICAL_MS_MAX`.
+        max: u64,
+        /// Where the error was made.
+        backtrace: Bt,
+    },
+    /// An earlier fsync failed, so the driver no longer knows what is on disk
+    /// and refuses every write. Reopen it (drop and `open_or_init` again) to
+    /// re-read what is durable.
+    #[error("driver for {} refuses writes after an earlier fsync failure; reopen it", .dir.display())]
+    Poisoned {
+        /// The state directory.
+        dir: PathBuf,
+        /// The failure that poisoned the driver.
+        #[source]
+        first: Arc<FileDriverError>,
+        /// Where the error was made.
+        backtrace: Bt,
+    },
+    /// The lease set given to `persist_leases` cannot be stored.
+    #[error("cannot store the lease set in {}", .dir.display())]
+    InvalidLeases {
+        /// The state directory.
+        dir: PathBuf,
+        /// Why (two leases with one id, a holder too long).
+        #[source]
+        source: RecordError,
+        /// Where the error was made.
+        backtrace: Bt,
+    },
+    /// The committer thread is gone (it panicked); no write can complete.
+    #[error("the committer thread for {} has stopped", .dir.display())]
+    CommitterStopped {
+        /// The state directory.
+        dir: PathBuf,
+        /// Where the error was made.
+        backtrace: Bt,
+    },
+}
+
+impl FileDriverError {
+    pub(crate) fn io(op: FileOp, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        FileDriverError::Io {
+            op,
+            path: path.into(),
+            source,
+            backtrace: Bt::capture(),
+        }
+    }
+
+    pub(crate) fn corrupt(path: impl Into<PathBuf>, source: RecordError) -> Self {
+        FileDriverError::Corrupt {
+            path: path.into(),
+            source,
+            backtrace: Bt::capture(),
+        }
+    }
+
+    /// Whether retrying the same call may succeed without anyone acting.
+    ///
+    /// True for failures that left the live files untouched and may clear by
+    /// themselves: a temp file that could not be written (disk full, a
+    /// passing I/O error) or a rename that failed. False for corruption, a
+    /// failed fsync (the driver is poisoned), a read-only filesystem,
+    /// denied permissions, and every other condition that needs an operator.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            FileDriverError::Io { op, source, .. } => {
+                matches!(op, FileOp::WriteTemp | FileOp::Rename | FileOp::RemoveTemp)
+                    && !matches!(
+                        source.kind(),
+                        io::ErrorKind::ReadOnlyFilesystem | io::ErrorKind::PermissionDenied
+                    )
+            }
+            _ => false,
+        }
+    }
+
+    /// The backtrace captured where the error was made (feature `bt`).
+    pub fn backtrace(&self) -> Option<&std::backtrace::Backtrace> {
+        match self {
+            FileDriverError::AlreadyLocked { backtrace, .. }
+            | FileDriverError::Io { backtrace, .. }
+            | FileDriverError::Corrupt { backtrace, .. }
+            | FileDriverError::NotADirectory { backtrace, .. }
+            | FileDriverError::StateExists { backtrace, .. }
+            | FileDriverError::SeedOutOfRange { backtrace, .. }
+            | FileDriverError::Poisoned { backtrace, .. }
+            | FileDriverError::InvalidLeases { backtrace, .. }
+            | FileDriverError::CommitterStopped { backtrace, .. } => backtrace.get(),
+        }
+    }
+}
+
+/// Classifies a shared driver error the way DESIGN.md's table says:
+/// transient when the live files are untouched, permanent otherwise.
+pub(crate) fn to_consensus(err: Arc<FileDriverError>) -> ConsensusError {
+    if err.is_transient() {
+        ConsensusError::TransientDriver(Box::new(err))
+    } else {
+        ConsensusError::PermanentDriver(Box::new(err))
+    }
+}
+
+impl From<FileDriverError> for ConsensusError {
+    /// [`ConsensusError::TransientDriver`] when
+    /// [`FileDriverError::is_transient`], else
+    /// [`ConsensusError::PermanentDriver`].
+    fn from(err: FileDriverError) -> Self {
+        to_consensus(Arc::new(err))
+    }
+}

@@ -1,0 +1,91 @@
+//! A single-node, crash-safe storage driver for the
+//! [tsoracle](https://crates.io/crates/tsoracle-server) timestamp oracle.
+//!
+//! [`FileDriver`] implements [`tsoracle_consensus::ConsensusDriver`] on one
+//! directory of one disk, so the real `tsoracle-server` runs with no cluster.
+//! Use it for an oracle that lives on one machine, in an embedded binary, or
+//! as the driver of a test fixture.
+//!
+//! ```
+//! use tsoracle_consensus::ConsensusDriver;
+//! use tsoracle_core::SeqKey;
+//! use tsoracle_driver_file::{FileDriver, LEADER_EPOCH};
+//!
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! let dir = tempfile::tempdir()?;
+//! let driver = FileDriver::open_or_init(dir.path())?;
+//!
+//! // The high-water only moves forward, and is durable when the call returns.
+//! driver.persist_high_water(1_764_000_000_000, LEADER_EPOCH).await?;
+//! assert_eq!(driver.persist_high_water(5, LEADER_EPOCH).await?, 1_764_000_000_000);
+//!
+//! // Dense counters hand out gap-free blocks.
+//! let orders = SeqKey::try_new("orders")?;
+//! assert_eq!(driver.advance_dense(&orders, 10, LEADER_EPOCH).await?, 0);
+//! assert_eq!(driver.advance_dense(&orders, 10, LEADER_EPOCH).await?, 10);
+//! assert_eq!(driver.load_dense_seq(&orders).await?, 20);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+//!
+//! Hand it to the server as an `Arc<dyn ConsensusDriver>`:
+//! `tsoracle_server::Server::builder().consensus_driver(driver)`.
+//!
+//! # How it stores
+//!
+//! A state directory holds `LOCK` (an flock held for the driver's life),
+//! `state` (the 17-byte high-water [`record`]), `dense` (the
+//! [`dense_record`] counters) and `leases` (the [`lease_record`] set), in the
+//! byte format the tsoracle ecosystem already uses: point this crate at an
+//! existing directory and carry on.
+//!
+//! Every file is replaced by writing `X.tmp`, fsyncing it, renaming it over
+//! `X` and fsyncing the directory. One committer thread performs all writes:
+//! concurrent calls queued while a write is in flight share the next one
+//! (group commit), and memory — which serves every read — moves only after
+//! the directory fsync returned. A crash at any point leaves each file at its
+//! old or its new complete record, and nothing was acknowledged before the
+//! new one was durable, so a restart never rewinds. A failed fsync poisons
+//! the driver (every later write fails) until it is reopened; corruption is
+//! refused with an error naming the file, never repaired.
+//!
+//! # Features
+//!
+//! - `failpoints`: `fail` points around every step of the write protocol,
+//!   for chaos tests, named in [`FAILPOINTS`]:
+//!   `file_driver::open` (before the files are read), then for each file
+//!   written `file_driver::{before,after}_temp_write`,
+//!   `file_driver::{before,after}_temp_fsync`, `file_driver::{before,after}_rename`,
+//!   and once per batch `file_driver::{before,after}_dir_fsync`. Configured
+//!   as `return` they inject an I/O error (`return(enospc)`,
+//!   `return(erofs)`, `return(eacces)` choose its kind).
+//! - `bt`: every [`FileDriverError`] captures a `std::backtrace::Backtrace`
+//!   ([`FileDriverError::backtrace`]).
+//!
+//! # Errors
+//!
+//! [`FileDriverError`] says what failed and where. Through the trait it maps
+//! to [`ConsensusError`](tsoracle_consensus::ConsensusError):
+//! `TransientDriver` when the live files are untouched (a temp write or a
+//! rename failed, disk full), `PermanentDriver` for corruption, a failed
+//! fsync, a read-only filesystem or a stopped committer;
+//! `AdvanceOutOfRange`, `SeqKeyCardinalityExceeded` and `SeqOverflow` as
+//! the trait defines them.
+
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod codec;
+mod committer;
+pub mod dense_record;
+mod driver;
+mod error;
+pub mod lease_record;
+pub mod record;
+mod store;
+pub mod vfs;
+
+pub use committer::CommitStats;
+pub use driver::{FileDriver, LEADER_EPOCH};
+pub use error::{Bt, FileDriverError, FileOp};
+pub use store::{FAILPOINTS, LOCK_FILE};

@@ -1,0 +1,198 @@
+//! The 17-byte high-water record stored in the `state` file, and the
+//! [`RecordError`] every record codec of this crate reports.
+//!
+//! Pure functions over bytes: nothing here touches the filesystem.
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 4 | magic `TSOR` |
+//! | 4 | 1 | version, `1` |
+//! | 5 | 8 | high-water, u64 little-endian |
+//! | 13 | 4 | CRC-32C (Castagnoli) of bytes `0..13`, little-endian |
+//!
+//! ```
+//! use tsoracle_driver_file::record;
+//!
+//! let bytes = record::encode(1_764_000_000_123);
+//! assert_eq!(bytes.len(), record::RECORD_LEN);
+//! assert_eq!(&bytes[..4], b"TSOR");
+//! assert_eq!(record::decode(&bytes), Ok(1_764_000_000_123));
+//!
+//! // One flipped bit anywhere is caught.
+//! let mut damaged = bytes;
+//! damaged[7] ^= 0x10;
+//! assert!(matches!(
+//!     record::decode(&damaged),
+//!     Err(record::RecordError::CrcMismatch { .. })
+//! ));
+//! ```
+
+use tsoracle_core::PHYSICAL_MS_MAX;
+
+use crate::codec::{self, CRC_LEN};
+
+/// Exact length of an encoded high-water record.
+pub const RECORD_LEN: usize = 17;
+
+/// The four bytes every `state` file starts with.
+pub const MAGIC: [u8; 4] = *b"TSOR";
+
+/// The record layout version this crate reads and writes.
+pub const VERSION: u8 = 1;
+
+const HIGH_WATER_OFFSET: usize = 5;
+const CRC_OFFSET: usize = RECORD_LEN - CRC_LEN;
+
+/// Why a record file's bytes were refused.
+///
+/// Shared by the three codecs ([`record`](crate::record),
+/// [`dense_record`](crate::dense_record), [`lease_record`](crate::lease_record)):
+/// each variant names the defect; the file it came from is added by
+/// [`FileDriverError::Corrupt`](crate::FileDriverError::Corrupt).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecordError {
+    /// Fewer bytes than the smallest valid record.
+    #[error("too short: {len} bytes, at least {min} expected")]
+    TooShort {
+        /// Bytes present.
+        len: usize,
+        /// Smallest valid length.
+        min: usize,
+    },
+    /// More bytes than a fixed-length record has.
+    #[error("too long: {len} bytes, exactly {expected} expected")]
+    TooLong {
+        /// Bytes present.
+        len: usize,
+        /// The fixed record length.
+        expected: usize,
+    },
+    /// The first four bytes are not this file's magic.
+    #[error("bad magic {found:02x?}, expected {expected:02x?}")]
+    BadMagic {
+        /// The magic this file must start with.
+        expected: [u8; 4],
+        /// The bytes found instead.
+        found: [u8; 4],
+    },
+    /// A layout version this crate does not know.
+    #[error("unsupported version {found}, this build reads version {supported}")]
+    UnsupportedVersion {
+        /// The version byte found.
+        found: u8,
+        /// The version this crate reads.
+        supported: u8,
+    },
+    /// The stored CRC-32C does not match the bytes it covers.
+    #[error("crc mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    CrcMismatch {
+        /// CRC read from the trailer.
+        stored: u32,
+        /// CRC computed over the covered bytes.
+        computed: u32,
+    },
+    /// The high-water exceeds `tsoracle_core::PHYSICAL_MS_MAX`.
+    #[error("high-water {value} is above the 46-bit physical-millisecond maximum {max}")]
+    HighWaterOutOfRange {
+        /// The stored value.
+        value: u64,
+        /// `PHYSICAL_MS_MAX`.
+        max: u64,
+    },
+    /// The body ended inside a field.
+    #[error("truncated: field `{field}` at offset {offset} runs past the end")]
+    Truncated {
+        /// The field being read.
+        field: &'static str,
+        /// Where it started.
+        offset: usize,
+    },
+    /// Bytes remain after the last entry the header announced.
+    #[error("{count} trailing bytes after the last entry at offset {offset}")]
+    TrailingBytes {
+        /// Where the extra bytes start.
+        offset: usize,
+        /// How many there are.
+        count: usize,
+    },
+    /// A dense key is not a valid sequence key (UTF-8, 1 to 128 bytes).
+    #[error("dense key #{index} is invalid: {reason}")]
+    InvalidKey {
+        /// Zero-based position of the key in the file.
+        index: usize,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// Dense keys are not in strictly ascending byte order (or repeat).
+    #[error("dense key #{index} is not strictly after the key before it")]
+    KeysNotAscending {
+        /// Zero-based position of the offending key.
+        index: usize,
+    },
+    /// Lease ids are not strictly ascending (or repeat).
+    #[error("lease #{index} (id {lease_id}) is not strictly after the lease before it")]
+    LeaseIdsNotAscending {
+        /// Zero-based position of the offending lease.
+        index: usize,
+        /// Its id.
+        lease_id: u64,
+    },
+    /// A lease's `superseded` flag byte is neither 0 nor 1.
+    #[error("lease #{index} has superseded flag {found}, only 0 or 1 are valid")]
+    BadSupersededFlag {
+        /// Zero-based position of the lease.
+        index: usize,
+        /// The byte found.
+        found: u8,
+    },
+    /// Encoding refused: a field does not fit its on-disk width, or two
+    /// leases share an id.
+    #[error("cannot encode: {0}")]
+    Unencodable(&'static str),
+}
+
+/// Encodes `high_water` as a 17-byte `state` record.
+///
+/// Infallible: range checks belong to the caller (the driver refuses any
+/// advance above `PHYSICAL_MS_MAX` before it encodes), and [`decode`]
+/// refuses such a value when it reads it back.
+pub fn encode(high_water: u64) -> [u8; RECORD_LEN] {
+    let mut out = [0u8; RECORD_LEN];
+    out[..4].copy_from_slice(&MAGIC);
+    out[4] = VERSION;
+    out[HIGH_WATER_OFFSET..CRC_OFFSET].copy_from_slice(&high_water.to_le_bytes());
+    let crc = crc32c::crc32c(&out[..CRC_OFFSET]);
+    out[CRC_OFFSET..].copy_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Decodes a `state` record and returns the high-water it holds.
+///
+/// # Errors
+///
+/// [`RecordError::BadMagic`], [`RecordError::UnsupportedVersion`],
+/// [`RecordError::TooShort`], [`RecordError::TooLong`],
+/// [`RecordError::CrcMismatch`], or [`RecordError::HighWaterOutOfRange`]
+/// when the value is above `tsoracle_core::PHYSICAL_MS_MAX`.
+pub fn decode(bytes: &[u8]) -> Result<u64, RecordError> {
+    if bytes.len() > RECORD_LEN {
+        // Still report a foreign file by its magic rather than its length.
+        codec::check_header(bytes, MAGIC, VERSION)?;
+        return Err(RecordError::TooLong {
+            len: bytes.len(),
+            expected: RECORD_LEN,
+        });
+    }
+    let covered = codec::check_frame(bytes, MAGIC, VERSION, RECORD_LEN)?;
+    let mut value = [0u8; 8];
+    value.copy_from_slice(&covered[HIGH_WATER_OFFSET..CRC_OFFSET]);
+    let value = u64::from_le_bytes(value);
+    if value > PHYSICAL_MS_MAX {
+        return Err(RecordError::HighWaterOutOfRange {
+            value,
+            max: PHYSICAL_MS_MAX,
+        });
+    }
+    Ok(value)
+}

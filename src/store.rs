@@ -1,0 +1,345 @@
+//! The durable file protocol: the one place that writes, fsyncs, renames and
+//! locks. Every failpoint of the write path lives here.
+//!
+//! # Crash-safety argument
+//!
+//! Invariant: *every value the driver ever acknowledged is covered by what
+//! the live files (`state`, `dense`, `leases`) hold on disk*, and the live
+//! files only ever hold complete, CRC-checked records.
+//!
+//! A file is replaced by [`Store::stage`] then [`Store::sync_dir`]:
+//!
+//! 1. **Write `X.tmp`** (create or truncate, write all bytes). A crash here
+//!    leaves `X` untouched and at most a partial `X.tmp`, which is never
+//!    read as state: open ignores and removes it.
+//! 2. **Fsync `X.tmp`.** Its bytes are now on disk. A crash leaves `X`
+//!    untouched and a complete or partial `X.tmp`: still debris.
+//! 3. **Rename `X.tmp` over `X`.** Atomic: any observer, and the disk after a
+//!    crash, sees either the old `X` or the new one, never a mix. Because
+//!    step 2 completed first, the new `X` can only be the complete record.
+//!    Until step 4 the rename itself may be lost on power failure, leaving
+//!    the old `X` (and the fsynced `X.tmp`) — still a valid state.
+//! 4. **Fsync the directory.** The rename is durable. Only now may the
+//!    committer publish the new value in memory and acknowledge callers.
+//!
+//! Whatever a crash leaves, the live file is the old or the new complete
+//! record; the new one was not acknowledged before step 4 returned, so the
+//! old one covers everything acknowledged. Hence a restart never rewinds.
+//!
+//! A failed fsync (step 2 or 4) poisons the driver: after such an error
+//! Linux may drop the dirty pages it could not write and report success on
+//! the next fsync, so a retry proves nothing. An error at step 1, or a
+//! rename that failed (nothing renamed), left the live file untouched: safe
+//! to retry. Any failure after the rename took effect also poisons, because
+//! memory can then no longer say what the live file holds.
+//!
+//! A new state directory is made durable in its parent before anything is
+//! written in it: otherwise a power cut could lose the directory, and with
+//! it every acknowledged value.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tsoracle_core::LeaseRecord;
+
+use crate::dense_record::{self, DenseState};
+use crate::error::{Bt, FileDriverError, FileOp};
+use crate::lease_record;
+use crate::record;
+use crate::vfs::{Entry, LockGuard, Vfs};
+
+/// Name of the lock file inside a state directory.
+pub const LOCK_FILE: &str = "LOCK";
+
+/// Runs a `fail` point that may inject an I/O error into the step around it.
+///
+/// `return` or `return(eio)` injects `EIO`-like `Other`; `return(enospc)`
+/// injects `StorageFull`; `return(erofs)` injects `ReadOnlyFilesystem`.
+/// `pause`, `panic`, `sleep(ms)` and `print` work as the `fail` crate says.
+macro_rules! failpoint {
+    ($name:expr) => {
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!($name, |arg| Err(crate::store::injected_error($name, arg)));
+    };
+}
+
+#[cfg(feature = "failpoints")]
+pub(crate) fn injected_error(name: &str, arg: Option<String>) -> io::Error {
+    let kind = match arg.as_deref() {
+        Some("enospc") => io::ErrorKind::StorageFull,
+        Some("erofs") => io::ErrorKind::ReadOnlyFilesystem,
+        Some("eacces") => io::ErrorKind::PermissionDenied,
+        _ => io::ErrorKind::Other,
+    };
+    io::Error::new(kind, format!("injected by failpoint {name}"))
+}
+
+/// The names of every failpoint, in the order a write reaches them.
+pub const FAILPOINTS: [&str; 9] = [
+    "file_driver::open",
+    "file_driver::before_temp_write",
+    "file_driver::after_temp_write",
+    "file_driver::before_temp_fsync",
+    "file_driver::after_temp_fsync",
+    "file_driver::before_rename",
+    "file_driver::after_rename",
+    "file_driver::before_dir_fsync",
+    "file_driver::after_dir_fsync",
+];
+
+/// One of the three files of a state directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FileKind {
+    State,
+    Dense,
+    Leases,
+}
+
+impl FileKind {
+    pub(crate) const ALL: [FileKind; 3] = [FileKind::State, FileKind::Dense, FileKind::Leases];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            FileKind::State => "state",
+            FileKind::Dense => "dense",
+            FileKind::Leases => "leases",
+        }
+    }
+
+    fn temp_name(self) -> &'static str {
+        match self {
+            FileKind::State => "state.tmp",
+            FileKind::Dense => "dense.tmp",
+            FileKind::Leases => "leases.tmp",
+        }
+    }
+}
+
+/// Everything a state directory holds, decoded.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Snapshot {
+    pub(crate) high_water: u64,
+    pub(crate) dense: DenseState,
+    pub(crate) leases: Vec<LeaseRecord>,
+}
+
+/// A failed [`Store::stage`], and whether it poisons the driver.
+#[derive(Debug)]
+pub(crate) struct StageFailure {
+    pub(crate) error: FileDriverError,
+    /// True after a failed fsync or once the rename took effect: the driver
+    /// can no longer tell what the live file holds.
+    pub(crate) poisons: bool,
+}
+
+/// An open, locked state directory. Dropping it releases the lock.
+#[derive(Debug)]
+pub(crate) struct Store {
+    vfs: Arc<dyn Vfs>,
+    dir: PathBuf,
+    // Held for the store's whole life; dropped last.
+    _lock: LockGuard,
+}
+
+impl Store {
+    /// Creates `dir` if needed (durably, see the module docs) and takes its
+    /// lock. Nothing is read before the lock is held.
+    pub(crate) fn lock(vfs: Arc<dyn Vfs>, dir: &Path) -> Result<Store, FileDriverError> {
+        ensure_dir(vfs.as_ref(), dir)?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = match vfs.try_lock(&lock_path) {
+            Ok(Some(lock)) => lock,
+            Ok(None) => {
+                return Err(FileDriverError::AlreadyLocked {
+                    path: lock_path,
+                    backtrace: Bt::capture(),
+                });
+            }
+            Err(err) => return Err(FileDriverError::io(FileOp::Lock, lock_path, err)),
+        };
+        Ok(Store {
+            vfs,
+            dir: dir.to_path_buf(),
+            _lock: lock,
+        })
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Reads and validates all three files, then removes `*.tmp` debris.
+    ///
+    /// Debris is removed only after every file decoded, so a directory that
+    /// is refused as corrupt is left exactly as it was found.
+    pub(crate) fn load(&self) -> Result<Snapshot, FileDriverError> {
+        (|| -> io::Result<()> {
+            failpoint!("file_driver::open");
+            Ok(())
+        })()
+        .map_err(|err| FileDriverError::io(FileOp::Read, &self.dir, err))?;
+        let high_water = self
+            .read_decoded(FileKind::State, record::decode)?
+            .unwrap_or(0);
+        let dense = self
+            .read_decoded(FileKind::Dense, dense_record::decode)?
+            .unwrap_or_default();
+        let leases = self
+            .read_decoded(FileKind::Leases, lease_record::decode)?
+            .unwrap_or_default();
+        for kind in FileKind::ALL {
+            let temp = self.path(kind.temp_name());
+            match self.vfs.remove_file(&temp) {
+                Ok(()) => {}
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                Err(err) => return Err(FileDriverError::io(FileOp::RemoveTemp, temp, err)),
+            }
+        }
+        Ok(Snapshot {
+            high_water,
+            dense,
+            leases,
+        })
+    }
+
+    fn read_decoded<T>(
+        &self,
+        kind: FileKind,
+        decode: impl FnOnce(&[u8]) -> Result<T, crate::record::RecordError>,
+    ) -> Result<Option<T>, FileDriverError> {
+        let path = self.path(kind.name());
+        match self.vfs.read(&path) {
+            Ok(None) => Ok(None),
+            Ok(Some(bytes)) => decode(&bytes)
+                .map(Some)
+                .map_err(|err| FileDriverError::corrupt(path, err)),
+            Err(err) => Err(FileDriverError::io(FileOp::Read, path, err)),
+        }
+    }
+
+    /// The first state file present in the directory, if any.
+    pub(crate) fn existing_state_file(&self) -> Result<Option<PathBuf>, FileDriverError> {
+        for kind in FileKind::ALL {
+            let path = self.path(kind.name());
+            match self.vfs.probe(&path) {
+                Ok(Entry::Missing) => {}
+                Ok(_) => return Ok(Some(path)),
+                Err(err) => return Err(FileDriverError::io(FileOp::Inspect, path, err)),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Steps 1 to 3 of the protocol for one file: write `X.tmp`, fsync it,
+    /// rename it over `X`. The caller runs [`Store::sync_dir`] once for all
+    /// the files of a batch before it treats any of them as durable.
+    pub(crate) fn stage(&self, kind: FileKind, bytes: &[u8]) -> Result<(), StageFailure> {
+        let temp = self.path(kind.temp_name());
+        let live = self.path(kind.name());
+        let transient = |op, path: &Path, err| StageFailure {
+            error: FileDriverError::io(op, path, err),
+            poisons: false,
+        };
+        let poisoning = |op, path: &Path, err| StageFailure {
+            error: FileDriverError::io(op, path, err),
+            poisons: true,
+        };
+
+        // Step 1: crash or failure leaves only debris; the live file is as it was.
+        let mut file = (|| {
+            failpoint!("file_driver::before_temp_write");
+            let mut file = self.vfs.create(&temp)?;
+            file.write_all(bytes)?;
+            failpoint!("file_driver::after_temp_write");
+            Ok(file)
+        })()
+        .map_err(|err| transient(FileOp::WriteTemp, &temp, err))?;
+
+        // Step 2: a failed fsync may have dropped pages for good: poison.
+        (|| {
+            failpoint!("file_driver::before_temp_fsync");
+            file.sync()?;
+            failpoint!("file_driver::after_temp_fsync");
+            Ok(())
+        })()
+        .map_err(|err| poisoning(FileOp::FsyncTemp, &temp, err))?;
+        drop(file);
+
+        // Step 3: a failed rename renamed nothing; the live file is as it was.
+        (|| {
+            failpoint!("file_driver::before_rename");
+            self.vfs.rename(&temp, &live)
+        })()
+        .map_err(|err| transient(FileOp::Rename, &live, err))?;
+        // From here the live file holds the new record: any failure poisons.
+        (|| {
+            failpoint!("file_driver::after_rename");
+            Ok(())
+        })()
+        .map_err(|err| poisoning(FileOp::Rename, &live, err))
+    }
+
+    /// Step 4: makes every rename staged so far durable.
+    ///
+    /// # Errors
+    ///
+    /// Always poisoning: the caller must refuse every later write.
+    pub(crate) fn sync_dir(&self) -> Result<(), FileDriverError> {
+        (|| {
+            failpoint!("file_driver::before_dir_fsync");
+            self.vfs.sync_dir(&self.dir)?;
+            failpoint!("file_driver::after_dir_fsync");
+            Ok(())
+        })()
+        .map_err(|err| FileDriverError::io(FileOp::FsyncDir, &self.dir, err))
+    }
+}
+
+/// Makes sure `dir` exists as a directory. Directories it creates are made
+/// durable by fsyncing each one's parent, top-down, before returning.
+fn ensure_dir(vfs: &dyn Vfs, dir: &Path) -> Result<(), FileDriverError> {
+    let mut missing = Vec::new();
+    let mut cursor = dir;
+    loop {
+        match vfs.probe(cursor) {
+            Ok(Entry::Directory) => break,
+            Ok(Entry::Other) => {
+                return Err(FileDriverError::NotADirectory {
+                    path: cursor.to_path_buf(),
+                    backtrace: Bt::capture(),
+                });
+            }
+            Ok(Entry::Missing) => {
+                missing.push(cursor);
+                match cursor.parent() {
+                    Some(parent) if !parent.as_os_str().is_empty() => cursor = parent,
+                    // A relative path's last component: its parent is ".".
+                    Some(_) => cursor = Path::new("."),
+                    // The root itself is missing: let create_dir say why.
+                    None => break,
+                }
+            }
+            Err(err) => return Err(FileDriverError::io(FileOp::Inspect, cursor, err)),
+        }
+    }
+    for created in missing.iter().rev() {
+        match vfs.create_dir(created) {
+            Ok(()) => {}
+            // Someone else created it meanwhile; the lock sorts out who owns it.
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(err) => return Err(FileDriverError::io(FileOp::CreateDir, *created, err)),
+        }
+        let parent = match created.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        vfs.sync_dir(parent)
+            .map_err(|err| FileDriverError::io(FileOp::FsyncDir, parent, err))?;
+    }
+    Ok(())
+}
