@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Sender};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 
 use futures::Stream;
@@ -41,7 +41,7 @@ pub struct FileDriver {
     published: Arc<Published>,
     stats: Arc<StatCounters>,
     requests: Option<Sender<Request>>,
-    committer: Mutex<Option<JoinHandle<()>>>,
+    committer: Option<JoinHandle<()>>,
     leader: watch::Sender<LeaderState>,
 }
 
@@ -101,7 +101,11 @@ impl FileDriver {
         let handle = std::thread::Builder::new()
             .name("tsoracle-file-committer".into())
             .spawn(move || committer.run(queue))
-            .map_err(|err| FileDriverError::io(crate::error::FileOp::Lock, dir, err))?;
+            .map_err(|source| FileDriverError::CommitterSpawn {
+                dir: dir.to_path_buf(),
+                source,
+                backtrace: Bt::capture(),
+            })?;
         let (leader, _) = watch::channel(LeaderState::Leader {
             epoch: LEADER_EPOCH,
         });
@@ -110,7 +114,7 @@ impl FileDriver {
             published,
             stats,
             requests: Some(requests),
-            committer: Mutex::new(Some(handle)),
+            committer: Some(handle),
             leader,
         }))
     }
@@ -245,12 +249,7 @@ impl Drop for FileDriver {
         // Closing the queue lets the committer finish what is queued and
         // exit; joining it means the lock is released when drop returns.
         drop(self.requests.take());
-        let handle = self
-            .committer
-            .get_mut()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
-        if let Some(handle) = handle {
+        if let Some(handle) = self.committer.take() {
             // A panicked committer has already released what it held.
             let _ = handle.join();
         }

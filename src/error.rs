@@ -185,6 +185,17 @@ pub enum FileDriverError {
         /// Where the error was made.
         backtrace: Bt,
     },
+    /// The operating system refused to start the committer thread.
+    #[error("cannot start the committer thread for {}", .dir.display())]
+    CommitterSpawn {
+        /// The state directory.
+        dir: PathBuf,
+        /// The spawn error.
+        #[source]
+        source: io::Error,
+        /// Where the error was made.
+        backtrace: Bt,
+    },
     /// The committer thread is gone (it panicked); no write can complete.
     #[error("the committer thread for {} has stopped", .dir.display())]
     CommitterStopped {
@@ -244,6 +255,7 @@ impl FileDriverError {
             | FileDriverError::SeedOutOfRange { backtrace, .. }
             | FileDriverError::Poisoned { backtrace, .. }
             | FileDriverError::InvalidLeases { backtrace, .. }
+            | FileDriverError::CommitterSpawn { backtrace, .. }
             | FileDriverError::CommitterStopped { backtrace, .. } => backtrace.get(),
         }
     }
