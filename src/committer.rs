@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, OnceLock, RwLock};
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tsoracle_core::{LeaseRecord, SeqKey};
@@ -94,16 +95,52 @@ pub struct CommitStats {
     pub fsyncs: u64,
 }
 
-#[derive(Debug, Default)]
+/// The slow-fsync warning threshold a driver starts with.
+pub(crate) const DEFAULT_SLOW_FSYNC: Duration = Duration::from_millis(100);
+
+#[derive(Debug)]
 pub(crate) struct StatCounters {
     requests: AtomicU64,
     pub(crate) fast_path: AtomicU64,
     batches: AtomicU64,
     file_writes: AtomicU64,
     fsyncs: AtomicU64,
+    /// Nanoseconds one fsync may take before a warning is logged.
+    slow_fsync_nanos: AtomicU64,
+}
+
+impl Default for StatCounters {
+    fn default() -> Self {
+        Self {
+            requests: AtomicU64::new(0),
+            fast_path: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            file_writes: AtomicU64::new(0),
+            fsyncs: AtomicU64::new(0),
+            slow_fsync_nanos: AtomicU64::new(DEFAULT_SLOW_FSYNC.as_nanos() as u64),
+        }
+    }
 }
 
 impl StatCounters {
+    pub(crate) fn set_slow_fsync(&self, threshold: Duration) {
+        let nanos = u64::try_from(threshold.as_nanos()).unwrap_or(u64::MAX);
+        self.slow_fsync_nanos.store(nanos, Ordering::Relaxed);
+    }
+
+    /// Logs a warning when one fsync of `path` took longer than the threshold.
+    fn check_fsync(&self, what: &'static str, path: &std::path::Path, took: Duration) {
+        let limit = Duration::from_nanos(self.slow_fsync_nanos.load(Ordering::Relaxed));
+        if took > limit {
+            tracing::warn!(
+                path = %path.display(),
+                fsync_ms = took.as_secs_f64() * 1e3,
+                threshold_ms = limit.as_secs_f64() * 1e3,
+                "slow {what}: the disk took longer than the threshold to make a write durable"
+            );
+        }
+    }
+
     pub(crate) fn snapshot(&self) -> CommitStats {
         CommitStats {
             requests: self.requests.load(Ordering::Relaxed),
@@ -168,6 +205,13 @@ impl Committer {
                 }
             }
             StatCounters::add(&self.stats.requests, batch.len());
+            let span = tracing::debug_span!(
+                "commit_batch",
+                requests = batch.len(),
+                bytes = tracing::field::Empty,
+                fsync_ms = tracing::field::Empty,
+            );
+            let _entered = span.enter();
             self.commit(&mut batch);
         }
     }
@@ -251,12 +295,17 @@ impl Committer {
             ),
             (FileKind::Leases, lease_bytes),
         ];
+        let mut bytes_written = 0usize;
+        let mut fsync_time = Duration::ZERO;
         for (index, (kind, bytes)) in plans.iter().enumerate() {
             let Some(bytes) = bytes else { continue };
             StatCounters::add(&self.stats.file_writes, 1);
             match self.store.stage(*kind, bytes) {
-                Ok(()) => {
+                Ok(took) => {
                     StatCounters::add(&self.stats.fsyncs, 1);
+                    self.stats.check_fsync("file fsync", self.store.dir(), took);
+                    fsync_time += took;
+                    bytes_written += bytes.len();
                     staged[index] = true;
                 }
                 Err(failure) if failure.poisons => {
@@ -269,10 +318,20 @@ impl Committer {
         if staged.iter().any(|&s| s) {
             StatCounters::add(&self.stats.batches, 1);
             StatCounters::add(&self.stats.fsyncs, 1);
-            if let Err(err) = self.store.sync_dir() {
-                self.poison(err, waiters);
-                return;
+            match self.store.sync_dir() {
+                Ok(took) => {
+                    self.stats
+                        .check_fsync("directory fsync", self.store.dir(), took);
+                    fsync_time += took;
+                }
+                Err(err) => {
+                    self.poison(err, waiters);
+                    return;
+                }
             }
+            let span = tracing::Span::current();
+            span.record("bytes", bytes_written);
+            span.record("fsync_ms", fsync_time.as_secs_f64() * 1e3);
         }
 
         // Durable. Publish, then answer; undo in memory what was not written.
@@ -328,6 +387,11 @@ impl Committer {
     /// Records the first fsync failure and fails every waiter of the batch.
     /// Memory keeps the last durable values; nothing more is ever written.
     fn poison(&mut self, error: FileDriverError, waiters: Waiters) {
+        tracing::error!(
+            error = %error,
+            cause = ?std::error::Error::source(&error).map(ToString::to_string),
+            "write failed where the disk content is no longer known (fsync, or after the rename): the driver refuses every write until it is reopened"
+        );
         let first = Arc::new(error);
         let _ = self.published.poisoned.set(Arc::clone(&first));
         fail_all(waiters.high_water, &first);

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use futures::Stream;
 use tokio::sync::{oneshot, watch};
@@ -184,7 +185,7 @@ impl FileDriver {
         store
             .stage(FileKind::State, &record::encode(seed_physical_ms))
             .map_err(|failure| failure.error)?;
-        store.sync_dir()
+        store.sync_dir().map(drop)
     }
 
     /// The state directory this driver owns.
@@ -203,6 +204,13 @@ impl FileDriver {
     /// `batches` far below `requests`.
     pub fn stats(&self) -> CommitStats {
         self.stats.snapshot()
+    }
+
+    /// Sets how long one fsync may take before the committer logs a
+    /// `tracing` warning (default 100 ms). A slow fsync is the first sign of
+    /// a struggling disk, and every caller of its batch waits on it.
+    pub fn set_slow_fsync_warning(&self, threshold: Duration) {
+        self.stats.set_slow_fsync(threshold);
     }
 
     /// Whether an fsync failure has made this driver refuse writes. Reopen it

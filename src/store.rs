@@ -40,6 +40,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tsoracle_core::LeaseRecord;
 
@@ -107,7 +108,7 @@ impl FileKind {
         }
     }
 
-    fn temp_name(self) -> &'static str {
+    pub(crate) fn temp_name(self) -> &'static str {
         match self {
             FileKind::State => "state.tmp",
             FileKind::Dense => "dense.tmp",
@@ -183,15 +184,7 @@ impl Store {
             Ok(())
         })()
         .map_err(|err| FileDriverError::io(FileOp::Read, &self.dir, err))?;
-        let high_water = self
-            .read_decoded(FileKind::State, record::decode)?
-            .unwrap_or(0);
-        let dense = self
-            .read_decoded(FileKind::Dense, dense_record::decode)?
-            .unwrap_or_default();
-        let leases = self
-            .read_decoded(FileKind::Leases, lease_record::decode)?
-            .unwrap_or_default();
+        let files = read_files(self.vfs.as_ref(), &self.dir)?;
         for kind in FileKind::ALL {
             let temp = self.path(kind.temp_name());
             match self.vfs.remove_file(&temp) {
@@ -201,25 +194,10 @@ impl Store {
             }
         }
         Ok(Snapshot {
-            high_water,
-            dense,
-            leases,
+            high_water: files.high_water.unwrap_or(0),
+            dense: files.dense.unwrap_or_default(),
+            leases: files.leases.unwrap_or_default(),
         })
-    }
-
-    fn read_decoded<T>(
-        &self,
-        kind: FileKind,
-        decode: impl FnOnce(&[u8]) -> Result<T, crate::record::RecordError>,
-    ) -> Result<Option<T>, FileDriverError> {
-        let path = self.path(kind.name());
-        match self.vfs.read(&path) {
-            Ok(None) => Ok(None),
-            Ok(Some(bytes)) => decode(&bytes)
-                .map(Some)
-                .map_err(|err| FileDriverError::corrupt(path, err)),
-            Err(err) => Err(FileDriverError::io(FileOp::Read, path, err)),
-        }
     }
 
     /// The first state file present in the directory, if any.
@@ -238,7 +216,9 @@ impl Store {
     /// Steps 1 to 3 of the protocol for one file: write `X.tmp`, fsync it,
     /// rename it over `X`. The caller runs [`Store::sync_dir`] once for all
     /// the files of a batch before it treats any of them as durable.
-    pub(crate) fn stage(&self, kind: FileKind, bytes: &[u8]) -> Result<(), StageFailure> {
+    ///
+    /// Returns how long the temp file's fsync took.
+    pub(crate) fn stage(&self, kind: FileKind, bytes: &[u8]) -> Result<Duration, StageFailure> {
         let temp = self.path(kind.temp_name());
         let live = self.path(kind.name());
         let transient = |op, path: &Path, err| StageFailure {
@@ -261,6 +241,7 @@ impl Store {
         .map_err(|err| transient(FileOp::WriteTemp, &temp, err))?;
 
         // Step 2: a failed fsync may have dropped pages for good: poison.
+        let fsync_started = Instant::now();
         (|| {
             failpoint!("file_driver::before_temp_fsync");
             file.sync()?;
@@ -268,6 +249,7 @@ impl Store {
             Ok(())
         })()
         .map_err(|err| poisoning(FileOp::FsyncTemp, &temp, err))?;
+        let fsync_time = fsync_started.elapsed();
         drop(file);
 
         // Step 3: a failed rename renamed nothing; the live file is as it was.
@@ -281,22 +263,61 @@ impl Store {
             failpoint!("file_driver::after_rename");
             Ok(())
         })()
-        .map_err(|err| poisoning(FileOp::Rename, &live, err))
+        .map_err(|err| poisoning(FileOp::Rename, &live, err))?;
+        Ok(fsync_time)
     }
 
-    /// Step 4: makes every rename staged so far durable.
+    /// Step 4: makes every rename staged so far durable. Returns how long
+    /// the directory fsync took.
     ///
     /// # Errors
     ///
     /// Always poisoning: the caller must refuse every later write.
-    pub(crate) fn sync_dir(&self) -> Result<(), FileDriverError> {
+    pub(crate) fn sync_dir(&self) -> Result<Duration, FileDriverError> {
+        let started = Instant::now();
         (|| {
             failpoint!("file_driver::before_dir_fsync");
             self.vfs.sync_dir(&self.dir)?;
             failpoint!("file_driver::after_dir_fsync");
             Ok(())
         })()
-        .map_err(|err| FileDriverError::io(FileOp::FsyncDir, &self.dir, err))
+        .map_err(|err| FileDriverError::io(FileOp::FsyncDir, &self.dir, err))?;
+        Ok(started.elapsed())
+    }
+}
+
+/// The three files of a state directory, decoded; `None` where a file is
+/// missing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Files {
+    pub(crate) high_water: Option<u64>,
+    pub(crate) dense: Option<DenseState>,
+    pub(crate) leases: Option<Vec<LeaseRecord>>,
+}
+
+/// Reads and decodes `state`, `dense` and `leases`. Reads only: safe without
+/// the lock, because live files are only ever replaced whole by rename.
+pub(crate) fn read_files(vfs: &dyn Vfs, dir: &Path) -> Result<Files, FileDriverError> {
+    Ok(Files {
+        high_water: read_decoded(vfs, dir, FileKind::State, record::decode)?,
+        dense: read_decoded(vfs, dir, FileKind::Dense, dense_record::decode)?,
+        leases: read_decoded(vfs, dir, FileKind::Leases, lease_record::decode)?,
+    })
+}
+
+fn read_decoded<T>(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    kind: FileKind,
+    decode: impl FnOnce(&[u8]) -> Result<T, crate::record::RecordError>,
+) -> Result<Option<T>, FileDriverError> {
+    let path = dir.join(kind.name());
+    match vfs.read(&path) {
+        Ok(None) => Ok(None),
+        Ok(Some(bytes)) => decode(&bytes)
+            .map(Some)
+            .map_err(|err| FileDriverError::corrupt(path, err)),
+        Err(err) => Err(FileDriverError::io(FileOp::Read, path, err)),
     }
 }
 
