@@ -16,21 +16,21 @@ pub(crate) fn push_crc(buf: &mut Vec<u8>) {
 /// present: a short file that already shows the wrong magic or version is
 /// reported by what it is rather than by its length.
 pub(crate) fn check_header(bytes: &[u8], magic: [u8; 4], version: u8) -> Result<(), RecordError> {
-    if let Some(found) = bytes.get(..4) {
-        if found != magic {
-            return Err(RecordError::BadMagic {
-                expected: magic,
-                found: [found[0], found[1], found[2], found[3]],
-            });
-        }
+    if let Some(found) = bytes.get(..4)
+        && found != magic
+    {
+        return Err(RecordError::BadMagic {
+            expected: magic,
+            found: [found[0], found[1], found[2], found[3]],
+        });
     }
-    if let Some(&found) = bytes.get(4) {
-        if found != version {
-            return Err(RecordError::UnsupportedVersion {
-                found,
-                supported: version,
-            });
-        }
+    if let Some(&found) = bytes.get(4)
+        && found != version
+    {
+        return Err(RecordError::UnsupportedVersion {
+            found,
+            supported: version,
+        });
     }
     Ok(())
 }
