@@ -334,14 +334,37 @@ impl Committer {
             span.record("fsync_ms", fsync_time.as_secs_f64() * 1e3);
         }
 
-        // Durable. Publish, then answer; undo in memory what was not written.
+        // Durable. Publish everything the batch wrote before answering
+        // anyone, so a caller that reads right after its reply sees the whole
+        // batch; undo in memory what was not written.
         let [state_err, dense_err, leases_err] = failed;
+        if state_err.is_none() {
+            self.current.high_water = high_water;
+            self.published
+                .high_water
+                .store(high_water, Ordering::Release);
+        }
+        match &dense_err {
+            None if !dense_undo.is_empty() => {
+                let mut published = write_lock(&self.published.dense);
+                for key in dense_undo.keys() {
+                    if let Some(&value) = self.current.dense.counters.get(key) {
+                        published.insert(key.clone(), value);
+                    }
+                }
+            }
+            None => {}
+            Some(_) => undo_dense(&mut self.current.dense, dense_undo),
+        }
+        if let (None, Some(leases)) = (&leases_err, new_leases) {
+            let mut sorted = leases;
+            sorted.sort_unstable_by_key(|lease| lease.lease_id);
+            *write_lock(&self.published.leases) = sorted.clone();
+            self.current.leases = sorted;
+        }
+
         match state_err {
             None => {
-                self.current.high_water = high_water;
-                self.published
-                    .high_water
-                    .store(high_water, Ordering::Release);
                 for reply in waiters.high_water {
                     drop(reply.send(Ok(high_water)));
                 }
@@ -350,37 +373,23 @@ impl Committer {
         }
         match dense_err {
             None => {
-                if !dense_undo.is_empty() {
-                    let mut published = write_lock(&self.published.dense);
-                    for key in dense_undo.keys() {
-                        if let Some(&value) = self.current.dense.counters.get(key) {
-                            published.insert(key.clone(), value);
-                        }
-                    }
-                }
                 for (reply, starts) in waiters.dense {
                     drop(reply.send(Ok(starts)));
                 }
             }
             Some(err) => {
-                undo_dense(&mut self.current.dense, dense_undo);
                 for (reply, _) in waiters.dense {
                     fail_one(reply, &err);
                 }
             }
         }
-        match (leases_err, new_leases) {
-            (None, Some(leases)) => {
-                let mut sorted = leases;
-                sorted.sort_unstable_by_key(|lease| lease.lease_id);
-                *write_lock(&self.published.leases) = sorted.clone();
-                self.current.leases = sorted;
+        match leases_err {
+            None => {
                 for reply in waiters.leases {
                     drop(reply.send(Ok(())));
                 }
             }
-            (Some(err), _) => fail_all(waiters.leases, &err),
-            (None, None) => {}
+            Some(err) => fail_all(waiters.leases, &err),
         }
     }
 
