@@ -176,7 +176,7 @@ impl Vfs for StdFs {
             .truncate(false)
             .open(path)?;
         match FileExt::try_lock_exclusive(&file) {
-            Ok(()) => Ok(Some(LockGuard::new(file))),
+            Ok(()) => Ok(Some(LockGuard::new(Flock(file)))),
             Err(err) if err.raw_os_error() == fs2::lock_contended_error().raw_os_error() => {
                 Ok(None)
             }
@@ -211,6 +211,19 @@ impl Vfs for StdFs {
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         std::fs::remove_file(path)
+    }
+}
+
+/// An flocked `LOCK` file. The lock belongs to the open file description,
+/// which a child process spawned by any thread shares until it execs: merely
+/// closing our descriptor would leave the lock held for that instant. An
+/// explicit unlock releases it for every descriptor at once.
+struct Flock(File);
+
+impl Drop for Flock {
+    fn drop(&mut self) {
+        // Nothing to do on failure: closing the file releases it anyway.
+        let _ = FileExt::unlock(&self.0);
     }
 }
 
