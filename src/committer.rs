@@ -165,14 +165,6 @@ pub(crate) struct Committer {
     stats: Arc<StatCounters>,
 }
 
-/// Waiters of one batch, grouped by the file their answer depends on.
-#[derive(Default)]
-struct Waiters {
-    high_water: Vec<Reply<u64>>,
-    dense: Vec<(Reply<Vec<u64>>, Vec<u64>)>,
-    leases: Vec<Reply<()>>,
-}
-
 /// The previous value of each dense key a batch touched, to undo the batch
 /// in memory if its write fails.
 type DenseUndo = BTreeMap<SeqKey, Option<u64>>;
@@ -234,31 +226,51 @@ impl Committer {
             }
             return;
         }
+        let mut fold = self.fold(batch);
 
-        // Fold every request into the new content of each file.
-        let mut waiters = Waiters::default();
-        let mut high_water = self.current.high_water;
-        let mut dense_undo = DenseUndo::new();
-        let mut new_leases: Option<Vec<LeaseRecord>> = None;
-        let mut lease_bytes: Option<Vec<u8>> = None;
+        // High-water requests already covered by what is durable need no
+        // write: answer them now rather than after this batch's fsyncs.
+        if fold.high_water <= self.current.high_water {
+            for reply in fold.high_water_waiters.drain(..) {
+                drop(reply.send(Ok(self.current.high_water)));
+            }
+        }
+
+        match self.write(&fold) {
+            Ok(failed) => {
+                self.publish(&mut fold, &failed);
+                fold.answer(failed);
+            }
+            Err(first) => self.poison(first, fold),
+        }
+    }
+
+    /// Applies every request of the batch, in order, to the committer's
+    /// view, and collects who waits for which file. Refused requests (a dense
+    /// cap or overflow, an unencodable lease set) changed nothing and are
+    /// answered at once.
+    fn fold(&mut self, batch: &mut Vec<Request>) -> Fold {
+        let mut fold = Fold {
+            high_water: self.current.high_water,
+            ..Fold::default()
+        };
         for request in batch.drain(..) {
             match request {
                 Request::HighWater { at_least, reply } => {
-                    high_water = high_water.max(at_least);
-                    waiters.high_water.push(reply);
+                    fold.high_water = fold.high_water.max(at_least);
+                    fold.high_water_waiters.push(reply);
                 }
                 Request::Dense { entries, reply } => {
-                    match apply_dense(&mut self.current.dense, &entries, &mut dense_undo) {
-                        Ok(starts) => waiters.dense.push((reply, starts)),
-                        // Refused requests changed nothing: answer at once.
+                    match apply_dense(&mut self.current.dense, &entries, &mut fold.dense_undo) {
+                        Ok(starts) => fold.dense_waiters.push((reply, starts)),
                         Err(err) => drop(reply.send(Err(err))),
                     }
                 }
+                // The set is absolute: the last one queued wins.
                 Request::Leases { leases, reply } => match lease_record::encode(&leases) {
                     Ok(bytes) => {
-                        lease_bytes = Some(bytes);
-                        new_leases = Some(leases);
-                        waiters.leases.push(reply);
+                        fold.leases = Some((leases, bytes));
+                        fold.lease_waiters.push(reply);
                     }
                     Err(source) => {
                         let err = FileDriverError::InvalidLeases {
@@ -271,33 +283,35 @@ impl Committer {
                 },
             }
         }
+        fold
+    }
 
-        // High-water requests already covered by what is durable need no
-        // write: answer them now rather than after this batch's fsyncs.
-        if high_water <= self.current.high_water {
-            let durable = self.current.high_water;
-            for reply in waiters.high_water.drain(..) {
-                drop(reply.send(Ok(durable)));
-            }
-        }
-
-        // Write each changed file (steps 1-3), then one directory fsync.
-        let mut staged: [bool; 3] = [false; 3];
-        let mut failed: [Option<Arc<FileDriverError>>; 3] = [None, None, None];
+    /// Writes each changed file (steps 1-3 of the protocol), then fsyncs the
+    /// directory once. Returns, per file, the transient error that kept it
+    /// from being written; `Err` is a poisoning failure.
+    fn write(&mut self, fold: &Fold) -> Result<PerFile<Arc<FileDriverError>>, FileDriverError> {
         let plans: [(FileKind, Option<Vec<u8>>); 3] = [
             (
                 FileKind::State,
-                (high_water > self.current.high_water).then(|| record::encode(high_water).to_vec()),
+                (fold.high_water > self.current.high_water)
+                    .then(|| record::encode(fold.high_water).to_vec()),
             ),
             (
                 FileKind::Dense,
-                (!dense_undo.is_empty()).then(|| dense_record::encode(&self.current.dense)),
+                (!fold.dense_undo.is_empty()).then(|| dense_record::encode(&self.current.dense)),
             ),
-            (FileKind::Leases, lease_bytes),
+            (FileKind::Leases, None),
         ];
+        let lease_bytes = fold.leases.as_ref().map(|(_, bytes)| bytes.as_slice());
+        let mut failed: PerFile<Arc<FileDriverError>> = [None, None, None];
+        let mut any_staged = false;
         let mut bytes_written = 0usize;
         let mut fsync_time = Duration::ZERO;
-        for (index, (kind, bytes)) in plans.iter().enumerate() {
+        for (index, (kind, owned)) in plans.iter().enumerate() {
+            let bytes = match kind {
+                FileKind::Leases => lease_bytes,
+                _ => owned.as_deref(),
+            };
             let Some(bytes) = bytes else { continue };
             StatCounters::add(&self.stats.file_writes, 1);
             match self.store.stage(*kind, bytes) {
@@ -306,96 +320,62 @@ impl Committer {
                     self.stats.check_fsync("file fsync", self.store.dir(), took);
                     fsync_time += took;
                     bytes_written += bytes.len();
-                    staged[index] = true;
+                    any_staged = true;
                 }
-                Err(failure) if failure.poisons => {
-                    self.poison(failure.error, waiters);
-                    return;
-                }
+                Err(failure) if failure.poisons => return Err(failure.error),
                 Err(failure) => failed[index] = Some(Arc::new(failure.error)),
             }
         }
-        if staged.iter().any(|&s| s) {
+        if any_staged {
             StatCounters::add(&self.stats.batches, 1);
             StatCounters::add(&self.stats.fsyncs, 1);
-            match self.store.sync_dir() {
-                Ok(took) => {
-                    self.stats
-                        .check_fsync("directory fsync", self.store.dir(), took);
-                    fsync_time += took;
-                }
-                Err(err) => {
-                    self.poison(err, waiters);
-                    return;
-                }
-            }
+            let took = self.store.sync_dir()?;
+            self.stats
+                .check_fsync("directory fsync", self.store.dir(), took);
             let span = tracing::Span::current();
             span.record("bytes", bytes_written);
-            span.record("fsync_ms", fsync_time.as_secs_f64() * 1e3);
+            span.record("fsync_ms", (fsync_time + took).as_secs_f64() * 1e3);
         }
+        Ok(failed)
+    }
 
-        // Durable. Publish everything the batch wrote before answering
-        // anyone, so a caller that reads right after its reply sees the whole
-        // batch; undo in memory what was not written.
-        let [state_err, dense_err, leases_err] = failed;
-        if state_err.is_none() {
-            self.current.high_water = high_water;
+    /// Moves memory to what the batch made durable, for every file, before
+    /// anyone is answered: a caller that reads right after its reply must
+    /// see the whole batch. Undoes in memory what was not written.
+    fn publish(&mut self, fold: &mut Fold, failed: &PerFile<Arc<FileDriverError>>) {
+        let [state_failed, dense_failed, leases_failed] = failed;
+        if state_failed.is_none() {
+            self.current.high_water = fold.high_water;
             self.published
                 .high_water
-                .store(high_water, Ordering::Release);
+                .store(fold.high_water, Ordering::Release);
         }
-        match &dense_err {
-            None if !dense_undo.is_empty() => {
-                let mut published = write_lock(&self.published.dense);
-                for key in dense_undo.keys() {
-                    if let Some(&value) = self.current.dense.counters.get(key) {
-                        published.insert(key.clone(), value);
-                    }
+        if dense_failed.is_some() {
+            undo_dense(
+                &mut self.current.dense,
+                std::mem::take(&mut fold.dense_undo),
+            );
+        } else if !fold.dense_undo.is_empty() {
+            let mut published = write_lock(&self.published.dense);
+            for key in fold.dense_undo.keys() {
+                if let Some(&value) = self.current.dense.counters.get(key) {
+                    published.insert(key.clone(), value);
                 }
             }
-            None => {}
-            Some(_) => undo_dense(&mut self.current.dense, dense_undo),
         }
-        if let (None, Some(leases)) = (&leases_err, new_leases) {
+        if leases_failed.is_none()
+            && let Some((leases, _)) = fold.leases.take()
+        {
             let mut sorted = leases;
             sorted.sort_unstable_by_key(|lease| lease.lease_id);
             *write_lock(&self.published.leases) = sorted.clone();
             self.current.leases = sorted;
         }
-
-        match state_err {
-            None => {
-                for reply in waiters.high_water {
-                    drop(reply.send(Ok(high_water)));
-                }
-            }
-            Some(err) => fail_all(waiters.high_water, &err),
-        }
-        match dense_err {
-            None => {
-                for (reply, starts) in waiters.dense {
-                    drop(reply.send(Ok(starts)));
-                }
-            }
-            Some(err) => {
-                for (reply, _) in waiters.dense {
-                    fail_one(reply, &err);
-                }
-            }
-        }
-        match leases_err {
-            None => {
-                for reply in waiters.leases {
-                    drop(reply.send(Ok(())));
-                }
-            }
-            Some(err) => fail_all(waiters.leases, &err),
-        }
     }
 
-    /// Records the first fsync failure and fails every waiter of the batch.
-    /// Memory keeps the last durable values; nothing more is ever written.
-    fn poison(&mut self, error: FileDriverError, waiters: Waiters) {
+    /// Records the first poisoning failure and fails every waiter of the
+    /// batch. Memory keeps the last durable values; nothing more is written.
+    fn poison(&mut self, error: FileDriverError, fold: Fold) {
         tracing::error!(
             error = %error,
             cause = ?std::error::Error::source(&error).map(ToString::to_string),
@@ -403,10 +383,54 @@ impl Committer {
         );
         let first = Arc::new(error);
         let _ = self.published.poisoned.set(Arc::clone(&first));
-        fail_all(waiters.high_water, &first);
-        fail_all(waiters.leases, &first);
-        for (reply, _) in waiters.dense {
-            fail_one(reply, &first);
+        fold.answer([
+            Some(Arc::clone(&first)),
+            Some(Arc::clone(&first)),
+            Some(first),
+        ]);
+    }
+}
+
+/// One value per file, in [`FileKind::ALL`] order.
+type PerFile<T> = [Option<T>; 3];
+
+/// A batch folded into the new content of each file and its waiters.
+#[derive(Default)]
+struct Fold {
+    /// The maximum high-water asked for (at least the current one).
+    high_water: u64,
+    high_water_waiters: Vec<Reply<u64>>,
+    /// Each dense key's value before the batch; empty when nothing changed.
+    dense_undo: DenseUndo,
+    dense_waiters: Vec<(Reply<Vec<u64>>, Vec<u64>)>,
+    /// The last lease set queued, with its encoding.
+    leases: Option<(Vec<LeaseRecord>, Vec<u8>)>,
+    lease_waiters: Vec<Reply<()>>,
+}
+
+impl Fold {
+    /// Answers every waiter: with its result where its file was written,
+    /// else with that file's error.
+    fn answer(self, failed: PerFile<Arc<FileDriverError>>) {
+        let [state_failed, dense_failed, leases_failed] = failed;
+        let high_water = self.high_water;
+        for reply in self.high_water_waiters {
+            drop(reply.send(match &state_failed {
+                None => Ok(high_water),
+                Some(err) => Err(CommitError::Driver(Arc::clone(err))),
+            }));
+        }
+        for (reply, starts) in self.dense_waiters {
+            drop(reply.send(match &dense_failed {
+                None => Ok(starts),
+                Some(err) => Err(CommitError::Driver(Arc::clone(err))),
+            }));
+        }
+        for reply in self.lease_waiters {
+            drop(reply.send(match &leases_failed {
+                None => Ok(()),
+                Some(err) => Err(CommitError::Driver(Arc::clone(err))),
+            }));
         }
     }
 }
@@ -425,12 +449,6 @@ impl Request {
 /// receiver: there is nobody to tell, and nothing else to do.
 fn fail_one<T>(reply: Reply<T>, err: &Arc<FileDriverError>) {
     drop(reply.send(Err(CommitError::Driver(Arc::clone(err)))));
-}
-
-fn fail_all<T>(replies: Vec<Reply<T>>, err: &Arc<FileDriverError>) {
-    for reply in replies {
-        fail_one(reply, err);
-    }
 }
 
 /// Takes a write lock even if a reader panicked while holding it: the data

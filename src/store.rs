@@ -26,6 +26,11 @@
 //! record; the new one was not acknowledged before step 4 returned, so the
 //! old one covers everything acknowledged. Hence a restart never rewinds.
 //!
+//! A *process* crash between steps 3 and 4 leaves the rename in the page
+//! cache: the next open sees the new file although a power cut could still
+//! undo the rename. Open therefore fsyncs the directory before it reads, so
+//! nothing it serves (or acknowledges on the fast path) can be lost later.
+//!
 //! A failed fsync (step 2 or 4) poisons the driver: after such an error
 //! Linux may drop the dirty pages it could not write and report success on
 //! the next fsync, so a retry proves nothing. An error at step 1, or a
@@ -48,25 +53,28 @@ use crate::dense_record::{self, DenseState};
 use crate::error::{Bt, FileDriverError, FileOp};
 use crate::lease_record;
 use crate::record;
-use crate::vfs::{Entry, LockGuard, Vfs};
+use crate::vfs::{Entry, LockGuard, Vfs, VfsFile};
 
 /// Name of the lock file inside a state directory.
 pub const LOCK_FILE: &str = "LOCK";
 
-/// Runs a `fail` point that may inject an I/O error into the step around it.
+/// Runs the `fail` point `name`, which may inject an I/O error into the step
+/// around it; a no-op without the `failpoints` feature.
 ///
-/// `return` or `return(eio)` injects `EIO`-like `Other`; `return(enospc)`
-/// injects `StorageFull`; `return(erofs)` injects `ReadOnlyFilesystem`.
+/// `return` or `return(eio)` injects an EIO-like `Other` error;
+/// `return(enospc)` injects `StorageFull`; `return(erofs)` injects
+/// `ReadOnlyFilesystem`; `return(eacces)` injects `PermissionDenied`.
 /// `pause`, `panic`, `sleep(ms)` and `print` work as the `fail` crate says.
-macro_rules! failpoint {
-    ($name:expr) => {
-        #[cfg(feature = "failpoints")]
-        fail::fail_point!($name, |arg| Err(crate::store::injected_error($name, arg)));
-    };
+#[inline]
+fn failpoint(name: &'static str) -> io::Result<()> {
+    #[cfg(feature = "failpoints")]
+    fail::fail_point!(name, |arg| Err(injected_error(name, arg)));
+    let _ = name;
+    Ok(())
 }
 
 #[cfg(feature = "failpoints")]
-pub(crate) fn injected_error(name: &str, arg: Option<String>) -> io::Error {
+fn injected_error(name: &str, arg: Option<String>) -> io::Error {
     let kind = match arg.as_deref() {
         Some("enospc") => io::ErrorKind::StorageFull,
         Some("erofs") => io::ErrorKind::ReadOnlyFilesystem,
@@ -179,11 +187,14 @@ impl Store {
     /// Debris is removed only after every file decoded, so a directory that
     /// is refused as corrupt is left exactly as it was found.
     pub(crate) fn load(&self) -> Result<Snapshot, FileDriverError> {
-        (|| -> io::Result<()> {
-            failpoint!("file_driver::open");
-            Ok(())
-        })()
-        .map_err(|err| FileDriverError::io(FileOp::Read, &self.dir, err))?;
+        failpoint("file_driver::open")
+            .map_err(|err| FileDriverError::io(FileOp::Read, &self.dir, err))?;
+        // A process that died between a rename and its directory fsync left
+        // the new file visible but not yet durable: make it durable before
+        // anything read here is served or acknowledged as durable.
+        self.vfs
+            .sync_dir(&self.dir)
+            .map_err(|err| FileDriverError::io(FileOp::FsyncDir, &self.dir, err))?;
         let files = read_files(self.vfs.as_ref(), &self.dir)?;
         for kind in FileKind::ALL {
             let temp = self.path(kind.temp_name());
@@ -231,40 +242,32 @@ impl Store {
         };
 
         // Step 1: crash or failure leaves only debris; the live file is as it was.
-        let mut file = (|| {
-            failpoint!("file_driver::before_temp_write");
-            let mut file = self.vfs.create(&temp)?;
-            file.write_all(bytes)?;
-            failpoint!("file_driver::after_temp_write");
-            Ok(file)
-        })()
-        .map_err(|err| transient(FileOp::WriteTemp, &temp, err))?;
+        let mut file = self
+            .write_temp(&temp, bytes)
+            .map_err(|err| transient(FileOp::WriteTemp, &temp, err))?;
 
         // Step 2: a failed fsync may have dropped pages for good: poison.
         let fsync_started = Instant::now();
-        (|| {
-            failpoint!("file_driver::before_temp_fsync");
-            file.sync()?;
-            failpoint!("file_driver::after_temp_fsync");
-            Ok(())
-        })()
-        .map_err(|err| poisoning(FileOp::FsyncTemp, &temp, err))?;
+        sync_temp(file.as_mut()).map_err(|err| poisoning(FileOp::FsyncTemp, &temp, err))?;
         let fsync_time = fsync_started.elapsed();
         drop(file);
 
         // Step 3: a failed rename renamed nothing; the live file is as it was.
-        (|| {
-            failpoint!("file_driver::before_rename");
-            self.vfs.rename(&temp, &live)
-        })()
-        .map_err(|err| transient(FileOp::Rename, &live, err))?;
+        failpoint("file_driver::before_rename")
+            .and_then(|()| self.vfs.rename(&temp, &live))
+            .map_err(|err| transient(FileOp::Rename, &live, err))?;
         // From here the live file holds the new record: any failure poisons.
-        (|| {
-            failpoint!("file_driver::after_rename");
-            Ok(())
-        })()
-        .map_err(|err| poisoning(FileOp::Rename, &live, err))?;
+        failpoint("file_driver::after_rename")
+            .map_err(|err| poisoning(FileOp::Rename, &live, err))?;
         Ok(fsync_time)
+    }
+
+    fn write_temp(&self, temp: &Path, bytes: &[u8]) -> io::Result<Box<dyn VfsFile>> {
+        failpoint("file_driver::before_temp_write")?;
+        let mut file = self.vfs.create(temp)?;
+        file.write_all(bytes)?;
+        failpoint("file_driver::after_temp_write")?;
+        Ok(file)
     }
 
     /// Step 4: makes every rename staged so far durable. Returns how long
@@ -275,15 +278,18 @@ impl Store {
     /// Always poisoning: the caller must refuse every later write.
     pub(crate) fn sync_dir(&self) -> Result<Duration, FileDriverError> {
         let started = Instant::now();
-        (|| {
-            failpoint!("file_driver::before_dir_fsync");
-            self.vfs.sync_dir(&self.dir)?;
-            failpoint!("file_driver::after_dir_fsync");
-            Ok(())
-        })()
-        .map_err(|err| FileDriverError::io(FileOp::FsyncDir, &self.dir, err))?;
+        failpoint("file_driver::before_dir_fsync")
+            .and_then(|()| self.vfs.sync_dir(&self.dir))
+            .and_then(|()| failpoint("file_driver::after_dir_fsync"))
+            .map_err(|err| FileDriverError::io(FileOp::FsyncDir, &self.dir, err))?;
         Ok(started.elapsed())
     }
+}
+
+fn sync_temp(file: &mut dyn VfsFile) -> io::Result<()> {
+    failpoint("file_driver::before_temp_fsync")?;
+    file.sync()?;
+    failpoint("file_driver::after_temp_fsync")
 }
 
 /// The three files of a state directory, decoded; `None` where a file is
@@ -344,6 +350,13 @@ fn ensure_dir(vfs: &dyn Vfs, dir: &Path) -> Result<(), FileDriverError> {
                     // The root itself is missing: let create_dir say why.
                     None => break,
                 }
+            }
+            // A component of the path is a regular file (`file/sub`).
+            Err(err) if err.kind() == io::ErrorKind::NotADirectory => {
+                return Err(FileDriverError::NotADirectory {
+                    path: cursor.to_path_buf(),
+                    backtrace: Bt::capture(),
+                });
             }
             Err(err) => return Err(FileDriverError::io(FileOp::Inspect, cursor, err)),
         }

@@ -746,7 +746,8 @@ mod tests {
     #[test]
     fn civil_from_days_agrees_with_a_day_by_day_walk() {
         let (mut year, mut month, mut day) = (1970u64, 1u64, 1u64);
-        let leap = |y: u64| (y.is_multiple_of(4) && !y.is_multiple_of(100)) || y.is_multiple_of(400);
+        let leap =
+            |y: u64| (y.is_multiple_of(4) && !y.is_multiple_of(100)) || y.is_multiple_of(400);
         for days in 0..200_000u64 {
             assert_eq!(civil_from_days(days), (year, month, day), "day {days}");
             let len = match month {

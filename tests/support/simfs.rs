@@ -1,0 +1,1000 @@
+//! `SimFs`: an in-memory [`Vfs`] that knows what a power cut would keep.
+//!
+//! Include it from a test file with
+//! `#[path = "support/simfs.rs"] mod simfs;`.
+//!
+//! # Model
+//!
+//! Every directory keeps two views of its entries (name → inode or
+//! sub-directory): the *visible* one (the page cache: what `read`, `probe`
+//! and `rename` see) and the *durable* one. A creation, rename or removal
+//! changes the visible view at once and is queued as a pending directory
+//! operation; [`Vfs::sync_dir`] on that directory moves every pending
+//! operation into the durable view. Every inode likewise keeps its visible
+//! bytes and the bytes its last [`VfsFile::sync`] made durable.
+//!
+//! Every call through the seam (on the `Vfs` or on a file it opened) is one
+//! *operation* with a global index, starting at 0, recorded in an op log.
+//!
+//! - [`SimFs::crash_at`]`(n)` loses power at operation `n`: that operation
+//!   and every later one fails with "simulated power loss" and changes
+//!   nothing. [`SimFs::crash_images`] then lists what the disk may hold
+//!   after the power cut, and [`SimFs::from_image`] boots a fresh SimFs on
+//!   one of them.
+//! - [`SimFs::halt_at`]`(n)` kills the process at operation `n` instead:
+//!   operations fail from there on, but the page cache survives, so the
+//!   next process (after [`SimFs::resume`]) sees what the dead one left.
+//! - [`SimFs::fail_at`] and [`SimFs::fail_next`] make one operation return
+//!   a chosen `io::Error` without crashing (the operation changes nothing).
+//! - [`SimFs::hold_next_op`] parks the next operation until released, so a
+//!   test can queue more requests behind a write in flight, deterministically.
+//! - Locks live in an in-memory table: a second `try_lock` of a path while
+//!   the first guard lives answers `Ok(None)`.
+//!
+//! # Crash images
+//!
+//! For data: *dropped* (every inode holds what its last fsync made durable;
+//! never-synced files are empty), *kept* (everything written reached the
+//! disk anyway) and *torn* (one inode with unsynced data holds a prefix of
+//! its new bytes — every prefix for files up to 256 bytes, 512-byte sector
+//! boundaries plus a few odd cuts for larger ones — the others dropped).
+//!
+//! For directories: each directory with pending operations keeps a subset
+//! of them, applied in order over its durable entries. Up to four pending
+//! operations, every subset; beyond that none, all, each single one, each
+//! prefix (the journal order), and all but one. The image is the product of
+//! both choices, walked from `/`: a directory whose own entry did not
+//! survive in its parent is gone with everything in it.
+//!
+//! [`Durability`] can make the simulated disk lie (an fsync that makes
+//! nothing durable), to prove a checker catches a protocol that relies on
+//! it.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::fmt;
+use std::io;
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tsoracle_driver_file::vfs::{Entry, LockGuard, Vfs, VfsFile};
+
+/// The message of every error returned after the power cut.
+pub const POWER_LOSS: &str = "simulated power loss";
+
+/// The message of every error returned after the process died.
+pub const PROCESS_EXIT: &str = "simulated process exit";
+
+/// What one operation was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OpKind {
+    Probe,
+    CreateDir,
+    TryLock,
+    Read,
+    /// `Vfs::create` (create or truncate a file for writing).
+    Create,
+    /// `VfsFile::write_all`.
+    Write,
+    /// `VfsFile::sync` (fsync of a file).
+    FileSync,
+    Rename,
+    /// `Vfs::sync_dir` (fsync of a directory).
+    SyncDir,
+    Remove,
+}
+
+/// One entry of the op log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpRecord {
+    pub index: u64,
+    pub kind: OpKind,
+    pub path: PathBuf,
+}
+
+impl OpRecord {
+    /// The last component of the path (`"state.tmp"`), or `"/"`.
+    pub fn name(&self) -> String {
+        file_name(&self.path).unwrap_or_else(|| "/".to_owned())
+    }
+}
+
+/// How honest the simulated disk is about fsync.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// File fsync makes the file's bytes durable; directory fsync makes the
+    /// directory's entries durable. A correct protocol is safe on it.
+    Honest,
+    /// File fsync returns Ok but makes nothing durable (a disk with a
+    /// volatile write cache that ignores flushes, for file data only).
+    FileSyncIsNoop,
+    /// Directory fsync returns Ok but makes nothing durable.
+    DirSyncIsNoop,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Node {
+    File(u64),
+    Dir,
+}
+
+#[derive(Clone, Debug)]
+enum DirOp {
+    Create {
+        name: String,
+        node: Node,
+    },
+    Rename {
+        from: String,
+        to: String,
+        node: Node,
+    },
+    Remove {
+        name: String,
+        node: Node,
+    },
+}
+
+impl DirOp {
+    fn apply(&self, entries: &mut BTreeMap<String, Node>) {
+        match self {
+            DirOp::Create { name, node } => {
+                entries.insert(name.clone(), node.clone());
+            }
+            DirOp::Rename { from, to, node } => {
+                if entries.get(from) == Some(node) {
+                    entries.remove(from);
+                }
+                entries.insert(to.clone(), node.clone());
+            }
+            DirOp::Remove { name, node } => {
+                if entries.get(name) == Some(node) {
+                    entries.remove(name);
+                }
+            }
+        }
+    }
+
+    fn label(&self) -> String {
+        match self {
+            DirOp::Create { name, .. } => format!("create {name}"),
+            DirOp::Rename { from, to, .. } => format!("rename {from}->{to}"),
+            DirOp::Remove { name, .. } => format!("remove {name}"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+struct Dir {
+    visible: BTreeMap<String, Node>,
+    durable: BTreeMap<String, Node>,
+    pending: Vec<DirOp>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Inode {
+    data: Vec<u8>,
+    synced: Vec<u8>,
+}
+
+#[derive(Clone, Debug)]
+enum Trigger {
+    At(u64),
+    Next { kind: OpKind, name: Option<String> },
+}
+
+#[derive(Clone, Debug)]
+struct Fault {
+    trigger: Trigger,
+    error: io::ErrorKind,
+}
+
+#[derive(Debug)]
+struct Inner {
+    durability: Durability,
+    ops: u64,
+    crash_at: Option<u64>,
+    crashed: bool,
+    halt_at: Option<u64>,
+    halted: bool,
+    faults: Vec<Fault>,
+    injected: Vec<OpRecord>,
+    log: Vec<OpRecord>,
+    dirs: BTreeMap<PathBuf, Dir>,
+    inodes: BTreeMap<u64, Inode>,
+    next_ino: u64,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    armed: bool,
+    reached: bool,
+    released: bool,
+}
+
+#[derive(Debug, Default)]
+struct Gate {
+    state: Mutex<GateState>,
+    cond: Condvar,
+}
+
+/// A handle on [`SimFs::hold_next_op`]'s parked operation.
+pub struct Hold {
+    gate: Arc<Gate>,
+}
+
+/// How long a test waits for the committer to reach a hold before it gives
+/// up and fails: a deadlock guard, not a timing assumption.
+const HOLD_DEADLOCK_GUARD: Duration = Duration::from_secs(120);
+
+impl Hold {
+    /// Blocks until some thread's next operation is parked at the hold.
+    ///
+    /// # Panics
+    ///
+    /// When no operation arrives within two minutes (the test deadlocked).
+    pub fn wait_reached(&self) {
+        let state = lock(&self.gate.state);
+        let (state, _) = self
+            .gate
+            .cond
+            .wait_timeout_while(state, HOLD_DEADLOCK_GUARD, |s| !s.reached)
+            .unwrap_or_else(|p| p.into_inner());
+        assert!(state.reached, "no operation reached the hold");
+    }
+
+    /// Lets the parked operation run (or disarms the hold if no operation
+    /// reached it yet).
+    pub fn release(self) {
+        let mut state = lock(&self.gate.state);
+        state.armed = false;
+        state.released = true;
+        self.gate.cond.notify_all();
+    }
+}
+
+/// The in-memory filesystem. Cheap to clone: clones share one disk.
+#[derive(Clone)]
+pub struct SimFs {
+    inner: Arc<Mutex<Inner>>,
+    locks: Arc<Mutex<HashSet<PathBuf>>>,
+    gate: Arc<Gate>,
+}
+
+impl fmt::Debug for SimFs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = lock(&self.inner);
+        f.debug_struct("SimFs")
+            .field("ops", &inner.ops)
+            .field("crashed", &inner.crashed)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn file_name(path: &Path) -> Option<String> {
+    path.file_name().map(|n| n.to_string_lossy().into_owned())
+}
+
+/// An absolute, normalised form of `path` (`.` and `..` resolved
+/// lexically; relative paths are taken from `/`).
+fn norm(path: &Path) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for component in path.components() {
+        match component {
+            Component::Normal(part) => out.push(part),
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    out
+}
+
+fn split(path: &Path) -> io::Result<(PathBuf, String)> {
+    let path = norm(path);
+    match (path.parent(), file_name(&path)) {
+        (Some(parent), Some(name)) => Ok((parent.to_path_buf(), name)),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the root has no parent",
+        )),
+    }
+}
+
+fn not_found(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{} not found", path.display()),
+    )
+}
+
+impl Default for SimFs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SimFs {
+    /// An empty, honest disk holding only the root directory `/`.
+    pub fn new() -> Self {
+        Self::with_durability(Durability::Honest)
+    }
+
+    /// An empty disk with the given fsync honesty.
+    pub fn with_durability(durability: Durability) -> Self {
+        let mut dirs = BTreeMap::new();
+        dirs.insert(PathBuf::from("/"), Dir::default());
+        Self::from_parts(durability, dirs, BTreeMap::new())
+    }
+
+    fn from_parts(
+        durability: Durability,
+        dirs: BTreeMap<PathBuf, Dir>,
+        inodes: BTreeMap<u64, Inode>,
+    ) -> Self {
+        let next_ino = inodes.keys().max().map_or(1, |max| max + 1);
+        SimFs {
+            inner: Arc::new(Mutex::new(Inner {
+                durability,
+                ops: 0,
+                crash_at: None,
+                crashed: false,
+                halt_at: None,
+                halted: false,
+                faults: Vec::new(),
+                injected: Vec::new(),
+                log: Vec::new(),
+                dirs,
+                inodes,
+                next_ino,
+            })),
+            locks: Arc::new(Mutex::new(HashSet::new())),
+            gate: Arc::new(Gate::default()),
+        }
+    }
+
+    /// A fresh honest disk booted on `image`: everything in it is durable.
+    pub fn from_image(image: &CrashImage) -> Self {
+        let mut dirs: BTreeMap<PathBuf, Dir> = BTreeMap::new();
+        for dir in &image.dirs {
+            dirs.insert(dir.clone(), Dir::default());
+        }
+        let mut inodes = BTreeMap::new();
+        let mut links: Vec<(PathBuf, String, Node)> = Vec::new();
+        for dir in &image.dirs {
+            if let (Some(parent), Some(name)) = (dir.parent(), file_name(dir)) {
+                links.push((parent.to_path_buf(), name, Node::Dir));
+            }
+        }
+        for (ino, (path, bytes)) in (1u64..).zip(&image.files) {
+            inodes.insert(
+                ino,
+                Inode {
+                    data: bytes.clone(),
+                    synced: bytes.clone(),
+                },
+            );
+            let (parent, name) = split(path).expect("an image file is not the root");
+            links.push((parent, name, Node::File(ino)));
+        }
+        for (parent, name, node) in links {
+            let dir = dirs.get_mut(&parent).expect("an image's parents exist");
+            dir.visible.insert(name.clone(), node.clone());
+            dir.durable.insert(name, node);
+        }
+        Self::from_parts(Durability::Honest, dirs, inodes)
+    }
+
+    /// Loses power at operation `index`: it and every later operation fail.
+    pub fn crash_at(&self, index: u64) {
+        lock(&self.inner).crash_at = Some(index);
+    }
+
+    /// Kills the process at operation `index`: it and every later operation
+    /// fail with "simulated process exit" and change nothing, but unlike a
+    /// power cut the page cache survives. [`SimFs::resume`] lets the next
+    /// process in.
+    pub fn halt_at(&self, index: u64) {
+        lock(&self.inner).halt_at = Some(index);
+    }
+
+    /// Ends a [`SimFs::halt_at`]: operations succeed again.
+    pub fn resume(&self) {
+        let mut inner = lock(&self.inner);
+        inner.halt_at = None;
+        inner.halted = false;
+    }
+
+    /// Whether the power cut has happened.
+    pub fn crashed(&self) -> bool {
+        lock(&self.inner).crashed
+    }
+
+    /// Whether the process was killed by [`SimFs::halt_at`] (and not resumed).
+    pub fn halted(&self) -> bool {
+        lock(&self.inner).halted
+    }
+
+    /// Whether operations fail for good: power lost or process killed.
+    pub fn is_down(&self) -> bool {
+        let inner = lock(&self.inner);
+        inner.crashed || inner.halted
+    }
+
+    /// Operations performed so far (the next operation's index).
+    pub fn op_count(&self) -> u64 {
+        lock(&self.inner).ops
+    }
+
+    /// Every operation performed so far, in order.
+    pub fn op_log(&self) -> Vec<OpRecord> {
+        lock(&self.inner).log.clone()
+    }
+
+    /// The operations that returned an injected fault.
+    pub fn injected(&self) -> Vec<OpRecord> {
+        lock(&self.inner).injected.clone()
+    }
+
+    /// Makes operation `index` return an error of `kind` (and do nothing).
+    pub fn fail_at(&self, index: u64, kind: io::ErrorKind) {
+        lock(&self.inner).faults.push(Fault {
+            trigger: Trigger::At(index),
+            error: kind,
+        });
+    }
+
+    /// Makes the next operation of `op` (on a path whose last component is
+    /// `name`, when given) return an error of `kind` and do nothing.
+    pub fn fail_next(&self, op: OpKind, name: Option<&str>, kind: io::ErrorKind) {
+        lock(&self.inner).faults.push(Fault {
+            trigger: Trigger::Next {
+                kind: op,
+                name: name.map(str::to_owned),
+            },
+            error: kind,
+        });
+    }
+
+    /// Faults armed with `fail_at`/`fail_next` that have not fired yet.
+    pub fn pending_faults(&self) -> usize {
+        lock(&self.inner).faults.len()
+    }
+
+    /// Parks the next operation, whichever thread makes it, until
+    /// [`Hold::release`]. Parking happens before the operation is counted.
+    pub fn hold_next_op(&self) -> Hold {
+        let mut state = lock(&self.gate.state);
+        *state = GateState {
+            armed: true,
+            reached: false,
+            released: false,
+        };
+        Hold {
+            gate: Arc::clone(&self.gate),
+        }
+    }
+
+    /// Every regular file of the visible view (the page cache), by path.
+    pub fn visible_files(&self) -> BTreeMap<PathBuf, Vec<u8>> {
+        let inner = lock(&self.inner);
+        let mut out = BTreeMap::new();
+        for (dir_path, dir) in &inner.dirs {
+            for (name, node) in &dir.visible {
+                if let Node::File(ino) = node {
+                    out.insert(dir_path.join(name), inner.inodes[ino].data.clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// Replaces a file's bytes, visible and durable alike, outside the op
+    /// count: simulated media damage, or a test's setup.
+    pub fn put_file(&self, path: &Path, bytes: &[u8]) {
+        let mut inner = lock(&self.inner);
+        let (parent, name) = split(path).expect("not the root");
+        let existing = inner
+            .dirs
+            .get(&parent)
+            .expect("parent directory exists")
+            .visible
+            .get(&name)
+            .cloned();
+        let ino = match existing {
+            Some(Node::File(ino)) => ino,
+            Some(Node::Dir) => panic!("{} is a directory", path.display()),
+            None => {
+                let ino = inner.next_ino;
+                inner.next_ino += 1;
+                let dir = inner.dirs.get_mut(&parent).expect("parent exists");
+                dir.visible.insert(name.clone(), Node::File(ino));
+                dir.durable.insert(name, Node::File(ino));
+                ino
+            }
+        };
+        inner.inodes.insert(
+            ino,
+            Inode {
+                data: bytes.to_vec(),
+                synced: bytes.to_vec(),
+            },
+        );
+    }
+
+    /// Runs the bookkeeping of one operation: hold, count, log, crash and
+    /// fault checks. On `Ok` the caller performs the operation under the
+    /// returned lock.
+    fn begin(&self, kind: OpKind, path: &Path) -> io::Result<MutexGuard<'_, Inner>> {
+        {
+            let mut state = lock(&self.gate.state);
+            if state.armed {
+                state.armed = false;
+                state.reached = true;
+                self.gate.cond.notify_all();
+                let _state = self
+                    .gate
+                    .cond
+                    .wait_while(state, |s| !s.released)
+                    .unwrap_or_else(|p| p.into_inner());
+            }
+        }
+        let mut inner = lock(&self.inner);
+        let index = inner.ops;
+        inner.ops += 1;
+        let record = OpRecord {
+            index,
+            kind,
+            path: norm(path),
+        };
+        inner.log.push(record.clone());
+        if inner.crashed || inner.crash_at == Some(index) {
+            inner.crashed = true;
+            return Err(io::Error::other(POWER_LOSS));
+        }
+        if inner.halted || inner.halt_at == Some(index) {
+            inner.halted = true;
+            return Err(io::Error::other(PROCESS_EXIT));
+        }
+        let name = file_name(&record.path);
+        let hit = inner.faults.iter().position(|fault| match &fault.trigger {
+            Trigger::At(at) => *at == index,
+            Trigger::Next { kind: k, name: n } => {
+                *k == kind && n.as_ref().is_none_or(|n| Some(n) == name.as_ref())
+            }
+        });
+        if let Some(position) = hit {
+            let fault = inner.faults.remove(position);
+            inner.injected.push(record.clone());
+            return Err(io::Error::new(
+                fault.error,
+                format!(
+                    "injected {:?} at op {index} ({kind:?} {})",
+                    fault.error,
+                    record.path.display()
+                ),
+            ));
+        }
+        Ok(inner)
+    }
+
+    /// Everything the disk may hold after the power cut (or right now, if
+    /// power were cut now), deduplicated by content.
+    pub fn crash_images(&self) -> Vec<CrashImage> {
+        let inner = lock(&self.inner);
+
+        // Directory choices: for each directory with pending operations, a
+        // list of (label, which pending ops survive).
+        let mut per_dir: Vec<(PathBuf, Vec<Survivors>)> = Vec::new();
+        for (path, dir) in &inner.dirs {
+            if dir.pending.is_empty() {
+                continue;
+            }
+            let labels: Vec<String> = dir.pending.iter().map(DirOp::label).collect();
+            per_dir.push((path.clone(), subsets(&labels)));
+        }
+        let mut dir_choices: Vec<(String, BTreeMap<PathBuf, Vec<bool>>)> =
+            vec![(String::new(), BTreeMap::new())];
+        for (path, choices) in &per_dir {
+            let mut next = Vec::new();
+            for (label, chosen) in &dir_choices {
+                for (sub_label, mask) in choices {
+                    let mut chosen = chosen.clone();
+                    chosen.insert(path.clone(), mask.clone());
+                    next.push((format!("{label}[{}: {sub_label}]", path.display()), chosen));
+                }
+            }
+            dir_choices = next;
+        }
+
+        // Data choices.
+        let dirty: Vec<u64> = inner
+            .inodes
+            .iter()
+            .filter(|(_, inode)| inode.data != inode.synced)
+            .map(|(ino, _)| *ino)
+            .collect();
+        let mut data_choices: Vec<(String, DataChoice)> = vec![
+            ("unsynced dropped".to_owned(), DataChoice::Dropped),
+            ("unsynced kept".to_owned(), DataChoice::Kept),
+        ];
+        for &ino in &dirty {
+            let len = inner.inodes[&ino].data.len();
+            for cut in cut_points(len) {
+                data_choices.push((
+                    format!("inode {ino} torn at {cut}/{len}"),
+                    DataChoice::Torn { ino, cut },
+                ));
+            }
+        }
+
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for (dir_label, masks) in &dir_choices {
+            for (data_label, data) in &data_choices {
+                let image = inner.build_image(masks, data);
+                if seen.insert((image.dirs.clone(), image.files.clone())) {
+                    out.push(CrashImage {
+                        label: format!("{data_label} {dir_label}"),
+                        ..image
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum DataChoice {
+    Dropped,
+    Kept,
+    Torn { ino: u64, cut: usize },
+}
+
+/// Where a torn write may stop: every strict prefix of a small file;
+/// sector boundaries and a few odd cuts of a large one.
+fn cut_points(len: usize) -> Vec<usize> {
+    if len <= 256 {
+        return (0..len).collect();
+    }
+    let mut cuts: BTreeSet<usize> = (0..len).step_by(512).collect();
+    cuts.extend([1, len / 2, len - 1]);
+    cuts.into_iter().collect()
+}
+
+/// A label and, per pending operation of one directory, whether it survives.
+type Survivors = (String, Vec<bool>);
+
+/// Which pending operations of one directory survive, with a label.
+fn subsets(labels: &[String]) -> Vec<Survivors> {
+    let n = labels.len();
+    let describe = |mask: &[bool]| -> String {
+        let kept: Vec<&str> = labels
+            .iter()
+            .zip(mask)
+            .filter(|(_, keep)| **keep)
+            .map(|(label, _)| label.as_str())
+            .collect();
+        if kept.is_empty() {
+            "none kept".to_owned()
+        } else {
+            format!("kept {}", kept.join(", "))
+        }
+    };
+    let mut masks: Vec<Vec<bool>> = Vec::new();
+    if n <= 4 {
+        for bits in 0u32..(1 << n) {
+            masks.push((0..n).map(|i| bits & (1 << i) != 0).collect());
+        }
+    } else {
+        masks.push(vec![false; n]);
+        masks.push(vec![true; n]);
+        for i in 0..n {
+            masks.push((0..n).map(|j| j == i).collect());
+            masks.push((0..n).map(|j| j < i).collect());
+            masks.push((0..n).map(|j| j != i).collect());
+        }
+        masks.sort();
+        masks.dedup();
+    }
+    masks
+        .into_iter()
+        .map(|mask| (describe(&mask), mask))
+        .collect()
+}
+
+impl Inner {
+    fn build_image(&self, masks: &BTreeMap<PathBuf, Vec<bool>>, data: &DataChoice) -> CrashImage {
+        let mut image = CrashImage {
+            label: String::new(),
+            dirs: BTreeSet::new(),
+            files: BTreeMap::new(),
+        };
+        let mut stack = vec![PathBuf::from("/")];
+        while let Some(path) = stack.pop() {
+            let Some(dir) = self.dirs.get(&path) else {
+                continue;
+            };
+            image.dirs.insert(path.clone());
+            let mut entries = dir.durable.clone();
+            if let Some(mask) = masks.get(&path) {
+                for (op, keep) in dir.pending.iter().zip(mask) {
+                    if *keep {
+                        op.apply(&mut entries);
+                    }
+                }
+            }
+            for (name, node) in entries {
+                let child = path.join(&name);
+                match node {
+                    Node::Dir => stack.push(child),
+                    Node::File(ino) => {
+                        let inode = &self.inodes[&ino];
+                        let bytes = match *data {
+                            DataChoice::Dropped => inode.synced.clone(),
+                            DataChoice::Kept => inode.data.clone(),
+                            DataChoice::Torn { ino: torn, cut } if torn == ino => {
+                                inode.data[..cut].to_vec()
+                            }
+                            DataChoice::Torn { .. } => inode.synced.clone(),
+                        };
+                        image.files.insert(child, bytes);
+                    }
+                }
+            }
+        }
+        image
+    }
+
+    fn dir_mut(&mut self, path: &Path) -> io::Result<&mut Dir> {
+        self.dirs
+            .get_mut(&norm(path))
+            .ok_or_else(|| not_found(path))
+    }
+
+    fn lookup(&self, path: &Path) -> io::Result<Option<Node>> {
+        let path = norm(path);
+        if path == Path::new("/") {
+            return Ok(Some(Node::Dir));
+        }
+        let (parent, name) = split(&path)?;
+        match self.dirs.get(&parent) {
+            Some(dir) => Ok(dir.visible.get(&name).cloned()),
+            None => Ok(None),
+        }
+    }
+
+    /// Creates a file entry (and inode) in the visible view.
+    fn create_file(&mut self, path: &Path) -> io::Result<u64> {
+        let (parent, name) = split(path)?;
+        let ino = self.next_ino;
+        self.next_ino += 1;
+        self.inodes.insert(ino, Inode::default());
+        let dir = self.dir_mut(&parent)?;
+        dir.visible.insert(name.clone(), Node::File(ino));
+        dir.pending.push(DirOp::Create {
+            name,
+            node: Node::File(ino),
+        });
+        Ok(ino)
+    }
+}
+
+/// One possible content of the disk after a power cut.
+#[derive(Clone, Debug)]
+pub struct CrashImage {
+    /// Which data and directory variant produced it.
+    pub label: String,
+    /// Every directory that exists.
+    pub dirs: BTreeSet<PathBuf>,
+    /// Every regular file, by path, with its bytes.
+    pub files: BTreeMap<PathBuf, Vec<u8>>,
+}
+
+struct SimFile {
+    fs: SimFs,
+    ino: u64,
+    path: PathBuf,
+}
+
+impl VfsFile for SimFile {
+    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let mut inner = self.fs.begin(OpKind::Write, &self.path)?;
+        let inode = inner
+            .inodes
+            .get_mut(&self.ino)
+            .ok_or_else(|| not_found(&self.path))?;
+        inode.data.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        let mut inner = self.fs.begin(OpKind::FileSync, &self.path)?;
+        let honest = inner.durability != Durability::FileSyncIsNoop;
+        let inode = inner
+            .inodes
+            .get_mut(&self.ino)
+            .ok_or_else(|| not_found(&self.path))?;
+        if honest {
+            inode.synced = inode.data.clone();
+        }
+        Ok(())
+    }
+}
+
+struct HeldLock {
+    table: Arc<Mutex<HashSet<PathBuf>>>,
+    path: PathBuf,
+}
+
+impl Drop for HeldLock {
+    fn drop(&mut self) {
+        lock(&self.table).remove(&self.path);
+    }
+}
+
+impl Vfs for SimFs {
+    fn probe(&self, path: &Path) -> io::Result<Entry> {
+        let inner = self.begin(OpKind::Probe, path)?;
+        Ok(match inner.lookup(path)? {
+            None => Entry::Missing,
+            Some(Node::Dir) => Entry::Directory,
+            Some(Node::File(_)) => Entry::Other,
+        })
+    }
+
+    fn create_dir(&self, path: &Path) -> io::Result<()> {
+        let mut inner = self.begin(OpKind::CreateDir, path)?;
+        if inner.lookup(path)?.is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} exists", path.display()),
+            ));
+        }
+        let (parent, name) = split(path)?;
+        let dir = inner.dir_mut(&parent)?;
+        dir.visible.insert(name.clone(), Node::Dir);
+        dir.pending.push(DirOp::Create {
+            name,
+            node: Node::Dir,
+        });
+        inner.dirs.insert(norm(path), Dir::default());
+        Ok(())
+    }
+
+    fn try_lock(&self, path: &Path) -> io::Result<Option<LockGuard>> {
+        let mut inner = self.begin(OpKind::TryLock, path)?;
+        match inner.lookup(path)? {
+            Some(Node::File(_)) => {}
+            Some(Node::Dir) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::IsADirectory,
+                    format!("{} is a directory", path.display()),
+                ));
+            }
+            None => {
+                inner.create_file(path)?;
+            }
+        }
+        drop(inner);
+        let path = norm(path);
+        let mut table = lock(&self.locks);
+        if !table.insert(path.clone()) {
+            return Ok(None);
+        }
+        Ok(Some(LockGuard::new(HeldLock {
+            table: Arc::clone(&self.locks),
+            path,
+        })))
+    }
+
+    fn read(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
+        let inner = self.begin(OpKind::Read, path)?;
+        match inner.lookup(path)? {
+            None => Ok(None),
+            Some(Node::Dir) => Err(io::Error::new(
+                io::ErrorKind::IsADirectory,
+                format!("{} is a directory", path.display()),
+            )),
+            Some(Node::File(ino)) => Ok(Some(inner.inodes[&ino].data.clone())),
+        }
+    }
+
+    fn create(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
+        let mut inner = self.begin(OpKind::Create, path)?;
+        let ino = match inner.lookup(path)? {
+            Some(Node::File(ino)) => {
+                // O_TRUNC keeps the inode; the truncation is not durable
+                // until the next fsync of the file.
+                inner
+                    .inodes
+                    .get_mut(&ino)
+                    .expect("linked inode")
+                    .data
+                    .clear();
+                ino
+            }
+            Some(Node::Dir) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::IsADirectory,
+                    format!("{} is a directory", path.display()),
+                ));
+            }
+            None => inner.create_file(path)?,
+        };
+        Ok(Box::new(SimFile {
+            fs: self.clone(),
+            ino,
+            path: norm(path),
+        }))
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut inner = self.begin(OpKind::Rename, from)?;
+        let (from_dir, from_name) = split(from)?;
+        let (to_dir, to_name) = split(to)?;
+        if from_dir != to_dir {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "SimFs renames only within one directory",
+            ));
+        }
+        let dir = inner.dir_mut(&from_dir)?;
+        let node = dir
+            .visible
+            .get(&from_name)
+            .cloned()
+            .ok_or_else(|| not_found(from))?;
+        if node == Node::Dir {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "SimFs does not rename directories",
+            ));
+        }
+        dir.visible.remove(&from_name);
+        dir.visible.insert(to_name.clone(), node.clone());
+        dir.pending.push(DirOp::Rename {
+            from: from_name,
+            to: to_name,
+            node,
+        });
+        Ok(())
+    }
+
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        let mut inner = self.begin(OpKind::SyncDir, path)?;
+        let honest = inner.durability != Durability::DirSyncIsNoop;
+        let dir = inner.dir_mut(path)?;
+        if honest {
+            for op in std::mem::take(&mut dir.pending) {
+                op.apply(&mut dir.durable);
+            }
+        }
+        Ok(())
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        let mut inner = self.begin(OpKind::Remove, path)?;
+        let (parent, name) = split(path)?;
+        let dir = inner.dir_mut(&parent)?;
+        match dir.visible.get(&name).cloned() {
+            None => Err(not_found(path)),
+            Some(Node::Dir) => Err(io::Error::new(
+                io::ErrorKind::IsADirectory,
+                format!("{} is a directory", path.display()),
+            )),
+            Some(node) => {
+                dir.visible.remove(&name);
+                dir.pending.push(DirOp::Remove { name, node });
+                Ok(())
+            }
+        }
+    }
+}
