@@ -351,13 +351,12 @@ fn ensure_dir(vfs: &dyn Vfs, dir: &Path) -> Result<(), FileDriverError> {
                     None => break,
                 }
             }
-            // A component of the path is a regular file (`file/sub`).
-            Err(err) if err.kind() == io::ErrorKind::NotADirectory => {
-                return Err(FileDriverError::NotADirectory {
-                    path: cursor.to_path_buf(),
-                    backtrace: Bt::capture(),
-                });
-            }
+            // A component above is not a directory (`file/sub`): walk up to
+            // it, so the error names the file that is in the way.
+            Err(err) if err.kind() == io::ErrorKind::NotADirectory => match cursor.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => cursor = parent,
+                _ => return Err(FileDriverError::io(FileOp::Inspect, cursor, err)),
+            },
             Err(err) => return Err(FileDriverError::io(FileOp::Inspect, cursor, err)),
         }
     }
