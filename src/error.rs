@@ -103,7 +103,11 @@ impl fmt::Display for FileOp {
 pub enum FileDriverError {
     /// Another `FileDriver`, in this process or another, holds the
     /// directory's lock. Stop the other owner, or use another directory.
-    #[error("state directory lock {} is held by another FileDriver (in this or another process)", .path.display())]
+    #[error(
+        "state directory {} is locked by another FileDriver, in this or another process (lock file {})",
+        .path.parent().unwrap_or(.path).display(),
+        .path.display()
+    )]
     AlreadyLocked {
         /// The `LOCK` file.
         path: PathBuf,
