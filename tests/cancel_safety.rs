@@ -12,7 +12,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::error::Error;
+
 use std::future::Future;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -27,25 +27,7 @@ use tsoracle_driver_file::{
     FileDriver, FileDriverError, FileOp, LEADER_EPOCH, dense_record, lease_record, record,
 };
 
-use common::{dir_contents, key};
-
-/// Pauses the committer at a failpoint until dropped. Declared after the
-/// driver, so a failing test releases the committer before the driver's
-/// drop joins it.
-struct Paused(&'static str);
-
-impl Paused {
-    fn at(name: &'static str) -> Self {
-        fail::cfg(name, "pause").expect("configure pause");
-        Paused(name)
-    }
-}
-
-impl Drop for Paused {
-    fn drop(&mut self) {
-        let _ = fail::cfg(self.0, "off");
-    }
-}
+use common::{Paused, dir_contents, error_chain as chain, key};
 
 /// A write request some caller got into the committer's queue.
 #[derive(Clone, Debug)]
@@ -356,18 +338,6 @@ async fn dropped_calls_still_commit_and_memory_equals_disk() {
         memory,
         "reopen reads what memory held"
     );
-}
-
-/// The whole `source()` chain of an error, joined, for message checks.
-fn chain(err: &dyn Error) -> String {
-    let mut text = err.to_string();
-    let mut cause = err.source();
-    while let Some(err) = cause {
-        text.push_str(" <- ");
-        text.push_str(&err.to_string());
-        cause = err.source();
-    }
-    text
 }
 
 /// The driver's own error inside a `TransientDriver` / `PermanentDriver`.

@@ -13,7 +13,7 @@ use tsoracle_driver_file::dense_record::{self, DenseState};
 use tsoracle_driver_file::lease_record;
 use tsoracle_driver_file::record::{self, RecordError};
 
-use common::{fixture_dir, key};
+use common::{fixture_file, full_leases, key};
 
 // ---------------------------------------------------------------------------
 // An independent model of FORMAT.md: plain byte pushing, no library code.
@@ -301,34 +301,6 @@ fn empty_lease_set_round_trips() {
 // same bytes.
 // ---------------------------------------------------------------------------
 
-fn read_fixture(dir: &str, file: &str) -> Vec<u8> {
-    std::fs::read(fixture_dir(dir).join(file)).expect("read fixture file")
-}
-
-/// The `full/` lease set as FORMAT.md lists it, in ascending id order.
-fn full_leases() -> Vec<LeaseRecord> {
-    vec![
-        LeaseRecord {
-            lease_id: 2,
-            holder: b"svc-b".to_vec(),
-            holder_epoch: 1,
-            ttl_ms: 5000,
-            ts_upper_bound: 1_764_000_500_000,
-            expires_at_ms: 1_764_000_505_000,
-            superseded: true,
-        },
-        LeaseRecord {
-            lease_id: 7,
-            holder: b"svc-a".to_vec(),
-            holder_epoch: 3,
-            ttl_ms: 10_000,
-            ts_upper_bound: 1_764_000_555_000,
-            expires_at_ms: 1_764_000_565_000,
-            superseded: false,
-        },
-    ]
-}
-
 #[test]
 fn fixture_state_files_decode_to_the_listed_values_and_re_encode_identically() {
     for (dir, expected) in [
@@ -336,7 +308,7 @@ fn fixture_state_files_decode_to_the_listed_values_and_re_encode_identically() {
         ("seeded", 1_700_000_000_000),
         ("full", 1_764_000_555_000),
     ] {
-        let bytes = read_fixture(dir, "state");
+        let bytes = fixture_file(dir, "state");
         assert_eq!(record::decode(&bytes), Ok(expected), "{dir}/state");
         assert_eq!(record::encode(expected).to_vec(), bytes, "{dir}/state");
         assert_eq!(model_state(expected), bytes, "{dir}/state (model)");
@@ -345,7 +317,7 @@ fn fixture_state_files_decode_to_the_listed_values_and_re_encode_identically() {
 
 #[test]
 fn fixture_dense_file_decodes_to_the_listed_values_and_re_encodes_identically() {
-    let bytes = read_fixture("full", "dense");
+    let bytes = fixture_file("full", "dense");
     let expected = DenseState {
         cap: 10_000,
         counters: [(key("orders"), 42), (key("users"), 7)]
@@ -363,7 +335,7 @@ fn fixture_dense_file_decodes_to_the_listed_values_and_re_encodes_identically() 
 
 #[test]
 fn fixture_leases_file_decodes_to_the_listed_values_and_re_encodes_identically() {
-    let bytes = read_fixture("full", "leases");
+    let bytes = fixture_file("full", "leases");
     let expected = full_leases();
     assert_eq!(lease_record::decode(&bytes), Ok(expected.clone()));
     // Given in reverse order, the encoder still writes ascending ids.

@@ -21,28 +21,10 @@ use tokio::sync::mpsc;
 use tsoracle_consensus::ConsensusDriver;
 use tsoracle_driver_file::{FileDriver, LEADER_EPOCH};
 
-use common::key;
+use common::{Paused, key};
 
 const CALLERS: u64 = 64;
 const PAUSE_AT: &str = "file_driver::before_temp_write";
-
-/// Pauses the committer at a failpoint until dropped. Declared after the
-/// driver, so a failing test releases the committer before the driver's
-/// drop joins it.
-struct Paused(&'static str);
-
-impl Paused {
-    fn at(name: &'static str) -> Self {
-        fail::cfg(name, "pause").expect("configure pause");
-        Paused(name)
-    }
-}
-
-impl Drop for Paused {
-    fn drop(&mut self) {
-        let _ = fail::cfg(self.0, "off");
-    }
-}
 
 /// Polls `call` once, reports whether that first poll left it pending (its
 /// request is then queued), and finishes it.

@@ -7,6 +7,7 @@
 //! Faults are injected through [`SimFs`] (no `failpoints` feature needed);
 //! one test fills a real, tiny tmpfs when it can mount one.
 
+mod common;
 #[path = "support/simfs.rs"]
 mod simfs;
 
@@ -15,6 +16,7 @@ use std::io::{self, ErrorKind, Write};
 use std::path::Path;
 use std::sync::Arc;
 
+use common::error_chain as chain;
 use simfs::{OpKind, SimFs};
 use tokio::runtime::Runtime;
 use tsoracle_consensus::{ConsensusDriver, ConsensusError};
@@ -148,18 +150,6 @@ fn assert_io(err: &FileDriverError, op: FileOp, name: &str, kind: ErrorKind) {
         }
         other => panic!("expected Io {{ {op:?} }}, got {other:?}"),
     }
-}
-
-/// The whole `source()` chain, joined.
-fn chain(err: &dyn Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(next) = source {
-        out.push_str(": ");
-        out.push_str(&next.to_string());
-        source = next.source();
-    }
-    out
 }
 
 /// One write of each kind, all above what is durable.

@@ -10,11 +10,11 @@ use std::path::Path;
 
 use futures::{FutureExt, StreamExt};
 use tsoracle_consensus::{ConsensusDriver, ConsensusError, LeaderState};
-use tsoracle_core::{LeaseRecord, PHYSICAL_MS_MAX};
+use tsoracle_core::PHYSICAL_MS_MAX;
 use tsoracle_driver_file::dense_record::{self, DenseState};
 use tsoracle_driver_file::{FileDriver, FileDriverError, LEADER_EPOCH, record};
 
-use common::{copy_fixture, dir_contents, fixture_dir, key};
+use common::{copy_fixture, dir_contents, fixture_dir, fixture_file, full_leases, key};
 
 /// Every entry of `dir` (files and directories), by name.
 fn entry_names(dir: &Path) -> Vec<String> {
@@ -30,34 +30,6 @@ fn entry_names(dir: &Path) -> Vec<String> {
         .collect();
     names.sort();
     names
-}
-
-fn fixture_file(name: &str, file: &str) -> Vec<u8> {
-    std::fs::read(fixture_dir(name).join(file)).expect("read fixture file")
-}
-
-/// The `full/` lease set as FORMAT.md lists it, ascending by id.
-fn full_leases() -> Vec<LeaseRecord> {
-    vec![
-        LeaseRecord {
-            lease_id: 2,
-            holder: b"svc-b".to_vec(),
-            holder_epoch: 1,
-            ttl_ms: 5000,
-            ts_upper_bound: 1_764_000_500_000,
-            expires_at_ms: 1_764_000_505_000,
-            superseded: true,
-        },
-        LeaseRecord {
-            lease_id: 7,
-            holder: b"svc-a".to_vec(),
-            holder_epoch: 3,
-            ttl_ms: 10_000,
-            ts_upper_bound: 1_764_000_555_000,
-            expires_at_ms: 1_764_000_565_000,
-            superseded: false,
-        },
-    ]
 }
 
 // ---------------------------------------------------------------------------

@@ -12,15 +12,16 @@
 //!
 //! `TSORACLE_CRASH_FULL=1` runs many more, longer workloads.
 
+mod common;
 #[path = "support/simfs.rs"]
 mod simfs;
 
 use std::collections::BTreeMap;
-use std::error::Error;
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
+use common::error_chain as chain;
 use simfs::{CrashImage, Durability, OpKind, SimFs};
 use tokio::runtime::Runtime;
 use tsoracle_consensus::ConsensusDriver;
@@ -236,17 +237,6 @@ impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:?}: {}", self.kind, self.text)
     }
-}
-
-fn chain(err: &dyn Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(next) = source {
-        out.push_str(": ");
-        out.push_str(&next.to_string());
-        source = next.source();
-    }
-    out
 }
 
 fn open(fs: &SimFs) -> Result<Arc<FileDriver>, FileDriverError> {
