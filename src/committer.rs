@@ -29,17 +29,23 @@ use crate::store::{FileKind, Snapshot, Store};
 const MAX_BATCH: usize = 4096;
 
 /// Why the committer refused or failed a request.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) enum CommitError {
-    /// The write failed (or the driver is poisoned).
+    /// The write failed; classified by [`FileDriverError::is_transient`].
     Driver(Arc<FileDriverError>),
+    /// The write failed in a way that poisoned the driver: always permanent,
+    /// whatever the operation that failed.
+    Poisoned(Arc<FileDriverError>),
     /// A dense request would create more keys than the cap allows.
     Cardinality { cap: u64 },
     /// A dense counter would pass `u64::MAX`.
     Overflow,
 }
 
-pub(crate) type Reply<T> = oneshot::Sender<Result<T, CommitError>>;
+/// What a caller gets back from the committer.
+pub(crate) type Outcome<T> = Result<T, CommitError>;
+
+pub(crate) type Reply<T> = oneshot::Sender<Outcome<T>>;
 
 /// One caller's write.
 pub(crate) enum Request {
@@ -227,28 +233,21 @@ impl Committer {
             return;
         }
         let mut fold = self.fold(batch);
-
-        // High-water requests already covered by what is durable need no
-        // write: answer them now rather than after this batch's fsyncs.
-        if fold.high_water <= self.current.high_water {
-            for reply in fold.high_water_waiters.drain(..) {
-                drop(reply.send(Ok(self.current.high_water)));
-            }
-        }
-
         match self.write(&fold) {
             Ok(failed) => {
                 self.publish(&mut fold, &failed);
-                fold.answer(failed);
+                fold.answer(failed.map(|err| err.map(CommitError::Driver)));
             }
             Err(first) => self.poison(first, fold),
         }
     }
 
     /// Applies every request of the batch, in order, to the committer's
-    /// view, and collects who waits for which file. Refused requests (a dense
-    /// cap or overflow, an unencodable lease set) changed nothing and are
-    /// answered at once.
+    /// view, and collects who waits for which file. A high-water request
+    /// already covered by what is durable, and an unencodable lease set, are
+    /// answered at once. A refused dense request (cap, overflow) changed
+    /// nothing, but its refusal may rest on an earlier request of this batch
+    /// that is not durable yet: it waits for the batch like the others.
     fn fold(&mut self, batch: &mut Vec<Request>) -> Fold {
         let mut fold = Fold {
             high_water: self.current.high_water,
@@ -256,15 +255,17 @@ impl Committer {
         };
         for request in batch.drain(..) {
             match request {
+                Request::HighWater { at_least, reply } if at_least <= self.current.high_water => {
+                    drop(reply.send(Ok(self.current.high_water)));
+                }
                 Request::HighWater { at_least, reply } => {
                     fold.high_water = fold.high_water.max(at_least);
                     fold.high_water_waiters.push(reply);
                 }
                 Request::Dense { entries, reply } => {
-                    match apply_dense(&mut self.current.dense, &entries, &mut fold.dense_undo) {
-                        Ok(starts) => fold.dense_waiters.push((reply, starts)),
-                        Err(err) => drop(reply.send(Err(err))),
-                    }
+                    let outcome =
+                        apply_dense(&mut self.current.dense, &entries, &mut fold.dense_undo);
+                    fold.dense_waiters.push((reply, outcome));
                 }
                 // The set is absolute: the last one queued wins.
                 Request::Leases { leases, reply } => match lease_record::encode(&leases) {
@@ -383,13 +384,13 @@ impl Committer {
         );
         let first = Arc::new(error);
         let _ = self.published.poisoned.set(Arc::clone(&first));
-        fold.answer([
-            Some(Arc::clone(&first)),
-            Some(Arc::clone(&first)),
-            Some(first),
-        ]);
+        let poisoned = || Some(CommitError::Poisoned(Arc::clone(&first)));
+        fold.answer([poisoned(), poisoned(), poisoned()]);
     }
 }
+
+/// A dense caller and its outcome once the batch is durable.
+type DenseWaiter = (Reply<Vec<u64>>, Outcome<Vec<u64>>);
 
 /// One value per file, in [`FileKind::ALL`] order.
 type PerFile<T> = [Option<T>; 3];
@@ -399,37 +400,40 @@ type PerFile<T> = [Option<T>; 3];
 struct Fold {
     /// The maximum high-water asked for (at least the current one).
     high_water: u64,
+    /// Callers whose high-water is above the durable one.
     high_water_waiters: Vec<Reply<u64>>,
     /// Each dense key's value before the batch; empty when nothing changed.
     dense_undo: DenseUndo,
-    dense_waiters: Vec<(Reply<Vec<u64>>, Vec<u64>)>,
+    /// Each dense caller with its block starts, or its refusal.
+    dense_waiters: Vec<DenseWaiter>,
     /// The last lease set queued, with its encoding.
     leases: Option<(Vec<LeaseRecord>, Vec<u8>)>,
     lease_waiters: Vec<Reply<()>>,
 }
 
 impl Fold {
-    /// Answers every waiter: with its result where its file was written,
-    /// else with that file's error.
-    fn answer(self, failed: PerFile<Arc<FileDriverError>>) {
+    /// Answers every waiter: with its own outcome where its file was
+    /// written, else with that file's failure.
+    fn answer(self, failed: PerFile<CommitError>) {
         let [state_failed, dense_failed, leases_failed] = failed;
         let high_water = self.high_water;
         for reply in self.high_water_waiters {
             drop(reply.send(match &state_failed {
                 None => Ok(high_water),
-                Some(err) => Err(CommitError::Driver(Arc::clone(err))),
+                Some(err) => Err(err.clone()),
             }));
         }
-        for (reply, starts) in self.dense_waiters {
+        for (reply, outcome) in self.dense_waiters {
             drop(reply.send(match &dense_failed {
-                None => Ok(starts),
-                Some(err) => Err(CommitError::Driver(Arc::clone(err))),
+                None => outcome,
+                // A refusal too: it may rest on requests that were undone.
+                Some(err) => Err(err.clone()),
             }));
         }
         for reply in self.lease_waiters {
             drop(reply.send(match &leases_failed {
                 None => Ok(()),
-                Some(err) => Err(CommitError::Driver(Arc::clone(err))),
+                Some(err) => Err(err.clone()),
             }));
         }
     }
@@ -469,12 +473,11 @@ fn apply_dense(
 ) -> Result<Vec<u64>, CommitError> {
     // Validate on a scratch view first, so a refusal changes nothing. Entries
     // may repeat a key: each sees the value the previous one left.
-    let mut scratch: Vec<(&SeqKey, u64)> = Vec::with_capacity(entries.len());
+    let mut scratch: BTreeMap<&SeqKey, u64> = BTreeMap::new();
     let mut new_keys: u64 = 0;
     for (key, count) in entries {
-        let slot = scratch.iter().position(|(seen, _)| *seen == key);
-        let start = match slot {
-            Some(index) => scratch[index].1,
+        let start = match scratch.get(key) {
+            Some(&value) => value,
             None => state.counters.get(key).copied().unwrap_or_else(|| {
                 new_keys += 1;
                 0
@@ -483,10 +486,7 @@ fn apply_dense(
         let next = start
             .checked_add(u64::from(*count))
             .ok_or(CommitError::Overflow)?;
-        match slot {
-            Some(index) => scratch[index].1 = next,
-            None => scratch.push((key, next)),
-        }
+        scratch.insert(key, next);
     }
     if new_keys > 0 && (state.counters.len() as u64).saturating_add(new_keys) > state.cap {
         return Err(CommitError::Cardinality { cap: state.cap });

@@ -20,7 +20,7 @@ use crate::committer::{CommitError, CommitStats, Committer, Published, Request, 
 use crate::error::{Bt, FileDriverError, to_consensus};
 use crate::record;
 use crate::store::{FileKind, Store};
-use crate::vfs::{StdFs, Vfs};
+use crate::vfs::{LockGuard, StdFs, Vfs};
 
 /// The epoch this driver reports: a single node is always the leader of
 /// the one and only term.
@@ -44,6 +44,9 @@ pub struct FileDriver {
     requests: Option<Sender<Request>>,
     committer: Option<JoinHandle<()>>,
     leader: watch::Sender<LeaderState>,
+    /// Held by the driver, not the committer: released only after `Drop`
+    /// has joined the committer, and never while the driver is alive.
+    _lock: LockGuard,
 }
 
 impl FileDriver {
@@ -93,7 +96,7 @@ impl FileDriver {
         vfs: Arc<dyn Vfs>,
     ) -> Result<Arc<FileDriver>, FileDriverError> {
         let dir = dir.as_ref();
-        let store = Store::lock(vfs, dir)?;
+        let (store, lock) = Store::lock(vfs, dir)?;
         let snapshot = store.load()?;
         let published = Arc::new(Published::new(&snapshot));
         let stats = Arc::new(StatCounters::default());
@@ -117,6 +120,7 @@ impl FileDriver {
             requests: Some(requests),
             committer: Some(handle),
             leader,
+            _lock: lock,
         }))
     }
 
@@ -175,7 +179,7 @@ impl FileDriver {
                 backtrace: Bt::capture(),
             });
         }
-        let store = Store::lock(vfs, dir.as_ref())?;
+        let (store, _lock) = Store::lock(vfs, dir.as_ref())?;
         if let Some(existing) = store.existing_state_file()? {
             return Err(FileDriverError::StateExists {
                 existing,
@@ -235,6 +239,9 @@ impl FileDriver {
         match answer.await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(CommitError::Driver(err))) => Err(to_consensus(err)),
+            Ok(Err(CommitError::Poisoned(err))) => {
+                Err(ConsensusError::PermanentDriver(Box::new(err)))
+            }
             Ok(Err(CommitError::Cardinality { cap })) => {
                 Err(ConsensusError::SeqKeyCardinalityExceeded { cap })
             }
@@ -245,7 +252,7 @@ impl FileDriver {
     }
 
     fn committer_stopped(&self) -> ConsensusError {
-        ConsensusError::PermanentDriver(Box::new(FileDriverError::CommitterStopped {
+        to_consensus(Arc::new(FileDriverError::CommitterStopped {
             dir: self.dir.clone(),
             backtrace: Bt::capture(),
         }))

@@ -165,10 +165,11 @@ pub enum FileDriverError {
         /// Where the error was made.
         backtrace: Bt,
     },
-    /// An earlier fsync failed, so the driver no longer knows what is on disk
-    /// and refuses every write. Reopen it (drop and `open_or_init` again) to
+    /// An earlier write failed in a way that leaves the disk's content
+    /// unknown (a failed fsync, or a failure after the rename), so the
+    /// driver refuses every write. Reopen it (drop and `open_or_init` again) to
     /// re-read what is durable.
-    #[error("driver for {} refuses writes after an earlier fsync failure; reopen it", .dir.display())]
+    #[error("driver for {} refuses writes after an earlier failure left the disk state unknown; reopen it", .dir.display())]
     Poisoned {
         /// The state directory.
         dir: PathBuf,

@@ -38,9 +38,10 @@
 //! to retry. Any failure after the rename took effect also poisons, because
 //! memory can then no longer say what the live file holds.
 //!
-//! A new state directory is made durable in its parent before anything is
-//! written in it: otherwise a power cut could lose the directory, and with
-//! it every acknowledged value.
+//! The state directory is made durable in its parent (and the parent in its
+//! own, up to the root) at every open, before anything is written in it:
+//! otherwise a power cut could lose the directory, and with it every
+//! acknowledged value.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -142,19 +143,23 @@ pub(crate) struct StageFailure {
     pub(crate) poisons: bool,
 }
 
-/// An open, locked state directory. Dropping it releases the lock.
+/// A state directory whose lock the caller holds (see [`Store::lock`]).
 #[derive(Debug)]
 pub(crate) struct Store {
     vfs: Arc<dyn Vfs>,
     dir: PathBuf,
-    // Held for the store's whole life; dropped last.
-    _lock: LockGuard,
 }
 
 impl Store {
     /// Creates `dir` if needed (durably, see the module docs) and takes its
-    /// lock. Nothing is read before the lock is held.
-    pub(crate) fn lock(vfs: Arc<dyn Vfs>, dir: &Path) -> Result<Store, FileDriverError> {
+    /// lock. Nothing is read before the lock is held. The guard is returned
+    /// apart from the store so its owner, not the committer thread, decides
+    /// when the lock goes: a committer that died must not release it while
+    /// its driver still answers reads.
+    pub(crate) fn lock(
+        vfs: Arc<dyn Vfs>,
+        dir: &Path,
+    ) -> Result<(Store, LockGuard), FileDriverError> {
         ensure_dir(vfs.as_ref(), dir)?;
         let lock_path = dir.join(LOCK_FILE);
         let lock = match vfs.try_lock(&lock_path) {
@@ -167,11 +172,11 @@ impl Store {
             }
             Err(err) => return Err(FileDriverError::io(FileOp::Lock, lock_path, err)),
         };
-        Ok(Store {
+        let store = Store {
             vfs,
             dir: dir.to_path_buf(),
-            _lock: lock,
-        })
+        };
+        Ok((store, lock))
     }
 
     pub(crate) fn dir(&self) -> &Path {
@@ -327,8 +332,26 @@ fn read_decoded<T>(
     }
 }
 
-/// Makes sure `dir` exists as a directory. Directories it creates are made
-/// durable by fsyncing each one's parent, top-down, before returning.
+/// The directory a path's entry lives in. A relative path's last component
+/// lives in "."; the walk stops there, and at the root.
+fn parent_dir(path: &Path) -> Option<&Path> {
+    if path == Path::new(".") {
+        return None;
+    }
+    match path.parent() {
+        Some(parent) if parent.as_os_str().is_empty() => Some(Path::new(".")),
+        other => other,
+    }
+}
+
+/// Makes sure `dir` exists as a directory, creating what is missing, then
+/// makes its entry durable all the way up.
+///
+/// The directory is fsynced upwards on *every* open, not only when this
+/// call created it: a directory made by an earlier open that died before
+/// its parent's fsync, or by a `mkdir -p` just before start-up, is only as
+/// durable as the entries above it, and everything acknowledged later lives
+/// inside it. Fsyncing a directory with nothing pending is cheap.
 fn ensure_dir(vfs: &dyn Vfs, dir: &Path) -> Result<(), FileDriverError> {
     let mut missing = Vec::new();
     let mut cursor = dir;
@@ -343,19 +366,17 @@ fn ensure_dir(vfs: &dyn Vfs, dir: &Path) -> Result<(), FileDriverError> {
             }
             Ok(Entry::Missing) => {
                 missing.push(cursor);
-                match cursor.parent() {
-                    Some(parent) if !parent.as_os_str().is_empty() => cursor = parent,
-                    // A relative path's last component: its parent is ".".
-                    Some(_) => cursor = Path::new("."),
-                    // The root itself is missing: let create_dir say why.
+                match parent_dir(cursor) {
+                    Some(parent) => cursor = parent,
+                    // Nothing above to probe: let create_dir say why.
                     None => break,
                 }
             }
             // A component above is not a directory (`file/sub`): walk up to
             // it, so the error names the file that is in the way.
-            Err(err) if err.kind() == io::ErrorKind::NotADirectory => match cursor.parent() {
-                Some(parent) if !parent.as_os_str().is_empty() => cursor = parent,
-                _ => return Err(FileDriverError::io(FileOp::Inspect, cursor, err)),
+            Err(err) if err.kind() == io::ErrorKind::NotADirectory => match parent_dir(cursor) {
+                Some(parent) => cursor = parent,
+                None => return Err(FileDriverError::io(FileOp::Inspect, cursor, err)),
             },
             Err(err) => return Err(FileDriverError::io(FileOp::Inspect, cursor, err)),
         }
@@ -367,12 +388,12 @@ fn ensure_dir(vfs: &dyn Vfs, dir: &Path) -> Result<(), FileDriverError> {
             Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
             Err(err) => return Err(FileDriverError::io(FileOp::CreateDir, *created, err)),
         }
-        let parent = match created.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => parent,
-            _ => Path::new("."),
-        };
+    }
+    let mut cursor = dir;
+    while let Some(parent) = parent_dir(cursor) {
         vfs.sync_dir(parent)
             .map_err(|err| FileDriverError::io(FileOp::FsyncDir, parent, err))?;
+        cursor = parent;
     }
     Ok(())
 }
