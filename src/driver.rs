@@ -36,6 +36,12 @@ pub const LEADER_EPOCH: Epoch = Epoch(1);
 ///
 /// Dropping the last `Arc<FileDriver>` waits for the write in flight (if
 /// any) and the requests already queued, then releases the directory lock.
+/// That wait blocks the dropping thread for at most one batch of fsyncs; in
+/// an async program, drop the driver after the server has stopped.
+///
+/// New directories get a dense key cap of
+/// [`DEFAULT_KEY_CAP`](crate::dense_record::DEFAULT_KEY_CAP); a directory
+/// keeps the cap stored in its `dense` file.
 #[derive(Debug)]
 pub struct FileDriver {
     dir: PathBuf,
@@ -80,7 +86,8 @@ impl FileDriver {
     /// process or another) has the directory open;
     /// [`FileDriverError::Corrupt`] naming the file and the defect;
     /// [`FileDriverError::NotADirectory`]; [`FileDriverError::Io`] naming
-    /// the path and the operation that failed.
+    /// the path and the operation that failed;
+    /// [`FileDriverError::CommitterSpawn`] if the OS refuses a thread.
     pub fn open_or_init(dir: impl AsRef<Path>) -> Result<Arc<FileDriver>, FileDriverError> {
         Self::open_or_init_with(dir, Arc::new(StdFs))
     }
@@ -154,7 +161,14 @@ impl FileDriver {
     /// [`FileDriverError::SeedOutOfRange`] above `PHYSICAL_MS_MAX` (checked
     /// before touching anything); [`FileDriverError::StateExists`] when any
     /// of `state`, `dense`, `leases` exists; [`FileDriverError::AlreadyLocked`];
-    /// [`FileDriverError::Io`] for a failed write, fsync or rename.
+    /// [`FileDriverError::Io`] for a failed write, fsync or rename. After a
+    /// failed directory fsync the `state` file may already be in place, so
+    /// a retry reports `StateExists`: check it with
+    /// [`read_state_dir`](crate::read_state_dir) rather than seeding again.
+    ///
+    /// A directory seeded here has an empty `LOCK` file besides `state`
+    /// (the lock is taken while seeding); the reference format's seeded
+    /// directories may lack it, which changes nothing when they are opened.
     pub fn init_seeded(
         dir: impl AsRef<Path>,
         seed_physical_ms: u64,

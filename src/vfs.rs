@@ -71,7 +71,8 @@ pub trait VfsFile: Send {
 /// its target atomically, and creations and renames inside a directory are
 /// durable only after [`Vfs::sync_dir`] on that directory returned.
 pub trait Vfs: Send + Sync + fmt::Debug + 'static {
-    /// Reports what exists at `path` without following it further.
+    /// Reports what exists at `path`; a symbolic link to a directory counts
+    /// as a directory.
     ///
     /// # Errors
     ///
