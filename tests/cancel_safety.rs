@@ -22,7 +22,7 @@ use std::time::Duration;
 use fail::FailScenario;
 use tokio::sync::oneshot;
 use tsoracle_consensus::{ConsensusDriver, ConsensusError};
-use tsoracle_core::LeaseRecord;
+use tsoracle_core::{LeaseRecord, SeqKey};
 use tsoracle_driver_file::{
     FileDriver, FileDriverError, FileOp, LEADER_EPOCH, dense_record, lease_record, record,
 };
@@ -369,9 +369,16 @@ fn assert_transient(result: Result<impl std::fmt::Debug, ConsensusError>) -> Con
     }
 }
 
-#[tokio::test]
-async fn failed_temp_fsync_poisons_until_reopen() {
-    let _scenario = FailScenario::setup();
+/// A fresh driver with acknowledged writes: high-water 100, `orders` at 10,
+/// and one lease.
+struct Seeded {
+    tmp: tempfile::TempDir,
+    driver: Arc<FileDriver>,
+    orders: SeqKey,
+    leases: Vec<LeaseRecord>,
+}
+
+async fn seeded() -> Seeded {
     let tmp = tempfile::tempdir().expect("temp dir");
     let driver = FileDriver::open_or_init(tmp.path()).expect("open");
     let orders = key("orders");
@@ -388,6 +395,30 @@ async fn failed_temp_fsync_poisons_until_reopen() {
         0
     );
     driver.persist_leases(&leases, LEADER_EPOCH).await.unwrap();
+    Seeded {
+        tmp,
+        driver,
+        orders,
+        leases,
+    }
+}
+
+/// `driver` still serves exactly what [`seeded`] acknowledged.
+async fn assert_seeded_values(driver: &FileDriver, orders: &SeqKey, leases: &[LeaseRecord]) {
+    assert_eq!(driver.load_high_water().await.unwrap(), 100);
+    assert_eq!(driver.load_dense_seq(orders).await.unwrap(), 10);
+    assert_eq!(driver.load_leases().await.unwrap(), leases);
+}
+
+#[tokio::test]
+async fn failed_temp_fsync_poisons_until_reopen() {
+    let _scenario = FailScenario::setup();
+    let Seeded {
+        tmp,
+        driver,
+        orders,
+        leases,
+    } = seeded().await;
     let durable_state = std::fs::read(tmp.path().join("state")).unwrap();
 
     fail::cfg("file_driver::before_temp_fsync", "return").unwrap();
@@ -433,18 +464,14 @@ async fn failed_temp_fsync_poisons_until_reopen() {
         assert!(text.contains("file_driver::before_temp_fsync"), "{text}");
     }
     assert!(driver.is_poisoned());
-    assert_eq!(driver.load_high_water().await.unwrap(), 100);
-    assert_eq!(driver.load_dense_seq(&orders).await.unwrap(), 10);
-    assert_eq!(driver.load_leases().await.unwrap(), leases);
+    assert_seeded_values(&driver, &orders, &leases).await;
 
     // Reopening re-reads what is durable: exactly the last acknowledged
     // values, and the driver writes again.
     drop(driver);
     let driver = FileDriver::open_or_init(tmp.path()).expect("reopen");
     assert!(!driver.is_poisoned());
-    assert_eq!(driver.load_high_water().await.unwrap(), 100);
-    assert_eq!(driver.load_dense_seq(&orders).await.unwrap(), 10);
-    assert_eq!(driver.load_leases().await.unwrap(), leases);
+    assert_seeded_values(&driver, &orders, &leases).await;
     assert!(
         !dir_contents(tmp.path())
             .keys()
@@ -468,22 +495,12 @@ async fn failed_temp_fsync_poisons_until_reopen() {
 /// driver is not poisoned, and the next write succeeds with no gap.
 async fn temp_write_failure_is_transient(action: &str, kind: Option<std::io::ErrorKind>) {
     let _scenario = FailScenario::setup();
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let driver = FileDriver::open_or_init(tmp.path()).expect("open");
-    let orders = key("orders");
-    let leases = vec![lease(3, "svc-a", 100)];
-    assert_eq!(
-        driver.persist_high_water(100, LEADER_EPOCH).await.unwrap(),
-        100
-    );
-    assert_eq!(
-        driver
-            .advance_dense(&orders, 10, LEADER_EPOCH)
-            .await
-            .unwrap(),
-        0
-    );
-    driver.persist_leases(&leases, LEADER_EPOCH).await.unwrap();
+    let Seeded {
+        tmp,
+        driver,
+        orders,
+        leases,
+    } = seeded().await;
     let before = dir_contents(tmp.path());
 
     fail::cfg("file_driver::before_temp_write", action).unwrap();
@@ -508,9 +525,7 @@ async fn temp_write_failure_is_transient(action: &str, kind: Option<std::io::Err
         assert!(chain(err).contains("file_driver::before_temp_write"));
     }
     assert!(!driver.is_poisoned());
-    assert_eq!(driver.load_high_water().await.unwrap(), 100);
-    assert_eq!(driver.load_dense_seq(&orders).await.unwrap(), 10);
-    assert_eq!(driver.load_leases().await.unwrap(), leases);
+    assert_seeded_values(&driver, &orders, &leases).await;
     assert_eq!(dir_contents(tmp.path()), before, "nothing on disk changed");
 
     fail::cfg("file_driver::before_temp_write", "off").unwrap();

@@ -24,7 +24,10 @@ use tsoracle_driver_file::{
     FileDriver, FileDriverError, FileOp, dense_record, lease_record, record,
 };
 
-use common::{copy_fixture, dir_contents, fixture_dir, fixture_file};
+use common::{
+    copy_fixture, crc_mismatch, decode_as, dir_contents, fixture_dir, fixture_file, normalized,
+    seal, truncated,
+};
 
 const FILES: [&str; 3] = ["state", "dense", "leases"];
 
@@ -50,46 +53,9 @@ fn min_len(file: &str) -> usize {
     }
 }
 
-fn decode_as(file: &str, bytes: &[u8]) -> Result<(), RecordError> {
-    match file {
-        "state" => record::decode(bytes).map(drop),
-        "dense" => dense_record::decode(bytes).map(drop),
-        "leases" => lease_record::decode(bytes).map(drop),
-        other => panic!("no codec for {other}"),
-    }
-}
-
-/// Replaces the trailing CRC-32C (or appends one to a bare body).
-fn seal(mut body: Vec<u8>) -> Vec<u8> {
-    let crc = crc32c::crc32c(&body);
-    body.extend_from_slice(&crc.to_le_bytes());
-    body
-}
-
 /// `bytes` without their CRC trailer.
 fn body(bytes: &[u8]) -> Vec<u8> {
     bytes[..bytes.len() - 4].to_vec()
-}
-
-fn crc_mismatch(bytes: &[u8]) -> RecordError {
-    let (covered, trailer) = bytes.split_at(bytes.len() - 4);
-    RecordError::CrcMismatch {
-        stored: u32::from_le_bytes(trailer.try_into().expect("4 bytes")),
-        computed: crc32c::crc32c(covered),
-    }
-}
-
-/// Field names are prose; compare the variant and its numbers.
-fn normalized(err: RecordError) -> RecordError {
-    match err {
-        RecordError::Truncated { offset, .. } => RecordError::Truncated { field: "", offset },
-        RecordError::InvalidKey { index, .. } => RecordError::InvalidKey { index, reason: "" },
-        other => other,
-    }
-}
-
-fn truncated(offset: usize) -> RecordError {
-    RecordError::Truncated { field: "", offset }
 }
 
 /// What a case must be refused with.

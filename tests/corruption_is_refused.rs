@@ -15,18 +15,14 @@ use tsoracle_core::PHYSICAL_MS_MAX;
 use tsoracle_driver_file::record::RecordError;
 use tsoracle_driver_file::{FileDriver, FileDriverError, dense_record, lease_record, record};
 
-use common::{copy_fixture, dir_contents, fixture_dir};
+use common::{
+    copy_fixture, crc_mismatch, decode_as, dir_contents, fixture_file, invalid_key, normalized,
+    seal, truncated,
+};
 
 // ---------------------------------------------------------------------------
 // Hand-built bytes, from FORMAT.md.
 // ---------------------------------------------------------------------------
-
-/// Appends the CRC-32C of `body`, little-endian, as FORMAT.md says.
-fn seal(mut body: Vec<u8>) -> Vec<u8> {
-    let crc = crc32c::crc32c(&body);
-    body.extend_from_slice(&crc.to_le_bytes());
-    body
-}
 
 fn header(magic: &[u8; 4], version: u8) -> Vec<u8> {
     let mut out = magic.to_vec();
@@ -88,38 +84,9 @@ fn lease_bytes(count: u32, leases: &[RawLease<'_>]) -> Vec<u8> {
     seal(lease_body(1, count, leases))
 }
 
-fn fixture(dir: &str, file: &str) -> Vec<u8> {
-    std::fs::read(fixture_dir(dir).join(file)).expect("read fixture file")
-}
-
 fn flip(mut bytes: Vec<u8>, index: usize, mask: u8) -> Vec<u8> {
     bytes[index] ^= mask;
     bytes
-}
-
-fn crc_mismatch(bytes: &[u8]) -> RecordError {
-    let (covered, trailer) = bytes.split_at(bytes.len() - 4);
-    RecordError::CrcMismatch {
-        stored: u32::from_le_bytes(trailer.try_into().expect("4 bytes")),
-        computed: crc32c::crc32c(covered),
-    }
-}
-
-/// Field names and reasons are prose; compare the variant and its numbers.
-fn normalized(err: RecordError) -> RecordError {
-    match err {
-        RecordError::Truncated { offset, .. } => RecordError::Truncated { field: "", offset },
-        RecordError::InvalidKey { index, .. } => RecordError::InvalidKey { index, reason: "" },
-        other => other,
-    }
-}
-
-fn truncated(offset: usize) -> RecordError {
-    RecordError::Truncated { field: "", offset }
-}
-
-fn invalid_key(index: usize) -> RecordError {
-    RecordError::InvalidKey { index, reason: "" }
 }
 
 /// One damaged file and the error it must be refused with.
@@ -148,7 +115,7 @@ const LEASES_BODY_START: usize = 4 + 1 + 4;
 const LEASE_FIXED: usize = 8 + 2 + 8 + 8 + 8 + 8 + 1;
 
 fn state_cases() -> Vec<Case> {
-    let valid = fixture("highwater", "state");
+    let valid = fixture_file("highwater", "state");
     let mut too_long = valid.clone();
     too_long.push(0);
     vec![
@@ -178,7 +145,7 @@ fn state_cases() -> Vec<Case> {
         ),
         case(
             "a dense file in its place",
-            fixture("full", "dense"),
+            fixture_file("full", "dense"),
             RecordError::BadMagic {
                 expected: *b"TSOR",
                 found: *b"TSOD",
@@ -230,7 +197,7 @@ fn state_cases() -> Vec<Case> {
 }
 
 fn dense_cases() -> Vec<Case> {
-    let valid = fixture("full", "dense");
+    let valid = fixture_file("full", "dense");
     let empty = dense_bytes(0, &[]);
     let orders_len = 2 + 6 + 8;
     let users_len = 2 + 5 + 8;
@@ -253,7 +220,7 @@ fn dense_cases() -> Vec<Case> {
         ),
         case(
             "a leases file in its place",
-            fixture("full", "leases"),
+            fixture_file("full", "leases"),
             RecordError::BadMagic {
                 expected: *b"TSOD",
                 found: *b"TSOO",
@@ -329,7 +296,7 @@ fn dense_cases() -> Vec<Case> {
 }
 
 fn lease_cases() -> Vec<Case> {
-    let valid = fixture("full", "leases");
+    let valid = fixture_file("full", "leases");
     let empty = lease_bytes(0, &[]);
     let mut cut_holder = lease_body(1, 1, &[]);
     cut_holder.extend_from_slice(&7u64.to_le_bytes());
@@ -346,7 +313,7 @@ fn lease_cases() -> Vec<Case> {
         ),
         case(
             "a state file in its place",
-            fixture("full", "state"),
+            fixture_file("full", "state"),
             RecordError::BadMagic {
                 expected: *b"TSOO",
                 found: *b"TSOR",
@@ -418,15 +385,6 @@ fn lease_cases() -> Vec<Case> {
     ]
 }
 
-fn decode_as(file: &str, bytes: &[u8]) -> Result<(), RecordError> {
-    match file {
-        "state" => record::decode(bytes).map(drop),
-        "dense" => dense_record::decode(bytes).map(drop),
-        "leases" => lease_record::decode(bytes).map(drop),
-        other => panic!("no codec for {other}"),
-    }
-}
-
 fn cases_for(file: &str) -> Vec<Case> {
     match file {
         "state" => state_cases(),
@@ -459,7 +417,7 @@ fn assert_codec_refuses(file: &str) {
 fn the_state_codec_refuses_every_corruption_class() {
     // The valid bytes the damaged ones derive from are themselves accepted.
     assert_eq!(
-        record::decode(&fixture("highwater", "state")),
+        record::decode(&fixture_file("highwater", "state")),
         Ok(1_764_000_000_123)
     );
     assert_eq!(
@@ -583,7 +541,7 @@ fn a_refused_directory_keeps_its_temp_debris() {
 
 #[test]
 fn every_single_bit_flip_of_the_state_fixture_is_refused() {
-    let valid = fixture("highwater", "state");
+    let valid = fixture_file("highwater", "state");
     assert_eq!(valid.len(), STATE_LEN);
     let dir = copy_fixture("highwater");
     for index in 0..valid.len() {
@@ -623,7 +581,7 @@ fn every_truncation_of_every_fixture_file_is_refused() {
         ("full", "dense"),
         ("full", "leases"),
     ] {
-        let valid = fixture(fixture_name, file);
+        let valid = fixture_file(fixture_name, file);
         decode_as(file, &valid).expect("the untruncated fixture is valid");
         let dir = copy_fixture(fixture_name);
         // `seeded` has no LOCK; give it one so a refused open creates nothing.

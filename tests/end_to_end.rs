@@ -109,6 +109,15 @@ impl InProcess {
     }
 }
 
+/// Waits (within [`BOUND`]) for a task whose calls must all finish, and
+/// returns what it returned.
+async fn finished<T>(task: JoinHandle<T>) -> T {
+    timeout(BOUND, task)
+        .await
+        .expect("calls finish")
+        .expect("task")
+}
+
 /// Asserts `values` is strictly increasing.
 fn assert_strictly_increasing(values: &[u64], what: &str) {
     for pair in values.windows(2) {
@@ -158,10 +167,7 @@ async fn get_ts_from_32_tasks_is_increasing_per_task_and_globally_unique() {
     let mut all = HashSet::new();
     let mut max = 0;
     for task in tasks {
-        let seen = timeout(BOUND, task)
-            .await
-            .expect("calls finish")
-            .expect("task");
+        let seen = finished(task).await;
         assert_strictly_increasing(&seen, "one task's timestamps");
         max = max.max(*seen.last().expect("non-empty"));
         for ts in seen {
@@ -209,10 +215,7 @@ async fn get_ts_batch_hands_out_distinct_increasing_runs() {
     }
     let mut all = HashSet::new();
     for task in tasks {
-        let seen = timeout(BOUND, task)
-            .await
-            .expect("calls finish")
-            .expect("task");
+        let seen = finished(task).await;
         assert_strictly_increasing(&seen, "one task's batches");
         for ts in seen {
             assert!(all.insert(ts), "timestamp {ts} handed out twice");
@@ -258,10 +261,7 @@ async fn get_seq_blocks_from_many_tasks_tile_each_key() {
     }
     let mut per_key: BTreeMap<&str, Vec<(u64, u32)>> = BTreeMap::new();
     for task in tasks {
-        let blocks = timeout(BOUND, task)
-            .await
-            .expect("calls finish")
-            .expect("task");
+        let blocks = finished(task).await;
         for (key, start, count) in blocks {
             per_key.entry(key).or_default().push((start, count));
         }
@@ -386,10 +386,7 @@ async fn graceful_restarts_never_rewind_timestamps_or_sequences() {
         let mut life_ts = Vec::new();
         let mut life_blocks = Vec::new();
         for task in tasks {
-            let (ts, blocks) = timeout(BOUND, task)
-                .await
-                .expect("calls finish")
-                .expect("task");
+            let (ts, blocks) = finished(task).await;
             assert_strictly_increasing(&ts, "one task's timestamps");
             life_ts.extend(ts);
             life_blocks.extend(blocks);

@@ -6,17 +6,39 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
 
 use tokio::sync::Barrier;
+use tokio::task::JoinHandle;
 use tsoracle_consensus::ConsensusDriver;
 use tsoracle_driver_file::{CommitStats, FileDriver, LEADER_EPOCH};
 
-use common::key;
+use common::{assert_dense_blocks_tile, assert_dense_totals, key};
 
 const CALLERS: u64 = 64;
 const BASE: u64 = 1_764_000_000_000;
+
+/// Spawns `CALLERS` tasks, the `i`-th running `call(i, driver)`, all
+/// released at once by a barrier.
+fn spawn_together<T, F, Fut>(driver: &Arc<FileDriver>, call: F) -> Vec<JoinHandle<T>>
+where
+    F: Fn(u64, Arc<FileDriver>) -> Fut,
+    Fut: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let start = Arc::new(Barrier::new(CALLERS as usize));
+    (0..CALLERS)
+        .map(|i| {
+            let start = Arc::clone(&start);
+            let call = call(i, Arc::clone(driver));
+            tokio::spawn(async move {
+                start.wait().await;
+                call.await
+            })
+        })
+        .collect()
+}
 
 fn summary(what: &str, stats: CommitStats) {
     println!(
@@ -35,22 +57,14 @@ fn summary(what: &str, stats: CommitStats) {
 async fn concurrent_persists_all_succeed_and_reach_the_maximum() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let driver = FileDriver::open_or_init(tmp.path()).expect("open");
-    let start = Arc::new(Barrier::new(CALLERS as usize));
 
-    let tasks: Vec<_> = (0..CALLERS)
-        .map(|i| {
-            let driver = Arc::clone(&driver);
-            let start = Arc::clone(&start);
-            let at_least = BASE + i;
-            tokio::spawn(async move {
-                start.wait().await;
-                (
-                    at_least,
-                    driver.persist_high_water(at_least, LEADER_EPOCH).await,
-                )
-            })
-        })
-        .collect();
+    let tasks = spawn_together(&driver, |i, driver| async move {
+        let at_least = BASE + i;
+        (
+            at_least,
+            driver.persist_high_water(at_least, LEADER_EPOCH).await,
+        )
+    });
     for task in tasks {
         let (at_least, result) = task.await.expect("task");
         let durable = result.expect("persist_high_water succeeds");
@@ -88,42 +102,14 @@ async fn concurrent_dense_advances_get_disjoint_contiguous_blocks() {
     const KEYS: [&str; 4] = ["orders", "users", "items", "carts"];
     let tmp = tempfile::tempdir().expect("temp dir");
     let driver = FileDriver::open_or_init(tmp.path()).expect("open");
-    let start = Arc::new(Barrier::new(CALLERS as usize));
 
-    let tasks: Vec<_> = (0..CALLERS)
-        .map(|i| {
-            let driver = Arc::clone(&driver);
-            let start = Arc::clone(&start);
-            let name = KEYS[i as usize % KEYS.len()];
-            let count = i as u32 + 1;
-            tokio::spawn(async move {
-                start.wait().await;
-                let result = driver.advance_dense(&key(name), count, LEADER_EPOCH).await;
-                (name, count, result)
-            })
-        })
-        .collect();
-    let mut blocks: BTreeMap<&str, Vec<(u64, u64)>> = BTreeMap::new();
-    for task in tasks {
-        let (name, count, result) = task.await.expect("task");
-        let start = result.expect("advance_dense succeeds");
-        blocks
-            .entry(name)
-            .or_default()
-            .push((start, u64::from(count)));
-    }
-
-    let mut totals = BTreeMap::new();
-    for (name, mut list) in blocks {
-        list.sort_unstable();
-        let mut next = 0;
-        for (start, count) in list {
-            assert_eq!(start, next, "{name}: block at {start}, expected {next}");
-            next = start + count;
-        }
-        assert_eq!(driver.load_dense_seq(&key(name)).await.expect("load"), next);
-        totals.insert(name, next);
-    }
+    let tasks = spawn_together(&driver, |i, driver| async move {
+        let name = KEYS[i as usize % KEYS.len()];
+        let count = i as u32 + 1;
+        let result = driver.advance_dense(&key(name), count, LEADER_EPOCH).await;
+        (name, count, result)
+    });
+    let totals = assert_dense_blocks_tile(&driver, tasks).await;
     assert_eq!(totals.len(), KEYS.len());
 
     let stats = driver.stats();
@@ -134,10 +120,5 @@ async fn concurrent_dense_advances_get_disjoint_contiguous_blocks() {
 
     drop(driver);
     let reopened = FileDriver::open_or_init(tmp.path()).expect("reopen");
-    for (name, total) in totals {
-        assert_eq!(
-            reopened.load_dense_seq(&key(name)).await.expect("load"),
-            total
-        );
-    }
+    assert_dense_totals(&reopened, &totals).await;
 }

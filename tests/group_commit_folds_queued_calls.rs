@@ -11,7 +11,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::task::Poll;
@@ -21,7 +20,7 @@ use tokio::sync::mpsc;
 use tsoracle_consensus::ConsensusDriver;
 use tsoracle_driver_file::{FileDriver, LEADER_EPOCH};
 
-use common::{Paused, key};
+use common::{Paused, assert_dense_blocks_tile, assert_dense_totals, key};
 
 const CALLERS: u64 = 64;
 const PAUSE_AT: &str = "file_driver::before_temp_write";
@@ -144,26 +143,7 @@ async fn queued_dense_advances_share_at_most_two_writes() {
     all_queued(&mut reports, CALLERS).await;
     drop(paused);
 
-    let mut blocks: BTreeMap<&str, Vec<(u64, u64)>> = BTreeMap::new();
-    for task in tasks {
-        let (name, count, result) = task.await.expect("task");
-        let start = result.expect("advance_dense succeeds");
-        blocks
-            .entry(name)
-            .or_default()
-            .push((start, u64::from(count)));
-    }
-    let mut totals = BTreeMap::new();
-    for (name, mut list) in blocks {
-        list.sort_unstable();
-        let mut next = 0;
-        for (start, count) in list {
-            assert_eq!(start, next, "{name}: block at {start}, expected {next}");
-            next = start + count;
-        }
-        assert_eq!(driver.load_dense_seq(&key(name)).await.expect("load"), next);
-        totals.insert(name, next);
-    }
+    let totals = assert_dense_blocks_tile(&driver, tasks).await;
 
     let stats = driver.stats();
     println!(
@@ -180,10 +160,5 @@ async fn queued_dense_advances_share_at_most_two_writes() {
 
     drop(driver);
     let reopened = FileDriver::open_or_init(tmp.path()).expect("reopen");
-    for (name, total) in totals {
-        assert_eq!(
-            reopened.load_dense_seq(&key(name)).await.expect("load"),
-            total
-        );
-    }
+    assert_dense_totals(&reopened, &totals).await;
 }

@@ -14,30 +14,22 @@
 //! on a lock being free right after a drop therefore holds [`fork_gate`],
 //! which [`ChildProcess::spawn`] also requires.
 
+#[path = "support/child.rs"]
+mod child;
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::MutexGuard;
 
 use tsoracle_consensus::ConsensusDriver;
 use tsoracle_driver_file::{FileDriver, FileDriverError, LEADER_EPOCH};
 
+use child::{ChildProcess, fork_gate, report};
 use common::dir_contents;
 
 const ROLE_VAR: &str = "TSORACLE_LOCK_TEST_ROLE";
 const DIR_VAR: &str = "TSORACLE_LOCK_TEST_DIR";
 const CHILD_TEST: &str = "child_process_role";
-/// Prefix of the lines the child reports on, to tell them from the harness's.
-const REPORT: &str = "CHILD-REPORT: ";
-
-/// Held while this process spawns a child, and by any test from the drop of
-/// a driver until the lock it released has been taken again.
-fn fork_gate() -> MutexGuard<'static, ()> {
-    static GATE: Mutex<()> = Mutex::new(());
-    GATE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 fn assert_already_locked<T: std::fmt::Debug>(result: Result<T, FileDriverError>, dir: &Path) {
     match result {
@@ -114,11 +106,6 @@ fn child_process_role() {
         return;
     };
     let dir = std::env::var(DIR_VAR).expect("the parent sets the directory");
-    let report = |what: &str| {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "{REPORT}{what}").unwrap();
-        out.flush().unwrap();
-    };
     match role.as_str() {
         "try-open" => match FileDriver::open_or_init(&dir) {
             Ok(_) => report("opened"),
@@ -140,88 +127,53 @@ fn child_process_role() {
     }
 }
 
-/// A child process running [`child_process_role`]; killed if still running
-/// when dropped, so a failing test leaves no process behind.
-struct ChildProcess {
-    child: Child,
-    stdout: BufReader<ChildStdout>,
+/// Starts a child running [`child_process_role`] as `role` on `dir`. Needs
+/// the [`fork_gate`].
+fn spawn(role: &str, dir: &Path, gate: &MutexGuard<'static, ()>) -> ChildProcess {
+    ChildProcess::spawn(
+        CHILD_TEST,
+        &[(ROLE_VAR, role.as_ref()), (DIR_VAR, dir.as_os_str())],
+        gate,
+    )
 }
 
-impl ChildProcess {
-    /// Needs the [`fork_gate`]: the spawn returns once the child exec'd,
-    /// so from then on it holds none of this process's files.
-    fn spawn(role: &str, dir: &Path, _gate: &MutexGuard<'static, ()>) -> Self {
-        let mut child = Command::new(std::env::current_exe().expect("test binary path"))
-            .args(["--exact", CHILD_TEST, "--nocapture", "--test-threads=1"])
-            .env(ROLE_VAR, role)
-            .env(DIR_VAR, dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn child");
-        let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-        ChildProcess { child, stdout }
-    }
-
-    /// Blocks until the child's next report line; panics if it exits first.
-    fn next_report(&mut self) -> String {
-        let mut line = String::new();
-        loop {
-            line.clear();
-            let read = self.stdout.read_line(&mut line).expect("read child stdout");
-            assert!(read > 0, "child exited without reporting");
-            // The harness may have printed `test child_process_role ... `
-            // on the same line before the report.
-            if let Some(at) = line.find(REPORT) {
-                return line[at + REPORT.len()..].trim_end().to_owned();
-            }
-        }
-    }
-
-    /// Closes the child's stdin (a holder then releases and exits) and
-    /// waits for it to exit successfully.
-    fn finish(mut self) {
-        drop(self.child.stdin.take());
-        let status = self.child.wait().expect("wait for child");
-        assert!(status.success(), "child failed: {status}");
-    }
+/// Blocks until the child's next report line; panics if it exits first.
+fn next_report(child: &mut ChildProcess) -> String {
+    child.next_report().expect("child exited without reporting")
 }
 
-impl Drop for ChildProcess {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+/// Closes the child's stdin (a holder then releases and exits) and waits
+/// for it to exit successfully.
+fn finish(mut child: ChildProcess) {
+    let status = child.wait();
+    assert!(status.success(), "child failed: {status}");
 }
 
 #[test]
 fn a_child_process_cannot_open_a_directory_this_process_holds() {
     let tmp = tempfile::tempdir().unwrap();
     let driver = FileDriver::open_or_init(tmp.path()).unwrap();
-    let mut child = ChildProcess::spawn("try-open", tmp.path(), &fork_gate());
+    let mut child = spawn("try-open", tmp.path(), &fork_gate());
     assert_eq!(
-        child.next_report(),
+        next_report(&mut child),
         format!("already-locked {}", tmp.path().join("LOCK").display())
     );
-    child.finish();
+    finish(child);
 
     // Once this process lets go, the child can open it.
     let gate = fork_gate();
     drop(driver);
-    let mut child = ChildProcess::spawn("try-open", tmp.path(), &gate);
+    let mut child = spawn("try-open", tmp.path(), &gate);
     drop(gate);
-    assert_eq!(child.next_report(), "opened");
-    child.finish();
+    assert_eq!(next_report(&mut child), "opened");
+    finish(child);
 }
 
 #[test]
 fn this_process_cannot_open_or_seed_a_directory_a_child_holds() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut child = ChildProcess::spawn("hold", tmp.path(), &fork_gate());
-    assert_eq!(child.next_report(), "locked");
+    let mut child = spawn("hold", tmp.path(), &fork_gate());
+    assert_eq!(next_report(&mut child), "locked");
     let before = dir_contents(tmp.path());
 
     assert_already_locked(FileDriver::open_or_init(tmp.path()), tmp.path());
@@ -232,9 +184,9 @@ fn this_process_cannot_open_or_seed_a_directory_a_child_holds() {
     assert_eq!(dir_contents(tmp.path()), before, "nothing written");
 
     // The child lets go and exits normally: the lock is free.
-    drop(child.child.stdin.take());
-    assert_eq!(child.next_report(), "released");
-    child.finish();
+    child.close_stdin();
+    assert_eq!(next_report(&mut child), "released");
+    finish(child);
     FileDriver::open_or_init(tmp.path()).expect("open after the child released");
 }
 
@@ -249,9 +201,9 @@ async fn a_killed_child_releases_its_lock() {
     let mut child = {
         let gate = fork_gate();
         drop(seeder);
-        ChildProcess::spawn("hold", tmp.path(), &gate)
+        spawn("hold", tmp.path(), &gate)
     };
-    assert_eq!(child.next_report(), "locked");
+    assert_eq!(next_report(&mut child), "locked");
     assert_already_locked(FileDriver::open_or_init(tmp.path()), tmp.path());
 
     // SIGKILL: no destructor runs in the child; only process death frees

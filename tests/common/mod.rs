@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use tsoracle_driver_file::record::RecordError;
+
 /// The reference directories written by the tsoracle ecosystem's driver,
 /// copied from `shared/fixtures/reference-v2.2.0`.
 pub fn fixture_dir(name: &str) -> PathBuf {
@@ -103,5 +105,111 @@ impl Paused {
 impl Drop for Paused {
     fn drop(&mut self) {
         let _ = fail::cfg(self.0, "off");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Corruption expectations, shared by the corruption tests.
+// ---------------------------------------------------------------------------
+
+/// Appends the CRC-32C of `body`, little-endian, as FORMAT.md says.
+pub fn seal(mut body: Vec<u8>) -> Vec<u8> {
+    let crc = crc32c::crc32c(&body);
+    body.extend_from_slice(&crc.to_le_bytes());
+    body
+}
+
+/// Decodes `bytes` with the codec of `file` (`state`, `dense` or `leases`).
+pub fn decode_as(file: &str, bytes: &[u8]) -> Result<(), RecordError> {
+    use tsoracle_driver_file::{dense_record, lease_record, record};
+    match file {
+        "state" => record::decode(bytes).map(drop),
+        "dense" => dense_record::decode(bytes).map(drop),
+        "leases" => lease_record::decode(bytes).map(drop),
+        other => panic!("no codec for {other}"),
+    }
+}
+
+/// The `CrcMismatch` that `bytes` (a body and its 4-byte trailer) must be
+/// refused with.
+pub fn crc_mismatch(bytes: &[u8]) -> RecordError {
+    let (covered, trailer) = bytes.split_at(bytes.len() - 4);
+    RecordError::CrcMismatch {
+        stored: u32::from_le_bytes(trailer.try_into().expect("4 bytes")),
+        computed: crc32c::crc32c(covered),
+    }
+}
+
+/// Field names and reasons are prose; compare the variant and its numbers.
+pub fn normalized(err: RecordError) -> RecordError {
+    match err {
+        RecordError::Truncated { offset, .. } => RecordError::Truncated { field: "", offset },
+        RecordError::InvalidKey { index, .. } => RecordError::InvalidKey { index, reason: "" },
+        other => other,
+    }
+}
+
+/// A `Truncated` at `offset`, [`normalized`].
+pub fn truncated(offset: usize) -> RecordError {
+    RecordError::Truncated { field: "", offset }
+}
+
+/// An `InvalidKey` at `index`, [`normalized`].
+pub fn invalid_key(index: usize) -> RecordError {
+    RecordError::InvalidKey { index, reason: "" }
+}
+
+// ---------------------------------------------------------------------------
+// Dense blocks handed out concurrently.
+// ---------------------------------------------------------------------------
+
+/// What a task that advanced a dense key returns: the key's name, the count
+/// it asked for, and the driver's answer.
+pub type DenseAdvance<E> = (&'static str, u32, Result<u64, E>);
+
+/// Joins `tasks`, each of which advanced the dense key `name` by `count`
+/// and returns `(name, count, result)`. Asserts that every call succeeded,
+/// that each key's blocks tile `0..total` exactly (no gap, no overlap), and
+/// that `driver` reads each key's counter as that total. Returns the totals.
+pub async fn assert_dense_blocks_tile<E: std::fmt::Debug>(
+    driver: &tsoracle_driver_file::FileDriver,
+    tasks: Vec<tokio::task::JoinHandle<DenseAdvance<E>>>,
+) -> BTreeMap<&'static str, u64> {
+    use tsoracle_consensus::ConsensusDriver;
+    let mut blocks: BTreeMap<&str, Vec<(u64, u64)>> = BTreeMap::new();
+    for task in tasks {
+        let (name, count, result) = task.await.expect("task");
+        let start = result.expect("advance_dense succeeds");
+        blocks
+            .entry(name)
+            .or_default()
+            .push((start, u64::from(count)));
+    }
+    let mut totals = BTreeMap::new();
+    for (name, mut list) in blocks {
+        list.sort_unstable();
+        let mut next = 0;
+        for (start, count) in list {
+            assert_eq!(start, next, "{name}: block at {start}, expected {next}");
+            next = start + count;
+        }
+        assert_eq!(driver.load_dense_seq(&key(name)).await.expect("load"), next);
+        totals.insert(name, next);
+    }
+    totals
+}
+
+/// Asserts that `driver` reads each key's dense counter as `totals` says
+/// (e.g. after a reopen).
+pub async fn assert_dense_totals(
+    driver: &tsoracle_driver_file::FileDriver,
+    totals: &BTreeMap<&'static str, u64>,
+) {
+    use tsoracle_consensus::ConsensusDriver;
+    for (name, total) in totals {
+        assert_eq!(
+            driver.load_dense_seq(&key(name)).await.expect("load"),
+            *total
+        );
     }
 }
