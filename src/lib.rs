@@ -29,7 +29,10 @@
 //! ```
 //!
 //! Hand it to the server as an `Arc<dyn ConsensusDriver>`:
-//! `tsoracle_server::Server::builder().consensus_driver(driver)`.
+//! `tsoracle_server::Server::builder().consensus_driver(driver)`. The
+//! [`guide`] has the operator's view: when to choose this driver over a
+//! replicated one, the durability argument step by step, moving to and from
+//! a replicated deployment, and what each error means.
 //!
 //! # How it stores
 //!
@@ -102,6 +105,12 @@ pub mod lease_record;
 pub mod record;
 mod store;
 pub mod vfs;
+
+/// The README, rendered: quick start, guarantees, when to choose this driver,
+/// durability step by step, migration, errors and what to do, reliability
+/// and performance figures.
+#[doc = include_str!("../README.md")]
+pub mod guide {}
 
 pub use committer::CommitStats;
 pub use driver::{FileDriver, LEADER_EPOCH};
