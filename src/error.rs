@@ -249,6 +249,34 @@ impl FileDriverError {
         }
     }
 
+    /// The driver's error inside a [`ConsensusError`] this crate returned:
+    /// `TransientDriver` and `PermanentDriver` always box an
+    /// `Arc<FileDriverError>`. `None` for every other variant.
+    ///
+    /// ```
+    /// use tsoracle_consensus::{ConsensusDriver, ConsensusError};
+    /// use tsoracle_driver_file::{FileDriver, FileDriverError, LEADER_EPOCH};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let dir = tempfile::tempdir()?;
+    /// let driver = FileDriver::open_or_init(dir.path())?;
+    /// let too_big = driver.persist_high_water(u64::MAX, LEADER_EPOCH).await.unwrap_err();
+    /// // A range error is the trait's own variant, not a driver failure.
+    /// assert!(FileDriverError::in_consensus(&too_big).is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn in_consensus(err: &ConsensusError) -> Option<&FileDriverError> {
+        match err {
+            ConsensusError::TransientDriver(inner) | ConsensusError::PermanentDriver(inner) => {
+                inner
+                    .downcast_ref::<Arc<FileDriverError>>()
+                    .map(|shared| shared.as_ref())
+            }
+            _ => None,
+        }
+    }
+
     /// The backtrace captured where the error was made (feature `bt`).
     pub fn backtrace(&self) -> Option<&std::backtrace::Backtrace> {
         match self {

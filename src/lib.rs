@@ -73,24 +73,8 @@
 //! rename failed, disk full), `PermanentDriver` for corruption, a failed
 //! fsync, a read-only filesystem or a stopped committer;
 //! `AdvanceOutOfRange`, `SeqKeyCardinalityExceeded` and `SeqOverflow` as
-//! the trait defines them. The error boxed inside `TransientDriver` and
-//! `PermanentDriver` is always an `Arc<FileDriverError>`:
-//!
-//! ```
-//! use std::sync::Arc;
-//! use tsoracle_consensus::ConsensusError;
-//! use tsoracle_driver_file::FileDriverError;
-//!
-//! fn driver_error(err: &ConsensusError) -> Option<&FileDriverError> {
-//!     match err {
-//!         ConsensusError::TransientDriver(inner) | ConsensusError::PermanentDriver(inner) => {
-//!             inner.downcast_ref::<Arc<FileDriverError>>().map(|arc| arc.as_ref())
-//!         }
-//!         _ => None,
-//!     }
-//! }
-//! # let _ = driver_error;
-//! ```
+//! the trait defines them. [`FileDriverError::in_consensus`] gets the
+//! driver's error back out of a `ConsensusError`.
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]

@@ -342,17 +342,8 @@ async fn dropped_calls_still_commit_and_memory_equals_disk() {
 
 /// The driver's own error inside a `TransientDriver` / `PermanentDriver`.
 fn driver_error(err: &ConsensusError) -> &FileDriverError {
-    let boxed = match err {
-        ConsensusError::TransientDriver(inner) | ConsensusError::PermanentDriver(inner) => inner,
-        other => panic!("not a driver error: {other:?}"),
-    };
-    if let Some(shared) = boxed.downcast_ref::<Arc<FileDriverError>>() {
-        shared
-    } else if let Some(own) = boxed.downcast_ref::<FileDriverError>() {
-        own
-    } else {
-        panic!("not a FileDriverError: {boxed:?}")
-    }
+    FileDriverError::in_consensus(err)
+        .unwrap_or_else(|| panic!("not a driver error boxing Arc<FileDriverError>: {err:?}"))
 }
 
 fn assert_permanent(result: Result<impl std::fmt::Debug, ConsensusError>) -> ConsensusError {

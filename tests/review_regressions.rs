@@ -41,17 +41,13 @@ fn open(fs: &SimFs) -> Result<Arc<FileDriver>, FileDriverError> {
 /// whether it was classified transient.
 #[cfg(feature = "failpoints")]
 fn classify(err: &ConsensusError) -> (bool, &FileDriverError) {
-    let (transient, inner) = match err {
-        ConsensusError::TransientDriver(inner) => (true, inner),
-        ConsensusError::PermanentDriver(inner) => (false, inner),
+    let transient = match err {
+        ConsensusError::TransientDriver(_) => true,
+        ConsensusError::PermanentDriver(_) => false,
         other => panic!("not a driver error: {other:?}"),
     };
-    let inner: &(dyn std::error::Error + Send + Sync + 'static) = inner.as_ref();
-    let file_err = inner
-        .downcast_ref::<Arc<FileDriverError>>()
-        .map(|arc| arc.as_ref())
-        .or_else(|| inner.downcast_ref::<FileDriverError>())
-        .unwrap_or_else(|| panic!("not a FileDriverError: {inner:?}"));
+    let file_err = FileDriverError::in_consensus(err)
+        .unwrap_or_else(|| panic!("not an Arc<FileDriverError>: {err:?}"));
     (transient, file_err)
 }
 
