@@ -291,31 +291,29 @@ impl Committer {
     /// directory once. Returns, per file, the transient error that kept it
     /// from being written; `Err` is a poisoning failure.
     fn write(&mut self, fold: &Fold) -> Result<PerFile<Arc<FileDriverError>>, FileDriverError> {
-        let plans: [(FileKind, Option<Vec<u8>>); 3] = [
+        let state_bytes =
+            (fold.high_water > self.current.high_water).then(|| record::encode(fold.high_water));
+        let dense_bytes =
+            (!fold.dense_undo.is_empty()).then(|| dense_record::encode(&self.current.dense));
+        let plans: [(FileKind, Option<&[u8]>); 3] = [
             (
                 FileKind::State,
-                (fold.high_water > self.current.high_water)
-                    .then(|| record::encode(fold.high_water).to_vec()),
+                state_bytes.as_ref().map(|bytes| bytes.as_slice()),
             ),
+            (FileKind::Dense, dense_bytes.as_deref()),
             (
-                FileKind::Dense,
-                (!fold.dense_undo.is_empty()).then(|| dense_record::encode(&self.current.dense)),
+                FileKind::Leases,
+                fold.leases.as_ref().map(|(_, bytes)| bytes.as_slice()),
             ),
-            (FileKind::Leases, None),
         ];
-        let lease_bytes = fold.leases.as_ref().map(|(_, bytes)| bytes.as_slice());
         let mut failed: PerFile<Arc<FileDriverError>> = [None, None, None];
         let mut any_staged = false;
         let mut bytes_written = 0usize;
         let mut fsync_time = Duration::ZERO;
-        for (index, (kind, owned)) in plans.iter().enumerate() {
-            let bytes = match kind {
-                FileKind::Leases => lease_bytes,
-                _ => owned.as_deref(),
-            };
+        for (index, (kind, bytes)) in plans.into_iter().enumerate() {
             let Some(bytes) = bytes else { continue };
             StatCounters::add(&self.stats.file_writes, 1);
-            match self.store.stage(*kind, bytes) {
+            match self.store.stage(kind, bytes) {
                 Ok(took) => {
                     StatCounters::add(&self.stats.fsyncs, 1);
                     self.stats.check_fsync("file fsync", self.store.dir(), took);
