@@ -276,10 +276,12 @@ impl FileDriver {
 impl Drop for FileDriver {
     fn drop(&mut self) {
         // Closing the queue lets the committer finish what is queued and
-        // exit; joining it means the lock is released when drop returns.
+        // exit. Only once it has is the lock (a field, dropped after this
+        // body) released, so no write can outlive the lock.
         drop(self.requests.take());
         if let Some(handle) = self.committer.take() {
-            // A panicked committer has already released what it held.
+            // A panicked committer has no write left in flight; its panic
+            // was already reported to the callers as CommitterStopped.
             let _ = handle.join();
         }
     }
