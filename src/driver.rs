@@ -19,8 +19,8 @@ use tsoracle_core::{Epoch, LeaseRecord, PHYSICAL_MS_MAX, SeqKey};
 use crate::committer::{CommitError, CommitStats, Committer, Published, Request, StatCounters};
 use crate::error::{Bt, FileDriverError, to_consensus};
 use crate::record;
-use crate::store::{FileKind, Store};
-use crate::vfs::{LockGuard, StdFs, Vfs};
+use crate::store::{DirLock, FileKind, Store};
+use crate::vfs::{StdFs, Vfs};
 
 /// The epoch this driver reports: a single node is always the leader of
 /// the one and only term.
@@ -52,7 +52,7 @@ pub struct FileDriver {
     leader: watch::Sender<LeaderState>,
     /// Held by the driver, not the committer: released only after `Drop`
     /// has joined the committer, and never while the driver is alive.
-    _lock: LockGuard,
+    _lock: DirLock,
 }
 
 impl FileDriver {

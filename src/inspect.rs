@@ -68,17 +68,20 @@ pub fn read_state_dir(dir: impl AsRef<Path>) -> Result<StateDir, FileDriverError
         }
         Err(err) => return Err(FileDriverError::io(FileOp::Inspect, dir, err)),
     }
-    let files = store::read_files(&vfs, dir)?;
-    let exists = |path: &Path| {
-        vfs.probe(path)
+    let handle = vfs
+        .open_dir(dir)
+        .map_err(|err| FileDriverError::io(FileOp::OpenDir, dir, err))?;
+    let files = store::read_files(handle.as_ref(), dir)?;
+    let exists = |name: &str| {
+        handle
+            .probe(name)
             .map(|entry| entry != Entry::Missing)
-            .map_err(|err| FileDriverError::io(FileOp::Inspect, path, err))
+            .map_err(|err| FileDriverError::io(FileOp::Inspect, dir.join(name), err))
     };
     let mut leftover_temp_files = Vec::new();
     for kind in FileKind::ALL {
-        let temp = dir.join(kind.temp_name());
-        if exists(&temp)? {
-            leftover_temp_files.push(temp);
+        if exists(kind.temp_name())? {
+            leftover_temp_files.push(dir.join(kind.temp_name()));
         }
     }
     Ok(StateDir {
@@ -86,7 +89,7 @@ pub fn read_state_dir(dir: impl AsRef<Path>) -> Result<StateDir, FileDriverError
         high_water: files.high_water,
         dense: files.dense,
         leases: files.leases,
-        has_lock_file: exists(&dir.join(LOCK_FILE))?,
+        has_lock_file: exists(LOCK_FILE)?,
         leftover_temp_files,
     })
 }
