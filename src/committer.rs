@@ -323,6 +323,9 @@ impl Committer {
                 }
                 Err(failure) if failure.poisons => return Err(failure.error),
                 Err(failure) => {
+                    // A directory removed or moved away makes every write
+                    // fail; say that, rather than the symptom.
+                    self.store.check_owner()?;
                     tracing::warn!(
                         error = %crate::error::chain(&failure.error),
                         retryable = failure.error.is_transient(),

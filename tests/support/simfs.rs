@@ -188,6 +188,9 @@ enum Trigger {
 struct Fault {
     trigger: Trigger,
     error: io::ErrorKind,
+    /// An OS error number to inject instead (`EINVAL` = 22), when the code
+    /// under test looks at `raw_os_error`.
+    raw: Option<i32>,
 }
 
 #[derive(Debug)]
@@ -447,6 +450,7 @@ impl SimFs {
         lock(&self.inner).faults.push(Fault {
             trigger: Trigger::At(index),
             error: kind,
+            raw: None,
         });
     }
 
@@ -459,6 +463,20 @@ impl SimFs {
                 name: name.map(str::to_owned),
             },
             error: kind,
+            raw: None,
+        });
+    }
+
+    /// Like [`SimFs::fail_next`], with the OS error number `errno` (as
+    /// `io::Error::from_raw_os_error` makes it).
+    pub fn fail_next_os(&self, op: OpKind, name: Option<&str>, errno: i32) {
+        lock(&self.inner).faults.push(Fault {
+            trigger: Trigger::Next {
+                kind: op,
+                name: name.map(str::to_owned),
+            },
+            error: io::Error::from_raw_os_error(errno).kind(),
+            raw: Some(errno),
         });
     }
 
@@ -572,6 +590,9 @@ impl SimFs {
         if let Some(position) = hit {
             let fault = inner.faults.remove(position);
             inner.injected.push(record.clone());
+            if let Some(raw) = fault.raw {
+                return Err(io::Error::from_raw_os_error(raw));
+            }
             return Err(io::Error::new(
                 fault.error,
                 format!(
