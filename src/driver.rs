@@ -105,6 +105,21 @@ impl FileDriver {
         let dir = dir.as_ref();
         let (store, lock) = Store::lock(vfs, dir)?;
         let snapshot = store.load()?;
+        if !snapshot.dense.unaddressable.is_empty() {
+            // Valid, kept and rewritten as they are, but no call can reach
+            // them: worth one line in the log.
+            let keys: Vec<String> = snapshot
+                .dense
+                .unaddressable
+                .keys()
+                .map(|key| format!("{:?} ({})", truncated(key.as_str()), key.reason()))
+                .collect();
+            tracing::warn!(
+                dir = %dir.display(),
+                keys = %keys.join(", "),
+                "the dense file holds counters whose keys SeqKey cannot hold; they are kept unchanged and count toward the key cap"
+            );
+        }
         let published = Arc::new(Published::new(&snapshot));
         let stats = Arc::new(StatCounters::default());
         let (requests, queue) = mpsc::channel();
@@ -284,6 +299,14 @@ impl Drop for FileDriver {
             // was already reported to the callers as CommitterStopped.
             let _ = handle.join();
         }
+    }
+}
+
+/// At most 40 characters of a key, for a log line.
+fn truncated(key: &str) -> String {
+    match key.char_indices().nth(40) {
+        Some((at, _)) => format!("{}...", &key[..at]),
+        None => key.to_owned(),
     }
 }
 
