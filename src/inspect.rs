@@ -8,7 +8,7 @@ use tsoracle_core::LeaseRecord;
 use crate::dense_record::DenseState;
 use crate::error::{Bt, FileDriverError, FileOp};
 use crate::store::{self, FileKind, LOCK_FILE};
-use crate::vfs::{Entry, StdFs, Vfs};
+use crate::vfs::{DirIdentity, Entry, StdFs, Vfs};
 
 /// What a state directory holds, as [`read_state_dir`] found it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,6 +24,9 @@ pub struct StateDir {
     pub dense: Option<DenseState>,
     /// The lease set; `None` when there is no `leases` file (empty set).
     pub leases: Option<Vec<LeaseRecord>>,
+    /// The directory's device and inode: different for every copy of a
+    /// directory (see [`DirIdentity`]); `None` where the platform has none.
+    pub identity: Option<DirIdentity>,
     /// Whether a `LOCK` file exists (it says nothing about who holds it).
     pub has_lock_file: bool,
     /// Leftover `*.tmp` files of interrupted writes, which the next open
@@ -86,6 +89,7 @@ pub fn read_state_dir(dir: impl AsRef<Path>) -> Result<StateDir, FileDriverError
     }
     Ok(StateDir {
         dir: dir.to_path_buf(),
+        identity: handle.identity(),
         high_water: files.high_water,
         dense: files.dense,
         leases: files.leases,

@@ -54,6 +54,24 @@ pub enum Ownership {
     LockReplaced,
 }
 
+/// What makes a directory itself, whatever path leads to it: its device
+/// and inode numbers. Two copies of a state directory (a `cp -a`, a restore
+/// from a backup) have different identities even though their files are
+/// equal; a block-level clone (a disk snapshot, a VM image) may keep them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DirIdentity {
+    /// The device number (`st_dev`).
+    pub device: u64,
+    /// The inode number (`st_ino`).
+    pub inode: u64,
+}
+
+impl fmt::Display for DirIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "device {:#x} inode {}", self.device, self.inode)
+    }
+}
+
 /// An exclusive lock; dropping it releases the lock.
 pub struct LockGuard(#[allow(dead_code)] Box<dyn Send + Sync>);
 
@@ -223,6 +241,12 @@ pub trait VfsDir: Send + Sync + fmt::Debug {
     ///
     /// A `stat` failed for a reason other than the path or file being gone.
     fn check_owner(&self, path: &Path, lock_name: &str) -> io::Result<Ownership>;
+
+    /// The directory's [`DirIdentity`], taken when it was opened; `None`
+    /// where the platform (or a simulated filesystem) has none.
+    fn identity(&self) -> Option<DirIdentity> {
+        None
+    }
 }
 
 /// The real filesystem: `std::fs`, and on Unix `rustix`'s `*at` calls on

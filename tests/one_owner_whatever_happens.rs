@@ -357,3 +357,26 @@ async fn a_symlinked_state_directory_works_through_its_real_path() {
     let _gate = fork_gate();
     assert_eq!(FileDriver::open_or_init(&real).unwrap().high_water(), 42);
 }
+
+// ---------------------------------------------------------------------------
+// 3. Copies: nothing on one machine can stop two copies from both serving,
+// but `read_state_dir` (and the CLI's inspect and export) shows what tells
+// them apart.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn copies_of_a_directory_have_different_identities_and_one_directory_has_one() {
+    let original = common::copy_fixture("full");
+    let copy = common::copy_fixture("full");
+    let a = tsoracle_driver_file::read_state_dir(original.path()).unwrap();
+    let b = tsoracle_driver_file::read_state_dir(copy.path()).unwrap();
+    assert_eq!(a.high_water, b.high_water, "equal content");
+    let (a_id, b_id) = (a.identity.unwrap(), b.identity.unwrap());
+    assert_ne!(a_id, b_id, "two copies tell apart");
+
+    let link = tempfile::tempdir().unwrap();
+    let via = link.path().join("via");
+    std::os::unix::fs::symlink(original.path(), &via).unwrap();
+    let again = tsoracle_driver_file::read_state_dir(&via).unwrap();
+    assert_eq!(again.identity.unwrap(), a_id, "the same directory by another path");
+}

@@ -11,7 +11,7 @@ use fs2::FileExt;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
-use super::{Entry, LockGuard, Ownership, VfsDir, VfsFile};
+use super::{DirIdentity, Entry, LockGuard, Ownership, VfsDir, VfsFile};
 
 /// Mode of every directory the driver creates.
 const DIR_MODE: u32 = 0o700;
@@ -268,6 +268,11 @@ impl VfsDir for StdDir {
             }
         }
         Ok(Ownership::Intact)
+    }
+
+    fn identity(&self) -> Option<DirIdentity> {
+        let (device, inode) = self.identity;
+        Some(DirIdentity { device, inode })
     }
 }
 
