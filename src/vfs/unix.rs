@@ -207,19 +207,29 @@ impl VfsDir for StdDir {
     }
 
     fn create_new(&self, name: &str) -> io::Result<Box<dyn VfsFile>> {
-        // Whatever is there (debris of a failed write, or something planted:
-        // a symbolic link, a hard link to a file elsewhere) is unlinked, never
-        // opened; the new file is created exclusively.
-        match rustix::fs::unlinkat(self.dir.as_ref(), name, AtFlags::empty()) {
-            Ok(()) | Err(Errno::NOENT) => {}
+        // Created exclusively. Whatever is there (debris of a failed write,
+        // or something planted: a symbolic link, a hard link to a file
+        // elsewhere) is unlinked, never opened, and the creation retried.
+        let create = || {
+            rustix::fs::openat(
+                self.dir.as_ref(),
+                name,
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                private(FILE_MODE),
+            )
+        };
+        let fd = match create() {
+            Ok(fd) => fd,
+            Err(Errno::EXIST) => {
+                match rustix::fs::unlinkat(self.dir.as_ref(), name, AtFlags::empty()) {
+                    Ok(()) | Err(Errno::NOENT) => {}
+                    Err(err) => return Err(err.into()),
+                }
+                // Something planted again in between fails here: EEXIST.
+                create()?
+            }
             Err(err) => return Err(err.into()),
-        }
-        let fd = rustix::fs::openat(
-            self.dir.as_ref(),
-            name,
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            private(FILE_MODE),
-        )?;
+        };
         // The umask may have removed bits: set exactly 0600.
         rustix::fs::fchmod(&fd, private(FILE_MODE))?;
         Ok(Box::new(StdFile(File::from(fd))))
