@@ -35,7 +35,13 @@ fn empty_long_and_maximal_keys_decode_and_re_encode_identically() {
     let (long, longest) = keys();
     let bytes = dense_file(
         10,
-        &[(b"", 1), (b"a", 2), (&long, 3), (b"orders", 4), (&longest, 5)],
+        &[
+            (b"", 1),
+            (b"a", 2),
+            (&long, 3),
+            (b"orders", 4),
+            (&longest, 5),
+        ],
     );
     let state = dense_record::decode(&bytes).expect("a valid file decodes");
     assert_eq!(state.counters.len(), 2);

@@ -448,7 +448,11 @@ fn permission_denied_on_a_temp_file_is_transient_and_retryable() {
         );
         let err = write.run(&fx.rt, &fx.driver, 100).expect_err("denied");
         let (transient, inner) = classify(&err);
-        assert!(transient, "{}: EACCES on a temp file is transient", write.temp());
+        assert!(
+            transient,
+            "{}: EACCES on a temp file is transient",
+            write.temp()
+        );
         assert_io(
             inner,
             FileOp::WriteTemp,

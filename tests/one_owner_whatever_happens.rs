@@ -268,7 +268,10 @@ async fn an_intact_directory_keeps_acknowledging_after_an_unrelated_rename_nearb
     std::fs::rename(tmp.path().join("x"), tmp.path().join("y")).unwrap();
     for value in 1..=20u64 {
         assert_eq!(
-            driver.persist_high_water(value, LEADER_EPOCH).await.unwrap(),
+            driver
+                .persist_high_water(value, LEADER_EPOCH)
+                .await
+                .unwrap(),
             value
         );
     }
@@ -378,5 +381,9 @@ fn copies_of_a_directory_have_different_identities_and_one_directory_has_one() {
     let via = link.path().join("via");
     std::os::unix::fs::symlink(original.path(), &via).unwrap();
     let again = tsoracle_driver_file::read_state_dir(&via).unwrap();
-    assert_eq!(again.identity.unwrap(), a_id, "the same directory by another path");
+    assert_eq!(
+        again.identity.unwrap(),
+        a_id,
+        "the same directory by another path"
+    );
 }

@@ -113,7 +113,9 @@ fn a_directory_others_may_write_is_refused_with_the_fix_and_left_untouched() {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(bad)).unwrap();
         let err = FileDriver::open_or_init(&dir).expect_err("refused");
         match &err {
-            FileDriverError::InsecurePermissions { dir: named, mode, .. } => {
+            FileDriverError::InsecurePermissions {
+                dir: named, mode, ..
+            } => {
                 assert_eq!(named, &dir);
                 assert_eq!(*mode, bad);
             }
@@ -161,10 +163,7 @@ fn open_works_below_a_parent_the_service_user_cannot_read() {
         .skip(1)
         .any(|dir| dir.exists() && mode(dir) & 0o001 == 0)
     {
-        eprintln!(
-            "skipped: {} is not reachable by other users",
-            exe.display()
-        );
+        eprintln!("skipped: {} is not reachable by other users", exe.display());
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -196,7 +195,10 @@ async fn a_filesystem_without_directory_fsync_still_serves() {
     let driver = FileDriver::open_or_init_with("/oracle", Arc::new(fs.clone())).unwrap();
     for value in [10, 20, 30] {
         assert_eq!(
-            driver.persist_high_water(value, LEADER_EPOCH).await.unwrap(),
+            driver
+                .persist_high_water(value, LEADER_EPOCH)
+                .await
+                .unwrap(),
             value
         );
     }
@@ -274,7 +276,10 @@ fn a_symlinked_state_directory_has_its_real_parent_fsynced_and_nothing_above() {
 
     let recording = Arc::new(Recording::default());
     let _gate = fork_gate();
-    drop(FileDriver::open_or_init_with(&link, Arc::new(RecordingFs(Arc::clone(&recording)))).unwrap());
+    drop(
+        FileDriver::open_or_init_with(&link, Arc::new(RecordingFs(Arc::clone(&recording))))
+            .unwrap(),
+    );
     let synced = recording.synced.lock().unwrap().clone();
     let real_parent = std::fs::canonicalize(&real_parent).unwrap();
     assert_eq!(synced, vec![real_parent], "only the real parent, by path");

@@ -57,7 +57,10 @@ fn child_process_role() {
                 let mut value = driver.high_water();
                 loop {
                     value += 1;
-                    let acked = driver.persist_high_water(value, LEADER_EPOCH).await.unwrap();
+                    let acked = driver
+                        .persist_high_water(value, LEADER_EPOCH)
+                        .await
+                        .unwrap();
                     report(&format!("acked {acked}"));
                 }
             });
@@ -178,7 +181,10 @@ async fn durability(mounted: &Mounted) -> String {
     let driver = FileDriver::open_or_init(&dir).unwrap();
     let mut last = 0;
     for value in (1..=50u64).map(|i| 1_764_000_000_000 + i * 7) {
-        last = driver.persist_high_water(value, LEADER_EPOCH).await.unwrap();
+        last = driver
+            .persist_high_water(value, LEADER_EPOCH)
+            .await
+            .unwrap();
     }
     let start = driver
         .advance_dense(&key("orders"), 40, LEADER_EPOCH)
@@ -187,7 +193,12 @@ async fn durability(mounted: &Mounted) -> String {
     drop(driver);
     mounted.remount();
     let reopened = FileDriver::open_or_init(&dir).unwrap();
-    assert_eq!(reopened.high_water(), last, "{}: high-water after remount", mounted.fs);
+    assert_eq!(
+        reopened.high_water(),
+        last,
+        "{}: high-water after remount",
+        mounted.fs
+    );
     assert_eq!(
         reopened.load_dense_seq(&key("orders")).await.unwrap(),
         start + 40
@@ -216,7 +227,9 @@ async fn durability(mounted: &Mounted) -> String {
         "{}: reopened at {after_kill} below acknowledged {acked}",
         mounted.fs
     );
-    format!("durability ok (50 values + remount exact; SIGKILL after {acked}: reopened at {after_kill})")
+    format!(
+        "durability ok (50 values + remount exact; SIGKILL after {acked}: reopened at {after_kill})"
+    )
 }
 
 fn lock(mounted: &Mounted) -> String {
@@ -232,7 +245,12 @@ fn lock(mounted: &Mounted) -> String {
         FileDriver::open_or_init(&dir),
         Err(FileDriverError::AlreadyLocked { .. })
     ));
-    assert_eq!(child_open(&dir), "locked", "{}: child after rm LOCK", mounted.fs);
+    assert_eq!(
+        child_open(&dir),
+        "locked",
+        "{}: child after rm LOCK",
+        mounted.fs
+    );
     drop(driver);
     "lock ok (in-process, child, after rm LOCK)".into()
 }
@@ -259,7 +277,6 @@ fn fill(point: &Path) -> usize {
 
 async fn disk_full(mounted: &Mounted) -> String {
     let dir = mounted.point.join("oracle");
-    let _gate = fork_gate();
     let driver: Arc<FileDriver> = FileDriver::open_or_init(&dir).unwrap();
     let before = driver.high_water();
     let filled = fill(&mounted.point);
@@ -285,7 +302,11 @@ async fn disk_full(mounted: &Mounted) -> String {
     );
     assert!(!driver.is_poisoned(), "{}: not poisoned", mounted.fs);
     let durable = driver.high_water();
-    assert_eq!(durable, value - 1, "reads stay at the last acknowledged value");
+    assert_eq!(
+        durable,
+        value - 1,
+        "reads stay at the last acknowledged value"
+    );
     let cause = FileDriverError::in_consensus(&err)
         .map(|inner| {
             std::error::Error::source(inner)
@@ -296,12 +317,18 @@ async fn disk_full(mounted: &Mounted) -> String {
 
     for entry in std::fs::read_dir(&mounted.point).unwrap() {
         let path = entry.unwrap().path();
-        if path.file_name().is_some_and(|n| n.to_string_lossy().starts_with("filler")) {
+        if path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("filler"))
+        {
             std::fs::remove_file(path).unwrap();
         }
     }
     assert_eq!(
-        driver.persist_high_water(value, LEADER_EPOCH).await.unwrap(),
+        driver
+            .persist_high_water(value, LEADER_EPOCH)
+            .await
+            .unwrap(),
         value,
         "{}: succeeds once space is freed",
         mounted.fs

@@ -52,18 +52,30 @@ async fn failed_writes_are_logged_with_the_os_error_and_the_file() {
 
     // Disk full while writing the temp file: transient, warned.
     fs.fail_next(OpKind::Write, Some("state.tmp"), ErrorKind::StorageFull);
-    driver.persist_high_water(20, LEADER_EPOCH).await.unwrap_err();
+    driver
+        .persist_high_water(20, LEADER_EPOCH)
+        .await
+        .unwrap_err();
     let log = captured.take();
     assert!(log.contains("WARN"), "{log}");
     assert!(log.contains("/srv/oracle/state.tmp"), "{log}");
-    assert!(log.contains("StorageFull"), "the OS error is in the line: {log}");
+    assert!(
+        log.contains("StorageFull"),
+        "the OS error is in the line: {log}"
+    );
     assert!(log.contains("retryable=true"), "{log}");
 
     // A failed fsync poisons: an error line, naming the file and the cause.
     fs.fail_next(OpKind::FileSync, Some("state.tmp"), ErrorKind::Other);
-    driver.persist_high_water(30, LEADER_EPOCH).await.unwrap_err();
+    driver
+        .persist_high_water(30, LEADER_EPOCH)
+        .await
+        .unwrap_err();
     let log = captured.take();
     assert!(log.contains("ERROR"), "{log}");
-    assert!(log.contains("fsync temp file /srv/oracle/state.tmp"), "{log}");
+    assert!(
+        log.contains("fsync temp file /srv/oracle/state.tmp"),
+        "{log}"
+    );
     assert!(log.contains("injected"), "the cause is in the line: {log}");
 }
