@@ -237,6 +237,9 @@ impl Store {
             handle,
             dir_fsync_unsupported: AtomicBool::new(false),
         };
+        // The path could have been switched between resolving and opening
+        // it: the directory locked must be the one the path leads to.
+        store.check_owner()?;
         Ok((
             store,
             DirLock {
