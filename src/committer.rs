@@ -323,14 +323,14 @@ impl Committer {
                 }
                 Err(failure) if failure.poisons => return Err(failure.error),
                 Err(failure) => {
-                    // A directory removed or moved away makes every write
-                    // fail; say that, rather than the symptom.
-                    self.store.check_owner()?;
                     tracing::warn!(
                         error = %crate::error::chain(&failure.error),
                         retryable = failure.error.is_transient(),
                         "write failed before its rename; the live file is unchanged and the callers of this batch get the error"
                     );
+                    // A directory removed or moved away makes every write
+                    // fail; say that, rather than the symptom.
+                    self.store.check_owner()?;
                     failed[index] = Some(Arc::new(failure.error));
                 }
             }

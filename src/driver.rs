@@ -112,11 +112,13 @@ impl FileDriver {
                 .dense
                 .unaddressable
                 .keys()
+                .take(10)
                 .map(|key| format!("{:?} ({})", truncated(key.as_str()), key.reason()))
                 .collect();
             tracing::warn!(
                 dir = %dir.display(),
-                keys = %keys.join(", "),
+                count = snapshot.dense.unaddressable.len(),
+                first_keys = %keys.join(", "),
                 "the dense file holds counters whose keys SeqKey cannot hold; they are kept unchanged and count toward the key cap"
             );
         }
@@ -218,7 +220,9 @@ impl FileDriver {
         store
             .stage(FileKind::State, &record::encode(seed_physical_ms))
             .map_err(|failure| failure.error)?;
-        store.sync_dir().map(drop)
+        store.sync_dir()?;
+        // Seeded where a server restarted on the path will find it?
+        store.check_owner()
     }
 
     /// The state directory this driver owns.

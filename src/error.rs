@@ -276,7 +276,7 @@ impl FileDriverError {
     /// False for corruption, a failed fsync (the driver is poisoned), a
     /// read-only filesystem (Linux remounts one read-only after errors; it
     /// does not come back by itself), a displaced directory, and every
-    /// failure at open.
+    /// failure at open but a leftover temp file that could not be removed.
     pub fn is_transient(&self) -> bool {
         match self {
             FileDriverError::Io { op, source, .. } => {

@@ -239,7 +239,16 @@ impl Store {
         };
         // The path could have been switched between resolving and opening
         // it: the directory locked must be the one the path leads to.
-        store.check_owner()?;
+        match store.check_owner() {
+            Ok(()) => {}
+            Err(FileDriverError::Displaced { .. }) => {
+                let changed = io::Error::other(
+                    "the directory at this path changed while it was being opened; open it again",
+                );
+                return Err(FileDriverError::io(FileOp::OpenDir, dir, changed));
+            }
+            Err(err) => return Err(err),
+        }
         Ok((
             store,
             DirLock {
@@ -279,12 +288,16 @@ impl Store {
     pub(crate) fn check_owner(&self) -> Result<(), FileDriverError> {
         match self.handle.check_owner(&self.check_path, LOCK_FILE) {
             Ok(Ownership::Intact) => Ok(()),
-            Ok(found) => Err(FileDriverError::Displaced {
-                dir: self.dir.clone(),
-                found,
-                backtrace: Bt::capture(),
-            }),
+            Ok(found) => Err(self.displaced(found)),
             Err(err) => Err(FileDriverError::io(FileOp::CheckOwner, &self.dir, err)),
+        }
+    }
+
+    fn displaced(&self, found: Ownership) -> FileDriverError {
+        FileDriverError::Displaced {
+            dir: self.dir.clone(),
+            found,
+            backtrace: Bt::capture(),
         }
     }
 
@@ -358,6 +371,21 @@ impl Store {
         sync_temp(file.as_mut()).map_err(|err| poisoning(FileOp::FsyncTemp, &temp, err))?;
         let fsync_time = fsync_started.elapsed();
         drop(file);
+
+        // Before the live file is replaced: is LOCK still the file this
+        // driver locked? If a peer that knows only LOCK took over (after
+        // someone deleted it), renaming now would overwrite that peer's
+        // acknowledged state with an older value. Nothing is renamed.
+        match self.handle.check_lock(LOCK_FILE) {
+            Ok(Ownership::Intact) => {}
+            Ok(found) => {
+                return Err(StageFailure {
+                    error: self.displaced(found),
+                    poisons: true,
+                });
+            }
+            Err(err) => return Err(poisoning(FileOp::CheckOwner, &self.dir, err)),
+        }
 
         // Step 3: a failed rename renamed nothing; the live file is as it was.
         failpoint("file_driver::before_rename")
@@ -497,21 +525,24 @@ fn ensure_dir(vfs: &dyn Vfs, dir: &Path) -> Result<bool, FileDriverError> {
 }
 
 /// Fsyncs `parent`, the directory holding a state directory's entry (or an
-/// entry open just created on the way to it). `EINVAL` (no directory fsync
-/// on this filesystem) and `EACCES`/`EPERM` (a parent the service user may
-/// traverse but not open, like a 0711 home directory) are logged and
-/// tolerated, as PostgreSQL does; anything else fails the open.
+/// entry open just created on the way to it).
+///
+/// For an existing state directory, `EINVAL` (no directory fsync on this
+/// filesystem, even through `syncfs`) and `EACCES`/`EPERM` (a parent the
+/// service user may traverse but not open, like a 0711 home directory) are
+/// logged and tolerated, as PostgreSQL does. For a directory open just
+/// created, only `EINVAL` is: without its entry durable a power cut would
+/// take the new directory, and everything acknowledged in it, away.
 fn sync_parent(vfs: &dyn Vfs, parent: &Path, just_created: bool) -> Result<(), FileDriverError> {
     match vfs.sync_dir(parent) {
         Ok(()) => Ok(()),
         Err(err)
             if err.raw_os_error() == Some(EINVAL)
-                || err.kind() == io::ErrorKind::PermissionDenied =>
+                || (!just_created && err.kind() == io::ErrorKind::PermissionDenied) =>
         {
             tracing::warn!(
                 parent = %parent.display(),
                 error = %err,
-                just_created,
                 "cannot fsync the directory that holds the state directory; its entry is durable only once the filesystem commits it by itself"
             );
             Ok(())

@@ -220,7 +220,8 @@ pub trait VfsDir: Send + Sync + fmt::Debug {
     /// The `rename` error; nothing was renamed.
     fn rename(&self, from: &str, to: &str) -> io::Result<()>;
 
-    /// Makes this directory's entries durable (fsync of the directory).
+    /// Makes this directory's entries durable (fsync of the directory), and
+    /// with them every rename made in it since the last sync.
     ///
     /// # Errors
     ///
@@ -241,6 +242,15 @@ pub trait VfsDir: Send + Sync + fmt::Debug {
     ///
     /// A `stat` failed for a reason other than the path or file being gone.
     fn check_owner(&self, path: &Path, lock_name: &str) -> io::Result<Ownership>;
+
+    /// Whether the file locked by [`VfsDir::try_lock_file`] is still at
+    /// `lock_name`: the half of [`VfsDir::check_owner`] that guards the
+    /// directory's own files, cheap enough to run before every rename.
+    ///
+    /// # Errors
+    ///
+    /// A `stat` failed for a reason other than the file being gone.
+    fn check_lock(&self, lock_name: &str) -> io::Result<Ownership>;
 
     /// The directory's [`DirIdentity`], taken when it was opened; `None`
     /// where the platform (or a simulated filesystem) has none.

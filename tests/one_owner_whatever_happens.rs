@@ -387,3 +387,204 @@ fn copies_of_a_directory_have_different_identities_and_one_directory_has_one() {
         "the same directory by another path"
     );
 }
+
+/// The reviewer's scenario: after `rm LOCK` a peer that knows only `LOCK`
+/// takes over and acknowledges a higher value; the old driver must not
+/// rename its older value over the peer's file before it notices.
+#[tokio::test]
+async fn a_displaced_driver_never_overwrites_a_peers_acknowledged_state() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let old = FileDriver::open_or_init(dir).unwrap();
+    old.persist_high_water(100, LEADER_EPOCH).await.unwrap();
+
+    std::fs::remove_file(dir.join("LOCK")).unwrap();
+    let peer_lock = std::fs::File::create(dir.join("LOCK")).unwrap();
+    fs2::FileExt::try_lock_exclusive(&peer_lock).expect("the peer locks the new LOCK");
+    let peer_state = tsoracle_driver_file::record::encode(1000);
+    std::fs::write(dir.join("state.peer"), peer_state).unwrap();
+    std::fs::rename(dir.join("state.peer"), dir.join("state")).unwrap();
+
+    let err = old.persist_high_water(200, LEADER_EPOCH).await.unwrap_err();
+    assert_eq!(displaced(&err), Ownership::LockReplaced);
+    let on_disk = tsoracle_driver_file::read_state_dir(dir).unwrap();
+    assert_eq!(
+        on_disk.high_water,
+        Some(1000),
+        "the peer's state was overwritten"
+    );
+    let err = old
+        .advance_dense(&common::key("k"), 1, LEADER_EPOCH)
+        .await
+        .unwrap_err();
+    assert_permanent(&err);
+    assert!(!dir.join("dense").exists(), "nothing renamed into place");
+}
+
+// ---------------------------------------------------------------------------
+// The owner check's own failures, through a filesystem that misbehaves.
+// ---------------------------------------------------------------------------
+
+mod tampered {
+    use std::io;
+    use std::path::{Path, PathBuf};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use tsoracle_driver_file::vfs::{
+        DirIdentity, Entry, LockGuard, Ownership, StdFs, Vfs, VfsDir, VfsFile,
+    };
+
+    /// `StdFs`, except that `resolve` may lead elsewhere (the path switched
+    /// between resolving and opening) and the owner check may fail.
+    #[derive(Debug)]
+    pub struct Tampered {
+        pub resolve_to: Option<PathBuf>,
+        pub owner_check_fails: Arc<AtomicBool>,
+    }
+
+    impl Vfs for Tampered {
+        fn probe(&self, path: &Path) -> io::Result<Entry> {
+            StdFs.probe(path)
+        }
+        fn create_dir(&self, path: &Path) -> io::Result<()> {
+            StdFs.create_dir(path)
+        }
+        fn resolve(&self, path: &Path) -> io::Result<PathBuf> {
+            match &self.resolve_to {
+                Some(other) => Ok(other.clone()),
+                None => StdFs.resolve(path),
+            }
+        }
+        fn sync_dir(&self, path: &Path) -> io::Result<()> {
+            StdFs.sync_dir(path)
+        }
+        fn open_dir(&self, path: &Path) -> io::Result<Box<dyn VfsDir>> {
+            Ok(Box::new(TamperedDir {
+                inner: StdFs.open_dir(path)?,
+                owner_check_fails: Arc::clone(&self.owner_check_fails),
+            }))
+        }
+    }
+
+    #[derive(Debug)]
+    struct TamperedDir {
+        inner: Box<dyn VfsDir>,
+        owner_check_fails: Arc<AtomicBool>,
+    }
+
+    impl VfsDir for TamperedDir {
+        fn mode(&self) -> io::Result<Option<u32>> {
+            self.inner.mode()
+        }
+        fn try_lock_dir(&self) -> io::Result<Option<LockGuard>> {
+            self.inner.try_lock_dir()
+        }
+        fn try_lock_file(&self, name: &str) -> io::Result<Option<LockGuard>> {
+            self.inner.try_lock_file(name)
+        }
+        fn probe(&self, name: &str) -> io::Result<Entry> {
+            self.inner.probe(name)
+        }
+        fn read(&self, name: &str) -> io::Result<Option<Vec<u8>>> {
+            self.inner.read(name)
+        }
+        fn create_new(&self, name: &str) -> io::Result<Box<dyn VfsFile>> {
+            self.inner.create_new(name)
+        }
+        fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+            self.inner.rename(from, to)
+        }
+        fn sync(&self) -> io::Result<()> {
+            self.inner.sync()
+        }
+        fn remove(&self, name: &str) -> io::Result<()> {
+            self.inner.remove(name)
+        }
+        fn check_owner(&self, path: &Path, lock_name: &str) -> io::Result<Ownership> {
+            if self.owner_check_fails.load(Ordering::SeqCst) {
+                return Err(io::Error::from(io::ErrorKind::PermissionDenied));
+            }
+            self.inner.check_owner(path, lock_name)
+        }
+        fn check_lock(&self, lock_name: &str) -> io::Result<Ownership> {
+            self.inner.check_lock(lock_name)
+        }
+        fn identity(&self) -> Option<DirIdentity> {
+            self.inner.identity()
+        }
+    }
+}
+
+#[test]
+fn a_path_switched_while_opening_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let asked = tmp.path().join("asked");
+    let other = tmp.path().join("other");
+    for dir in [&asked, &other] {
+        std::fs::create_dir(dir).unwrap();
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    let vfs = tampered::Tampered {
+        resolve_to: Some(other),
+        owner_check_fails: Default::default(),
+    };
+    let err = FileDriver::open_or_init_with(&asked, Arc::new(vfs)).unwrap_err();
+    let text = common::error_chain(&err);
+    assert!(text.contains("changed while it was being opened"), "{text}");
+}
+
+#[tokio::test]
+async fn an_owner_check_that_cannot_run_stops_acknowledging() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("oracle");
+    let fails = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let vfs = tampered::Tampered {
+        resolve_to: None,
+        owner_check_fails: Arc::clone(&fails),
+    };
+    let driver = FileDriver::open_or_init_with(&dir, Arc::new(vfs)).unwrap();
+    driver.persist_high_water(10, LEADER_EPOCH).await.unwrap();
+
+    // The check cannot run (a parent was made unreadable, say): nothing
+    // more is acknowledged, for good.
+    fails.store(true, std::sync::atomic::Ordering::SeqCst);
+    let err = driver
+        .persist_high_water(20, LEADER_EPOCH)
+        .await
+        .unwrap_err();
+    assert_permanent(&err);
+    match FileDriverError::in_consensus(&err) {
+        Some(FileDriverError::Io { op, .. }) => {
+            assert_eq!(*op, tsoracle_driver_file::FileOp::CheckOwner)
+        }
+        other => panic!("expected Io(CheckOwner), got {other:?}"),
+    }
+    // Later writes name it as the first failure.
+    fails.store(false, std::sync::atomic::Ordering::SeqCst);
+    let later = driver
+        .persist_high_water(30, LEADER_EPOCH)
+        .await
+        .unwrap_err();
+    match FileDriverError::in_consensus(&later) {
+        Some(FileDriverError::Poisoned { first, .. }) => {
+            assert!(matches!(first.as_ref(), FileDriverError::Io { .. }))
+        }
+        other => panic!("expected Poisoned, got {other:?}"),
+    }
+    assert_eq!(driver.high_water(), 10);
+    drop(driver);
+
+    // And an open whose check cannot run is refused.
+    fails.store(true, std::sync::atomic::Ordering::SeqCst);
+    let vfs = tampered::Tampered {
+        resolve_to: None,
+        owner_check_fails: Arc::clone(&fails),
+    };
+    match FileDriver::open_or_init_with(&dir, Arc::new(vfs)) {
+        Err(FileDriverError::Io { op, .. }) => {
+            assert_eq!(op, tsoracle_driver_file::FileOp::CheckOwner);
+        }
+        other => panic!("expected Io(CheckOwner) at open, got {other:?}"),
+    }
+}

@@ -10,6 +10,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use fs2::FileExt;
 
@@ -27,6 +28,10 @@ pub(super) fn sync_dir_path(_path: &Path) -> io::Result<()> {
 #[derive(Debug)]
 pub(super) struct StdDir {
     path: PathBuf,
+    /// Files renamed into place since the last [`VfsDir::sync`], which
+    /// flushes them: the rename's durability step, so that its failure
+    /// poisons like a failed directory fsync.
+    renamed: Mutex<Vec<String>>,
 }
 
 impl StdDir {
@@ -39,6 +44,7 @@ impl StdDir {
         }
         Ok(StdDir {
             path: path.to_path_buf(),
+            renamed: Mutex::new(Vec::new()),
         })
     }
 
@@ -136,14 +142,29 @@ impl VfsDir for StdDir {
     }
 
     fn rename(&self, from: &str, to: &str) -> io::Result<()> {
-        let to = self.at(to);
-        std::fs::rename(self.at(from), &to)?;
-        // Write-through for the rename: flushing the renamed file commits
-        // its metadata, the new name included.
-        OpenOptions::new().write(true).open(&to)?.sync_all()
+        std::fs::rename(self.at(from), self.at(to))?;
+        self.renamed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(to.to_owned());
+        Ok(())
     }
 
     fn sync(&self) -> io::Result<()> {
+        // Write-through for the renames: flushing a renamed file commits its
+        // metadata, the new name included.
+        let renamed = std::mem::take(
+            &mut *self
+                .renamed
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        for name in renamed {
+            OpenOptions::new()
+                .write(true)
+                .open(self.at(&name))?
+                .sync_all()?;
+        }
         Ok(())
     }
 
@@ -155,7 +176,11 @@ impl VfsDir for StdDir {
         if !std::fs::metadata(path).is_ok_and(|meta| meta.is_dir()) {
             return Ok(Ownership::DirectoryReplaced);
         }
-        if std::fs::symlink_metadata(path.join(lock_name)).is_err() {
+        self.check_lock(lock_name)
+    }
+
+    fn check_lock(&self, lock_name: &str) -> io::Result<Ownership> {
+        if std::fs::symlink_metadata(self.at(lock_name)).is_err() {
             return Ok(Ownership::LockReplaced);
         }
         Ok(Ownership::Intact)

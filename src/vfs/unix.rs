@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
@@ -24,20 +24,47 @@ const FILE_MODE: u32 = 0o600;
 /// directory the driver cannot use.
 pub(super) fn create_private_dir(path: &Path) -> io::Result<()> {
     std::fs::DirBuilder::new().mode(DIR_MODE).create(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(DIR_MODE))
+    // Through a handle that cannot be a symbolic link planted meanwhile.
+    let dir = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    Ok(rustix::fs::fchmod(&dir, private(DIR_MODE))?)
 }
 
 /// A rename or a creation changes the directory, not the file: on Linux
 /// (ext4, xfs, btrfs) it survives a power cut only once the directory itself
-/// has been fsynced, which is done through a read-only handle on it. A plain
-/// `fsync`, also on macOS, where `F_FULLFSYNC` is for files.
+/// has been fsynced, which is done through a read-only handle on it.
 pub(super) fn sync_dir_path(path: &Path) -> io::Result<()> {
     let dir = rustix::fs::open(
         path,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
-    Ok(rustix::fs::fsync(&dir)?)
+    sync_dir_fd(&dir)
+}
+
+/// Fsyncs an open directory, as durably as the platform allows.
+///
+/// - macOS: `F_FULLFSYNC` (which also flushes the drive's cache, as
+///   `sync_all` does for files), falling back to `fsync` on a filesystem
+///   that does not support it.
+/// - Linux: `fsync`; where the filesystem refuses to fsync a directory
+///   (`EINVAL`: some FUSE and network filesystems), `syncfs` of the whole
+///   filesystem instead. Only if that fails too is `EINVAL` returned, which
+///   the caller tolerates with a warning (see `store`).
+fn sync_dir_fd(dir: &impl std::os::fd::AsFd) -> io::Result<()> {
+    #[cfg(any(target_os = "macos", target_os = "ios"))]
+    if rustix::fs::fcntl_fullfsync(dir).is_ok() {
+        return Ok(());
+    }
+    match rustix::fs::fsync(dir) {
+        Ok(()) => Ok(()),
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        Err(Errno::INVAL) => rustix::fs::syncfs(dir).map_err(|_| Errno::INVAL.into()),
+        Err(err) => Err(err.into()),
+    }
 }
 
 /// Device and inode: what makes a file or directory itself, whatever path
@@ -132,6 +159,19 @@ fn private(mode: u32) -> Mode {
     Mode::from_raw_mode(mode as _)
 }
 
+/// Sets exactly 0600 on a file just created: the umask may have removed
+/// bits from the mode it was created with. A filesystem without Unix
+/// permissions (vfat, CIFS with `noperm`) refuses; its files have no mode
+/// to protect, so that refusal is not an error.
+fn set_private_mode(fd: &impl std::os::fd::AsFd) -> io::Result<()> {
+    match rustix::fs::fchmod(fd, private(FILE_MODE)) {
+        Ok(()) => Ok(()),
+        // NOTSUP and OPNOTSUPP are one number on Linux, two elsewhere.
+        Err(err) if [Errno::PERM, Errno::NOTSUP, Errno::OPNOTSUPP].contains(&err) => Ok(()),
+        Err(err) => Err(err.into()),
+    }
+}
+
 impl VfsDir for StdDir {
     fn mode(&self) -> io::Result<Option<u32>> {
         Ok(Some(self.dir.metadata()?.mode() & 0o7777))
@@ -152,7 +192,7 @@ impl VfsDir for StdDir {
             private(FILE_MODE),
         ) {
             Ok(fd) => {
-                rustix::fs::fchmod(&fd, private(FILE_MODE))?;
+                set_private_mode(&fd)?;
                 File::from(fd)
             }
             Err(Errno::EXIST) => File::from(
@@ -201,7 +241,10 @@ impl VfsDir for StdDir {
         if !meta.is_file() {
             return Err(not_regular(name, &meta));
         }
-        let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+        // A corrupt size must not reserve a huge buffer up front; the read
+        // grows the buffer as the bytes really arrive.
+        let reserve = usize::try_from(meta.len()).unwrap_or(0).min(1 << 20);
+        let mut bytes = Vec::with_capacity(reserve);
         file.read_to_end(&mut bytes)?;
         Ok(Some(bytes))
     }
@@ -230,8 +273,7 @@ impl VfsDir for StdDir {
             }
             Err(err) => return Err(err.into()),
         };
-        // The umask may have removed bits: set exactly 0600.
-        rustix::fs::fchmod(&fd, private(FILE_MODE))?;
+        set_private_mode(&fd)?;
         Ok(Box::new(StdFile(File::from(fd))))
     }
 
@@ -245,7 +287,7 @@ impl VfsDir for StdDir {
     }
 
     fn sync(&self) -> io::Result<()> {
-        Ok(rustix::fs::fsync(self.dir.as_ref())?)
+        sync_dir_fd(self.dir.as_ref())
     }
 
     fn remove(&self, name: &str) -> io::Result<()> {
@@ -270,14 +312,18 @@ impl VfsDir for StdDir {
             }
             Err(err) => return Err(err),
         }
-        if let Some(locked) = self.locked.get() {
-            match rustix::fs::statat(self.dir.as_ref(), lock_name, AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(stat) if identity(&stat) == *locked => {}
-                Ok(_) | Err(Errno::NOENT) => return Ok(Ownership::LockReplaced),
-                Err(err) => return Err(err.into()),
-            }
+        self.check_lock(lock_name)
+    }
+
+    fn check_lock(&self, lock_name: &str) -> io::Result<Ownership> {
+        let Some(locked) = self.locked.get() else {
+            return Ok(Ownership::Intact);
+        };
+        match rustix::fs::statat(self.dir.as_ref(), lock_name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(stat) if identity(&stat) == *locked => Ok(Ownership::Intact),
+            Ok(_) | Err(Errno::NOENT) => Ok(Ownership::LockReplaced),
+            Err(err) => Err(err.into()),
         }
-        Ok(Ownership::Intact)
     }
 
     fn identity(&self) -> Option<DirIdentity> {

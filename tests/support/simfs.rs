@@ -1113,4 +1113,8 @@ impl VfsDir for SimDir {
     fn check_owner(&self, _path: &Path, _lock_name: &str) -> io::Result<Ownership> {
         Ok(Ownership::Intact)
     }
+
+    fn check_lock(&self, _lock_name: &str) -> io::Result<Ownership> {
+        Ok(Ownership::Intact)
+    }
 }
