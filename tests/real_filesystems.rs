@@ -4,8 +4,12 @@
 //!
 //! - durability: values written, the driver closed, the filesystem
 //!   unmounted and mounted again: a reopen finds exactly what was
-//!   acknowledged; then a child process writing in a loop is SIGKILLed and
-//!   the reopen finds at least its last acknowledged value;
+//!   acknowledged; a child process writing in a loop is SIGKILLed and the
+//!   reopen finds at least its last acknowledged value; and, the real crash,
+//!   the filesystem is shut down under a running writer without flushing
+//!   its journal (`xfs_io -x -c shutdown`: what survives is what fsync made
+//!   durable, as after a power cut), mounted again, and the reopen finds at
+//!   least the last acknowledged value;
 //! - lock: a second open in-process and from a child is refused, also after
 //!   `LOCK` is deleted;
 //! - disk full: the filesystem filled to the last block: a write fails as
@@ -57,11 +61,14 @@ fn child_process_role() {
                 let mut value = driver.high_water();
                 loop {
                     value += 1;
-                    let acked = driver
-                        .persist_high_water(value, LEADER_EPOCH)
-                        .await
-                        .unwrap();
-                    report(&format!("acked {acked}"));
+                    match driver.persist_high_water(value, LEADER_EPOCH).await {
+                        Ok(acked) => report(&format!("acked {acked}")),
+                        // After a filesystem shutdown every write fails.
+                        Err(err) => {
+                            report(&format!("failed {err}"));
+                            return;
+                        }
+                    }
                 }
             });
         }
@@ -227,9 +234,54 @@ async fn durability(mounted: &Mounted) -> String {
         "{}: reopened at {after_kill} below acknowledged {acked}",
         mounted.fs
     );
+    drop(_gate);
+
+    // A crash of the filesystem itself while the writer runs: `shutdown`
+    // without flushing the log (XFS_IOC_GOINGDOWN, NOLOGFLUSH) drops every
+    // change not yet committed to the journal, as a power cut would; all
+    // later I/O fails. After mounting again (log replay) the high-water
+    // must be at least the last value the writer saw acknowledged.
+    let shutdown = crash_filesystem(mounted, &dir);
     format!(
-        "durability ok (50 values + remount exact; SIGKILL after {acked}: reopened at {after_kill})"
+        "durability ok (50 values + remount exact; SIGKILL after {acked}: reopened at {after_kill}; {shutdown})"
     )
+}
+
+fn crash_filesystem(mounted: &Mounted, dir: &Path) -> String {
+    let gate = fork_gate();
+    let mut child = ChildProcess::spawn(
+        CHILD_TEST,
+        &[(ROLE_VAR, "writer"), (DIR_VAR, dir.to_str().unwrap())],
+        &gate,
+    );
+    drop(gate);
+    let mut acked = 0u64;
+    for _ in 0..100 {
+        let line = child.next_report().expect("writer reports");
+        acked = line.strip_prefix("acked ").unwrap().parse().unwrap();
+    }
+    let point = mounted.point.to_str().unwrap();
+    if let Err(why) = run("xfs_io", &["-x", "-c", "shutdown", point]) {
+        child.kill_and_wait();
+        return format!("filesystem shutdown not available on {}: {why}", mounted.fs);
+    }
+    // Every write now fails: the writer dies on its first error. Its last
+    // report is the last value acknowledged before the crash.
+    while let Some(line) = child.next_report() {
+        if let Some(value) = line.strip_prefix("acked ") {
+            acked = acked.max(value.parse().unwrap());
+        }
+    }
+    child.kill_and_wait();
+    mounted.remount();
+    let _gate = fork_gate();
+    let after = FileDriver::open_or_init(dir).unwrap().high_water();
+    assert!(
+        after >= acked,
+        "{}: after a filesystem shutdown reopened at {after}, below acknowledged {acked}",
+        mounted.fs
+    );
+    format!("filesystem shutdown without log flush after {acked}: reopened at {after}")
 }
 
 fn lock(mounted: &Mounted) -> String {
