@@ -18,6 +18,7 @@ use tsoracle_core::{Epoch, LeaseRecord, PHYSICAL_MS_MAX, SeqKey};
 
 use crate::committer::{CommitError, CommitStats, Committer, Published, Request, StatCounters};
 use crate::error::{Bt, FileDriverError, to_consensus};
+use crate::identity_record::Origin;
 use crate::record;
 use crate::store::{DirLock, FileKind, Store};
 use crate::vfs::{StdFs, Vfs};
@@ -45,6 +46,7 @@ pub const LEADER_EPOCH: Epoch = Epoch(1);
 #[derive(Debug)]
 pub struct FileDriver {
     dir: PathBuf,
+    origin: Option<Origin>,
     published: Arc<Published>,
     stats: Arc<StatCounters>,
     requests: Option<Sender<Request>>,
@@ -105,6 +107,8 @@ impl FileDriver {
         let dir = dir.as_ref();
         let (store, lock) = Store::lock(vfs, dir)?;
         let snapshot = store.load()?;
+        let fresh = store.existing_state_file()?.is_none();
+        let origin = store.ensure_identity(now_ms(), fresh)?;
         if !snapshot.dense.unaddressable.is_empty() {
             // Valid, kept and rewritten as they are, but no call can reach
             // them: worth one line in the log.
@@ -139,6 +143,7 @@ impl FileDriver {
         });
         Ok(Arc::new(FileDriver {
             dir: dir.to_path_buf(),
+            origin,
             published,
             stats,
             requests: Some(requests),
@@ -222,12 +227,21 @@ impl FileDriver {
             .map_err(|failure| failure.error)?;
         store.sync_dir()?;
         // Seeded where a server restarted on the path will find it?
-        store.check_owner()
+        store.check_owner()?;
+        store.ensure_identity(now_ms(), true).map(drop)
     }
 
     /// The state directory this driver owns.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Where this state directory comes from: its `IDENTITY` (see
+    /// [`identity_record`](crate::identity_record)). Copies of one oracle
+    /// share the origin id. `None` for a directory another tool made, which
+    /// this crate opens without writing anything until a state write.
+    pub fn origin(&self) -> Option<Origin> {
+        self.origin
     }
 
     /// The durable high-water, as [`ConsensusDriver::load_high_water`]
@@ -304,6 +318,15 @@ impl Drop for FileDriver {
             let _ = handle.join();
         }
     }
+}
+
+/// Milliseconds since the Unix epoch by the system clock (0 before 1970).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
 }
 
 /// At most 40 characters of a key, for a log line.

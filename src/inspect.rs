@@ -7,7 +7,8 @@ use tsoracle_core::LeaseRecord;
 
 use crate::dense_record::DenseState;
 use crate::error::{Bt, FileDriverError, FileOp};
-use crate::store::{self, FileKind, LOCK_FILE};
+use crate::identity_record::{self, Origin};
+use crate::store::{self, FileKind, IDENTITY_FILE, LOCK_FILE};
 use crate::vfs::{DirIdentity, Entry, StdFs, Vfs};
 
 /// What a state directory holds, as [`read_state_dir`] found it.
@@ -27,6 +28,10 @@ pub struct StateDir {
     /// The directory's device and inode: different for every copy of a
     /// directory (see [`DirIdentity`]); `None` where the platform has none.
     pub identity: Option<DirIdentity>,
+    /// Its `IDENTITY` file: the origin id every copy of this oracle shares,
+    /// and where it was last opened; `None` when the file is missing (no
+    /// driver of this crate has opened the directory yet).
+    pub origin: Option<Origin>,
     /// Whether a `LOCK` file exists (it says nothing about who holds it).
     pub has_lock_file: bool,
     /// Leftover `*.tmp` files of interrupted writes, which the next open
@@ -90,6 +95,12 @@ pub fn read_state_dir(dir: impl AsRef<Path>) -> Result<StateDir, FileDriverError
     Ok(StateDir {
         dir: dir.to_path_buf(),
         identity: handle.identity(),
+        origin: store::read_decoded_named(
+            handle.as_ref(),
+            dir,
+            IDENTITY_FILE,
+            identity_record::decode,
+        )?,
         high_water: files.high_water,
         dense: files.dense,
         leases: files.leases,

@@ -73,12 +73,31 @@ use tsoracle_core::LeaseRecord;
 
 use crate::dense_record::{self, DenseState};
 use crate::error::{Bt, FileDriverError, FileOp};
+use crate::identity_record::{self, Origin};
 use crate::lease_record;
 use crate::record;
 use crate::vfs::{Entry, LockGuard, Ownership, Vfs, VfsDir, VfsFile};
 
 /// Name of the lock file inside a state directory.
 pub const LOCK_FILE: &str = "LOCK";
+
+/// Name of the file recording where a state directory comes from (see
+/// [`identity_record`](crate::identity_record)).
+pub const IDENTITY_FILE: &str = "IDENTITY";
+
+const IDENTITY_TEMP: &str = "IDENTITY.tmp";
+
+/// A new origin: 16 random bytes from the operating system.
+fn new_origin(now_ms: u64, device: u64, inode: u64) -> io::Result<Origin> {
+    let mut id = [0u8; 16];
+    getrandom::fill(&mut id).map_err(|err| io::Error::other(err.to_string()))?;
+    Ok(Origin {
+        id,
+        created_ms: now_ms,
+        device,
+        inode,
+    })
+}
 
 /// Runs the `fail` point `name`, which may inject an I/O error into the step
 /// around it; a no-op without the `failpoints` feature.
@@ -314,13 +333,17 @@ impl Store {
         self.sync_handle()
             .map_err(|err| FileDriverError::io(FileOp::FsyncDir, &self.dir, err))?;
         let files = read_files(self.handle.as_ref(), &self.dir)?;
-        for kind in FileKind::ALL {
-            match self.handle.remove(kind.temp_name()) {
+        let temps = FileKind::ALL.map(FileKind::temp_name);
+        for temp in temps.into_iter().chain([IDENTITY_TEMP]) {
+            match self.handle.remove(temp) {
                 Ok(()) => {}
                 Err(err) if err.kind() == io::ErrorKind::NotFound => {}
                 Err(err) => {
-                    let temp = self.path(kind.temp_name());
-                    return Err(FileDriverError::io(FileOp::RemoveTemp, temp, err));
+                    return Err(FileDriverError::io(
+                        FileOp::RemoveTemp,
+                        self.path(temp),
+                        err,
+                    ));
                 }
             }
         }
@@ -329,6 +352,69 @@ impl Store {
             dense: files.dense.unwrap_or_default(),
             leases: files.leases.unwrap_or_default(),
         })
+    }
+
+    /// Reads `IDENTITY`, and writes it when it records another directory
+    /// than this one (a copy, a restore or a move: logged, and the new place
+    /// recorded) or, for a directory that holds no state yet, when it is
+    /// missing (a new origin). A directory with state but no `IDENTITY`
+    /// (made by another tool of the ecosystem) is left as it is: opening it
+    /// only reads. Called with the lock held, after [`Store::load`]; a write
+    /// follows the same protocol as the state files. Returns the origin on
+    /// disk, if any.
+    ///
+    /// `fresh` says whether the directory counts as holding no state yet:
+    /// the caller knows (seeding writes its state just before).
+    pub(crate) fn ensure_identity(
+        &self,
+        now_ms: u64,
+        fresh: bool,
+    ) -> Result<Option<Origin>, FileDriverError> {
+        let here = self.handle.identity();
+        let (device, inode) = here.map_or((0, 0), |id| (id.device, id.inode));
+        let found = read_decoded_named(
+            self.handle.as_ref(),
+            &self.dir,
+            IDENTITY_FILE,
+            identity_record::decode,
+        )?;
+        let origin = match found {
+            Some(origin) if here.is_none() || (origin.device, origin.inode) == (device, inode) => {
+                return Ok(Some(origin));
+            }
+            Some(origin) => {
+                tracing::warn!(
+                    dir = %self.dir.display(),
+                    origin = %origin.id_hex(),
+                    was = %format!("device {:#x} inode {}", origin.device, origin.inode),
+                    now = %format!("device {device:#x} inode {inode}"),
+                    "this state directory is a copy, a restore or a move of the one its IDENTITY was written in: if that one still exists, at most one of the two may ever serve (two oracles on copies hand out the same values)"
+                );
+                Origin {
+                    device,
+                    inode,
+                    ..origin
+                }
+            }
+            None if !fresh => return Ok(None),
+            None => new_origin(now_ms, device, inode).map_err(|err| {
+                FileDriverError::io(FileOp::WriteTemp, self.path(IDENTITY_TEMP), err)
+            })?,
+        };
+        self.write_identity(&origin)?;
+        Ok(Some(origin))
+    }
+
+    /// Writes `IDENTITY` (steps 1 to 4 of the protocol) without touching
+    /// the state files.
+    pub(crate) fn write_identity(&self, origin: &Origin) -> Result<(), FileDriverError> {
+        self.stage_named(
+            IDENTITY_TEMP,
+            IDENTITY_FILE,
+            &identity_record::encode(origin),
+        )
+        .map_err(|failure| failure.error)?;
+        self.sync_dir().map(drop)
     }
 
     /// The first state file present in the directory, if any.
@@ -350,8 +436,18 @@ impl Store {
     ///
     /// Returns how long the temp file's fsync took.
     pub(crate) fn stage(&self, kind: FileKind, bytes: &[u8]) -> Result<Duration, StageFailure> {
-        let temp = self.path(kind.temp_name());
-        let live = self.path(kind.name());
+        self.stage_named(kind.temp_name(), kind.name(), bytes)
+    }
+
+    /// [`Store::stage`] for any file of the directory, by name.
+    fn stage_named(
+        &self,
+        temp_name: &str,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<Duration, StageFailure> {
+        let temp = self.path(temp_name);
+        let live = self.path(name);
         let transient = |op, path: &Path, err| StageFailure {
             error: FileDriverError::io(op, path, err),
             poisons: false,
@@ -363,7 +459,7 @@ impl Store {
 
         // Step 1: crash or failure leaves only debris; the live file is as it was.
         let mut file = self
-            .write_temp(kind.temp_name(), bytes)
+            .write_temp(temp_name, bytes)
             .map_err(|err| transient(FileOp::WriteTemp, &temp, err))?;
 
         // Step 2: a failed fsync may have dropped pages for good: poison.
@@ -389,7 +485,7 @@ impl Store {
 
         // Step 3: a failed rename renamed nothing; the live file is as it was.
         failpoint("file_driver::before_rename")
-            .and_then(|()| self.handle.rename(kind.temp_name(), kind.name()))
+            .and_then(|()| self.handle.rename(temp_name, name))
             .map_err(|err| transient(FileOp::Rename, &live, err))?;
         // From here the live file holds the new record: any failure poisons.
         failpoint("file_driver::after_rename")
@@ -455,8 +551,19 @@ fn read_decoded<T>(
     kind: FileKind,
     decode: impl FnOnce(&[u8]) -> Result<T, crate::record::RecordError>,
 ) -> Result<Option<T>, FileDriverError> {
-    let path = dir.join(kind.name());
-    match handle.read(kind.name()) {
+    read_decoded_named(handle, dir, kind.name(), decode)
+}
+
+/// Reads and decodes the file `name` of the opened directory; `None` when
+/// it does not exist.
+pub(crate) fn read_decoded_named<T>(
+    handle: &dyn VfsDir,
+    dir: &Path,
+    name: &str,
+    decode: impl FnOnce(&[u8]) -> Result<T, crate::record::RecordError>,
+) -> Result<Option<T>, FileDriverError> {
+    let path = dir.join(name);
+    match handle.read(name) {
         Ok(None) => Ok(None),
         Ok(Some(bytes)) => decode(&bytes)
             .map(Some)

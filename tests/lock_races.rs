@@ -194,12 +194,12 @@ fn of_many_processes_opening_one_directory_exactly_one_wins() {
 fn seeding_is_refused_while_another_process_runs_a_driver() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let dir = tmp.path();
-    // The holder writes nothing: only the lock stands between the seeders
-    // and an empty directory.
+    // The holder writes nothing but its IDENTITY: only the lock stands
+    // between the seeders and a directory without state.
     let mut holder = start_together("open", dir, &[0]);
     assert_eq!(outcomes(&mut holder), ["won"]);
     let before = dir_contents(dir);
-    assert_eq!(before.keys().collect::<Vec<_>>(), ["LOCK"]);
+    assert_eq!(before.keys().collect::<Vec<_>>(), ["IDENTITY", "LOCK"]);
 
     let seeds: Vec<u64> = (0..SEEDERS as u64)
         .map(|index| 1_700_000_000_000 + index)
@@ -259,7 +259,7 @@ fn of_many_processes_seeding_one_fresh_directory_exactly_one_succeeds() {
         let contents = dir_contents(&dir);
         assert_eq!(
             contents.keys().collect::<Vec<_>>(),
-            ["LOCK", "state"],
+            ["IDENTITY", "LOCK", "state"],
             "round {round}: the seed and nothing else"
         );
         assert_eq!(

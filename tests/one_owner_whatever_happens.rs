@@ -367,25 +367,119 @@ async fn a_symlinked_state_directory_works_through_its_real_path() {
 // them apart.
 // ---------------------------------------------------------------------------
 
-#[test]
-fn copies_of_a_directory_have_different_identities_and_one_directory_has_one() {
-    let original = common::copy_fixture("full");
-    let copy = common::copy_fixture("full");
-    let a = tsoracle_driver_file::read_state_dir(original.path()).unwrap();
-    let b = tsoracle_driver_file::read_state_dir(copy.path()).unwrap();
-    assert_eq!(a.high_water, b.high_water, "equal content");
-    let (a_id, b_id) = (a.identity.unwrap(), b.identity.unwrap());
-    assert_ne!(a_id, b_id, "two copies tell apart");
+/// Copies one directory's regular files into a new private directory.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir(to).unwrap();
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o700)).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
 
-    let link = tempfile::tempdir().unwrap();
-    let via = link.path().join("via");
-    std::os::unix::fs::symlink(original.path(), &via).unwrap();
-    let again = tsoracle_driver_file::read_state_dir(&via).unwrap();
-    assert_eq!(
-        again.identity.unwrap(),
-        a_id,
-        "the same directory by another path"
+#[tokio::test]
+async fn copies_share_their_origin_and_each_open_records_where_it_runs() {
+    use tsoracle_driver_file::read_state_dir;
+    let tmp = tempfile::tempdir().unwrap();
+    let original = tmp.path().join("original");
+    let copy = tmp.path().join("copy");
+    let driver = FileDriver::open_or_init(&original).unwrap();
+    driver.persist_high_water(100, LEADER_EPOCH).await.unwrap();
+    let origin = driver.origin().expect("a new oracle gets an origin");
+    drop(driver);
+    let _gate = fork_gate();
+
+    let found = read_state_dir(&original).unwrap();
+    assert_eq!(found.origin, Some(origin));
+    let here = found.identity.unwrap();
+    assert_eq!((origin.device, origin.inode), (here.device, here.inode));
+
+    // A copy (a backup restored beside the original) shares the origin id
+    // but sits elsewhere: inspect can tell it is a copy before it runs.
+    copy_dir(&original, &copy);
+    let copied = read_state_dir(&copy).unwrap();
+    let copied_origin = copied.origin.unwrap();
+    assert_eq!(copied_origin.id, origin.id, "copies share the origin id");
+    let copy_here = copied.identity.unwrap();
+    assert_ne!(
+        (copied_origin.device, copied_origin.inode),
+        (copy_here.device, copy_here.inode),
+        "the copy's IDENTITY still names the original's place"
     );
+
+    // Opening the copy records its place, keeping the origin id.
+    let on_copy = FileDriver::open_or_init(&copy).unwrap();
+    let reopened = on_copy.origin().unwrap();
+    assert_eq!(reopened.id, origin.id);
+    assert_eq!(reopened.created_ms, origin.created_ms);
+    assert_eq!(
+        (reopened.device, reopened.inode),
+        (copy_here.device, copy_here.inode)
+    );
+    drop(on_copy);
+    // The original is untouched by it.
+    assert_eq!(read_state_dir(&original).unwrap().origin, Some(origin));
+}
+
+#[test]
+fn a_directory_made_by_another_tool_is_opened_without_writing_an_identity() {
+    let dir = common::copy_fixture("full");
+    let before = dir_contents(dir.path());
+    let _gate = fork_gate();
+    let driver = FileDriver::open_or_init(dir.path()).unwrap();
+    assert_eq!(driver.origin(), None);
+    drop(driver);
+    assert_eq!(dir_contents(dir.path()), before);
+}
+
+#[test]
+fn a_damaged_identity_is_refused_and_deleting_it_is_safe() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("oracle");
+    let _gate = fork_gate();
+    drop(FileDriver::open_or_init(&dir).unwrap());
+    let mut bytes = std::fs::read(dir.join("IDENTITY")).unwrap();
+    bytes[9] ^= 0x01;
+    std::fs::write(dir.join("IDENTITY"), &bytes).unwrap();
+    match FileDriver::open_or_init(&dir) {
+        Err(FileDriverError::Corrupt { path, .. }) => assert_eq!(path, dir.join("IDENTITY")),
+        other => panic!("expected Corrupt IDENTITY, got {other:?}"),
+    }
+    std::fs::remove_file(dir.join("IDENTITY")).unwrap();
+    let driver = FileDriver::open_or_init(&dir).unwrap();
+    assert!(
+        driver.origin().is_some(),
+        "a new origin for a directory without state"
+    );
+}
+
+#[test]
+fn identity_records_round_trip_and_refuse_every_bit_flip() {
+    use tsoracle_driver_file::identity_record::{self, Origin, RECORD_LEN};
+    let origin = Origin {
+        id: *b"0123456789abcdef",
+        created_ms: 1_764_000_000_000,
+        device: 0x803,
+        inode: 4242,
+    };
+    let bytes = identity_record::encode(&origin);
+    assert_eq!(bytes.len(), RECORD_LEN);
+    assert_eq!(&bytes[..5], b"TSOI\x01");
+    assert_eq!(identity_record::decode(&bytes), Ok(origin));
+    for bit in 0..bytes.len() * 8 {
+        let mut flipped = bytes.clone();
+        flipped[bit / 8] ^= 1 << (bit % 8);
+        assert!(identity_record::decode(&flipped).is_err(), "bit {bit}");
+    }
+    for len in 0..bytes.len() {
+        assert!(
+            identity_record::decode(&bytes[..len]).is_err(),
+            "cut at {len}"
+        );
+    }
+    let mut longer = bytes.clone();
+    longer.push(0);
+    assert!(identity_record::decode(&longer).is_err());
 }
 
 /// The reviewer's scenario: after `rm LOCK` a peer that knows only `LOCK`
