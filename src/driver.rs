@@ -103,7 +103,8 @@ impl FileDriver {
         vfs: Arc<dyn Vfs>,
     ) -> Result<Arc<FileDriver>, FileDriverError> {
         let dir = dir.as_ref();
-        let (store, lock) = Store::lock(vfs, dir)?;
+        let (store, lock) = Store::lock(Arc::clone(&vfs), dir)?;
+        crate::fence::refuse_if_fenced(vfs.as_ref(), dir)?;
         let snapshot = store.load()?;
         let published = Arc::new(Published::new(&snapshot));
         let stats = Arc::new(StatCounters::default());

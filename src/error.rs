@@ -69,6 +69,8 @@ pub enum FileOp {
     FsyncDir,
     /// Removing leftover `*.tmp` debris.
     RemoveTemp,
+    /// Removing a marker file (`RETIRED`, `SEEDING`).
+    RemoveMarker,
 }
 
 impl FileOp {
@@ -83,6 +85,7 @@ impl FileOp {
             FileOp::Rename => "rename temp file over",
             FileOp::FsyncDir => "fsync directory",
             FileOp::RemoveTemp => "remove leftover temp file",
+            FileOp::RemoveMarker => "remove marker file",
         }
     }
 }
@@ -201,6 +204,55 @@ pub enum FileDriverError {
         /// Where the error was made.
         backtrace: Bt,
     },
+    /// The directory carries a `RETIRED` marker: its state was carried to
+    /// another oracle (`tsoracle-file migrate out`), which may be serving.
+    /// Serving here as well could hand out the same values twice, so the
+    /// directory is refused until the operator lifts the marker.
+    #[error(
+        "state directory {} was migrated to another oracle and must not serve ({}: {note}); \
+         to come back from that oracle run `tsoracle-file migrate in NEWDIR --from URL --keys-from RECEIPT`, \
+         or, only if that oracle never served anyone and never will, lift the marker with \
+         `tsoracle-file migrate reinstate {} --target-never-served`",
+        .dir.display(),
+        .marker.display(),
+        .dir.display()
+    )]
+    Retired {
+        /// The state directory.
+        dir: PathBuf,
+        /// The `RETIRED` marker file.
+        marker: PathBuf,
+        /// The marker's first line: where the state went, and when.
+        note: String,
+        /// Where the error was made.
+        backtrace: Bt,
+    },
+    /// The directory carries a `SEEDING` marker: a
+    /// [`FileDriver::init_from`](crate::FileDriver::init_from) was
+    /// interrupted before every file was durable, so the directory may lack
+    /// counters or leases it was meant to hold. It never served; remove it
+    /// and seed again.
+    #[error(
+        "state directory {} was not completely seeded (marker {} left by an interrupted init_from); \
+         it never served: remove the directory and seed it again",
+        .marker.parent().unwrap_or(.marker).display(),
+        .marker.display()
+    )]
+    SeedingInterrupted {
+        /// The `SEEDING` marker file.
+        marker: PathBuf,
+        /// Where the error was made.
+        backtrace: Bt,
+    },
+    /// A stopped-state receipt was asked of a directory without a `state`
+    /// file: it never committed a high-water, so it has nothing to carry.
+    #[error("state directory {} has no state file, so there is no committed state to describe", .dir.display())]
+    NoStateFile {
+        /// The state directory.
+        dir: PathBuf,
+        /// Where the error was made.
+        backtrace: Bt,
+    },
     /// The committer thread is gone (it panicked); no write can complete.
     #[error("the committer thread for {} has stopped", .dir.display())]
     CommitterStopped {
@@ -289,7 +341,10 @@ impl FileDriverError {
             | FileDriverError::Poisoned { backtrace, .. }
             | FileDriverError::InvalidLeases { backtrace, .. }
             | FileDriverError::CommitterSpawn { backtrace, .. }
-            | FileDriverError::CommitterStopped { backtrace, .. } => backtrace.get(),
+            | FileDriverError::CommitterStopped { backtrace, .. }
+            | FileDriverError::Retired { backtrace, .. }
+            | FileDriverError::SeedingInterrupted { backtrace, .. }
+            | FileDriverError::NoStateFile { backtrace, .. } => backtrace.get(),
         }
     }
 }

@@ -64,6 +64,10 @@
 //!   `return(erofs)`, `return(eacces)` choose its kind).
 //! - `bt`: every [`FileDriverError`] captures a `std::backtrace::Backtrace`
 //!   ([`FileDriverError::backtrace`]).
+//! - `receipt`: the [`receipt`] module, the ecosystem's stopped-state
+//!   receipt (`tsoracle.stopped-file-state` v1) as serde types, with
+//!   SHA-256 checksums (adds `serde`, `serde_json`, `sha2`).
+//! - `cli`: the `tsoracle-file` binary (implies `receipt`).
 //!
 //! # Errors
 //!
@@ -84,9 +88,14 @@ mod committer;
 pub mod dense_record;
 mod driver;
 mod error;
+mod fence;
 mod inspect;
 pub mod lease_record;
+#[cfg(feature = "receipt")]
+pub mod receipt;
 pub mod record;
+pub mod seed;
+mod stopped;
 mod store;
 pub mod vfs;
 
@@ -99,5 +108,10 @@ pub mod guide {}
 pub use committer::CommitStats;
 pub use driver::{FileDriver, LEADER_EPOCH};
 pub use error::{Bt, FileDriverError, FileOp};
+pub use fence::{RETIRED_FILE, SEEDING_FILE};
 pub use inspect::{StateDir, read_state_dir};
+#[cfg(feature = "receipt")]
+pub use receipt::StoppedStateReceipt;
+pub use seed::Seed;
+pub use stopped::StoppedDir;
 pub use store::{FAILPOINTS, LOCK_FILE};
