@@ -67,7 +67,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use commands::{export, inspect, seed, verify};
+use commands::{export, inspect, migrate, seed, verify};
 
 /// The field list of the `export` JSON, shared by the top-level and the
 /// `export` long help.
@@ -165,11 +165,17 @@ enum Command {
         "Print the whole state as JSON on stdout, so a migration to another driver ",
         "can carry the high-water, counters and leases over. Reads without taking ",
         "the lock and changes nothing.\n\n",
+        "With --receipt, prints instead the ecosystem's stopped-state receipt (schema ",
+        "tsoracle.stopped-file-state version 1: the high-water, leases, dense counters ",
+        "and the SHA-256 of each file), taken while holding the directory's lock, so ",
+        "it is refused (exit 1) while a server runs on the directory.\n\n",
         export_fields!(),
         "\n",
         exit_codes!(),
     ))]
     Export(export::Args),
+    /// Carry the state to a running oracle (openraft, paxos, ...) and back
+    Migrate(migrate::Args),
 }
 
 fn main() -> ExitCode {
@@ -179,6 +185,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => verify::exec(args),
         Command::Seed(args) => seed::exec(args),
         Command::Export(args) => export::exec(args),
+        Command::Migrate(args) => migrate::exec(args),
     };
     cli::finish(result)
 }

@@ -1,21 +1,32 @@
 //! `export DIR`: the whole state as JSON on stdout, for a migration to
 //! another driver. The field list is in the binary's docs and in
 //! `tsoracle-file export --help`.
+//!
+//! `export DIR --receipt` prints the ecosystem's stopped-state receipt
+//! (`tsoracle.stopped-file-state` v1) instead, taken under the directory
+//! lock, so tools written for upstream read it.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use tsoracle_core::LeaseRecord;
 use tsoracle_driver_file::dense_record::{DEFAULT_KEY_CAP, DenseState};
 
-use crate::cli::{self, CmdResult};
+use tsoracle_driver_file::StoppedDir;
+
+use crate::cli::{self, CmdResult, Failure};
 
 /// Arguments of `export`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// The state directory
     pub(crate) dir: PathBuf,
+    /// Print the stopped-state receipt (schema tsoracle.stopped-file-state
+    /// v1, with the SHA-256 of each file) instead, taken under the
+    /// directory's lock: refused while a server runs on it
+    #[arg(long)]
+    pub(crate) receipt: bool,
 }
 
 /// The `export` document: its field names are stable (fields may be added,
@@ -94,6 +105,9 @@ impl LeaseJson {
 
 /// Prints the whole state as JSON.
 pub(crate) fn exec(args: &Args) -> CmdResult {
+    if args.receipt {
+        return receipt(&args.dir);
+    }
     let state = cli::read(&args.dir)?;
     let dense = match &state.dense {
         Some(dense) => DenseJson::new(dense),
@@ -116,4 +130,12 @@ pub(crate) fn exec(args: &Args) -> CmdResult {
             .collect(),
     };
     Ok(cli::json_pretty(&doc))
+}
+
+/// The stopped-state receipt, taken under the lock: the directory cannot
+/// change (no driver can open it) between reading and hashing its files.
+fn receipt(dir: &Path) -> CmdResult {
+    let stopped = StoppedDir::lock(dir).map_err(|err| Failure::from_error(&err))?;
+    let receipt = stopped.receipt().map_err(|err| Failure::from_error(&err))?;
+    Ok(cli::json_pretty(&receipt))
 }

@@ -4,5 +4,6 @@
 
 pub(crate) mod export;
 pub(crate) mod inspect;
+pub(crate) mod migrate;
 pub(crate) mod seed;
 pub(crate) mod verify;
