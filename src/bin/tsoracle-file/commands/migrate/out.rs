@@ -236,10 +236,11 @@ async fn carry(
                 .map_err(|err| Failure::new(format!("lease {}: bad holder: {err}", lease.lease_id)))?;
             // The same (holder, epoch) is idempotent on the target while
             // live, so a re-run finds the lease it acquired before.
-            let acquired = target
-                .client
-                .acquire_lease(&holder, lease.holder_epoch, Duration::from_millis(lease.ttl_ms))
-                .await
+            let ttl = Duration::from_millis(lease.ttl_ms);
+            let acquired = super::target::retrying(|| {
+                target.client.acquire_lease(&holder, lease.holder_epoch, ttl)
+            })
+            .await
                 .map_err(|err| target.failure(&format!("cannot carry lease {}", lease.lease_id), &err))?;
             carried.action = "acquired".into();
             carried.target_lease_id = Some(acquired.lease_id);

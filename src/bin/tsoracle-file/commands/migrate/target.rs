@@ -23,6 +23,50 @@ const NOT_ACTIVATED: &str = "dense sequence format not yet activated";
 /// before giving up.
 const MAX_UNCERTAIN: u32 = 20;
 
+/// How long a call refused for a passing reason (no leader yet, a failover,
+/// an unreachable node) is retried before the command gives up.
+const RETRY_FOR: Duration = Duration::from_secs(30);
+
+/// Whether a failed call was refused for a passing reason, before anything
+/// was committed: retrying it is safe and may succeed. (`SeqUncertain`, the
+/// one ambiguous outcome, is handled apart.)
+fn passing(err: &ClientError) -> bool {
+    match err {
+        ClientError::Rpc(status) => match status.code() {
+            Code::Unavailable | Code::DeadlineExceeded | Code::Aborted => true,
+            // A leader that is still settling in (or just lost its place)
+            // answers FAILED_PRECONDITION "not leader" without a hint.
+            Code::FailedPrecondition => status.message().contains("not leader"),
+            _ => false,
+        },
+        ClientError::NoReachableEndpoints
+        | ClientError::Transport(_)
+        | ClientError::TransportFanout(_) => true,
+        _ => false,
+    }
+}
+
+/// Runs `call` until it succeeds, fails for good, or [`RETRY_FOR`] passed,
+/// backing off from 50 ms to 1 s between attempts.
+pub(crate) async fn retrying<T, F, Fut>(mut call: F) -> Result<T, ClientError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ClientError>>,
+{
+    let deadline = Instant::now() + RETRY_FOR;
+    let mut pause = Duration::from_millis(50);
+    // Bounded by the deadline: each pass sleeps at least 50 ms.
+    loop {
+        match call().await {
+            Err(err) if passing(&err) && Instant::now() + pause < deadline => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// A connected client and the endpoints it was given.
 pub(crate) struct Target {
     pub(crate) client: Client,
@@ -77,10 +121,16 @@ impl Target {
                 .admin
                 .clone()
                 .unwrap_or_else(|| "http://ADMIN_HOST:ADMIN_PORT".to_string());
+            let leader = self
+                .client
+                .cached_leader()
+                .map(|leader| format!(" (the leader serves clients at {leader})"))
+                .unwrap_or_default();
             return Failure::new(format!(
                 "{doing}: the oracle at {} refuses dense sequences: {}; activate the format once, \
-                 against the admin address (--admin-listen) of any one of its nodes, with \
-                 `tsoracle admin activate-format --endpoint {admin} --target {version}`, \
+                 against the admin address (--admin-listen) of its current leader{leader}, with \
+                 `tsoracle admin activate-format --endpoint {admin} --target {version}` \
+                 (a follower answers NOT_LEADER, exit 3: try the next node's admin address), \
                  then run this command again (it is safe to re-run)",
                 self.endpoints.join(","),
                 status.message()
@@ -91,8 +141,7 @@ impl Target {
 
     /// One timestamp.
     pub(crate) async fn timestamp(&self) -> Result<Timestamp, Failure> {
-        self.client
-            .get_ts()
+        retrying(|| self.client.get_ts())
             .await
             .map_err(|err| self.failure("cannot get a timestamp", &err))
     }
@@ -100,7 +149,7 @@ impl Target {
     /// Takes one value of `key` and returns it: the counter's position.
     async fn probe(&self, key: &str) -> Result<u64, Failure> {
         for _ in 0..MAX_UNCERTAIN {
-            match self.client.get_seq(key, 1).await {
+            match retrying(|| self.client.get_seq(key, 1)).await {
                 Ok(block) => return Ok(block.start),
                 // The value may or may not have been taken: either way it is
                 // burned. Probe again to learn where the counter is.
@@ -135,7 +184,7 @@ impl Target {
         while next < floor {
             let want = u32::try_from((floor - next).min(u64::from(*chunk))).unwrap_or(*chunk);
             calls += 1;
-            match self.client.get_seq(key, want).await {
+            match retrying(|| self.client.get_seq(key, want)).await {
                 Ok(block) => next = block.start.saturating_add(u64::from(block.count)),
                 Err(ClientError::Rpc(status))
                     if status.code() == Code::InvalidArgument && *chunk > 1 =>
