@@ -213,17 +213,15 @@ pub enum FileDriverError {
          to come back from that oracle run `tsoracle-file migrate in NEWDIR --from URL --keys-from RECEIPT`, \
          or, only if that oracle never served anyone and never will, lift the marker with \
          `tsoracle-file migrate reinstate {} --target-never-served`",
-        .dir.display(),
+        .marker.parent().unwrap_or(.marker).display(),
         .marker.display(),
-        .dir.display()
+        .marker.parent().unwrap_or(.marker).display()
     )]
     Retired {
-        /// The state directory.
-        dir: PathBuf,
-        /// The `RETIRED` marker file.
+        /// The `RETIRED` marker file, in the state directory.
         marker: PathBuf,
         /// The marker's first line: where the state went, and when.
-        note: String,
+        note: Box<str>,
         /// Where the error was made.
         backtrace: Bt,
     },

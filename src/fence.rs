@@ -53,9 +53,8 @@ pub(crate) fn refuse_if_fenced(vfs: &dyn Vfs, dir: &Path) -> Result<(), FileDriv
     }
     if let Some(note) = read_marker(vfs, dir, RETIRED_FILE)? {
         return Err(FileDriverError::Retired {
-            dir: dir.to_path_buf(),
             marker: dir.join(RETIRED_FILE),
-            note: first_line(&note),
+            note: first_line(&note).into(),
             backtrace: Bt::capture(),
         });
     }

@@ -101,8 +101,8 @@ impl Default for Units {
                 "unix-epoch physical milliseconds, inclusive, all logical values reserved".into(),
             lease_expiry: "absolute unix-epoch milliseconds on oracle server clock".into(),
             lease_ttl: "milliseconds".into(),
-            dense_high_water: "next unallocated ordinal, exclusive upper bound of reserved ordinals"
-                .into(),
+            dense_high_water:
+                "next unallocated ordinal, exclusive upper bound of reserved ordinals".into(),
             holder: "opaque bytes encoded as lowercase hexadecimal".into(),
         }
     }
@@ -154,17 +154,25 @@ impl StoppedDir {
     /// schema requires one: a directory that never committed a high-water
     /// never served).
     pub fn receipt(&self) -> Result<StoppedStateReceipt, FileDriverError> {
-        let high_water = self.high_water().ok_or_else(|| FileDriverError::NoStateFile {
-            dir: self.dir().to_path_buf(),
-            backtrace: Bt::capture(),
-        })?;
+        let high_water = self
+            .high_water()
+            .ok_or_else(|| FileDriverError::NoStateFile {
+                dir: self.dir().to_path_buf(),
+                backtrace: Bt::capture(),
+            })?;
         let files = self
             .files()
             .iter()
             .map(|file| {
                 let (format, format_version) = match file.name {
-                    "dense" => (magic(&dense_record::MAGIC), Some(u32::from(dense_record::VERSION))),
-                    "leases" => (magic(&lease_record::MAGIC), Some(u32::from(lease_record::VERSION))),
+                    "dense" => (
+                        magic(&dense_record::MAGIC),
+                        Some(u32::from(dense_record::VERSION)),
+                    ),
+                    "leases" => (
+                        magic(&lease_record::MAGIC),
+                        Some(u32::from(lease_record::VERSION)),
+                    ),
                     "state" => (magic(&record::MAGIC), Some(u32::from(record::VERSION))),
                     _ => ("native-lock-sentinel".to_string(), None),
                 };
@@ -172,7 +180,10 @@ impl StoppedDir {
                     path: file.name.to_string(),
                     present: file.bytes.is_some(),
                     size_bytes: file.bytes.as_ref().map(|bytes| bytes.len() as u64),
-                    sha256: file.bytes.as_deref().map(|bytes| hex(&Sha256::digest(bytes))),
+                    sha256: file
+                        .bytes
+                        .as_deref()
+                        .map(|bytes| hex(&Sha256::digest(bytes))),
                     format,
                     format_version,
                 }

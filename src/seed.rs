@@ -22,7 +22,7 @@
 //!
 //! A crash before 2 leaves no state (seed again); between 2 and 4 a marked
 //! directory that is refused with
-//! [`FileDriverError::SeedingInterrupted`](crate::FileDriverError::SeedingInterrupted)
+//! [`FileDriverError::SeedingInterrupted`]
 //! (it never served: remove it and seed again); after 4 the complete seed.
 
 use std::path::Path;
@@ -178,12 +178,13 @@ impl FileDriver {
         // stored leaves no trace.
         let state = record::encode(seed.high_water);
         let dense = dense_record::encode(&seed.dense);
-        let leases =
-            lease_record::encode(&seed.leases).map_err(|source| FileDriverError::InvalidLeases {
+        let leases = lease_record::encode(&seed.leases).map_err(|source| {
+            FileDriverError::InvalidLeases {
                 dir: dir.to_path_buf(),
                 source,
                 backtrace: Bt::capture(),
-            })?;
+            }
+        })?;
 
         let (store, _lock) = Store::lock(Arc::clone(&vfs), dir)?;
         let existing = match store.existing_state_file()? {

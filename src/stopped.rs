@@ -118,7 +118,12 @@ impl StoppedDir {
                 .map_err(|err| FileDriverError::io(FileOp::Read, path, err))?;
             Ok(RawFile { name, bytes })
         };
-        let files = [read(LOCK_FILE)?, read("dense")?, read("leases")?, read("state")?];
+        let files = [
+            read(LOCK_FILE)?,
+            read("dense")?,
+            read("leases")?,
+            read("state")?,
+        ];
         // Decode the very bytes that are hashed, so a receipt's values and
         // its checksums describe one and the same content.
         let corrupt = |name: &str| {

@@ -54,10 +54,13 @@ async fn serve(dir: &Path) -> (String, oneshot::Sender<()>, tokio::task::JoinHan
             })
             .await;
     });
-    timeout(BOUND, serving.wait_for(|s| matches!(s, ServingState::Serving)))
-        .await
-        .expect("serving within the bound")
-        .expect("serving");
+    timeout(
+        BOUND,
+        serving.wait_for(|s| matches!(s, ServingState::Serving)),
+    )
+    .await
+    .expect("serving within the bound")
+    .expect("serving");
     (format!("http://{addr}"), stop, handle)
 }
 
@@ -120,8 +123,14 @@ async fn migrate_out_and_back_never_reissues() {
         receipt.to_str().expect("utf-8"),
     ]);
     assert!(ok, "migrate out failed: {stderr}");
-    assert!(stdout.contains("marked RETIRED") || stdout.contains("is marked RETIRED"), "{stdout}");
-    assert!(stderr.contains("timestamps:"), "no progress on stderr: {stderr}");
+    assert!(
+        stdout.contains("marked RETIRED") || stdout.contains("is marked RETIRED"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("timestamps:"),
+        "no progress on stderr: {stderr}"
+    );
 
     // The source refuses to serve.
     assert!(matches!(
@@ -132,9 +141,17 @@ async fn migrate_out_and_back_never_reissues() {
     // The target now issues above everything the source could have issued.
     let client = Client::connect(vec![url.clone()]).await.expect("client");
     let ts = client.get_ts().await.expect("ts");
-    assert!(ts.physical_ms() > high_water, "{} <= {high_water}", ts.physical_ms());
+    assert!(
+        ts.physical_ms() > high_water,
+        "{} <= {high_water}",
+        ts.physical_ms()
+    );
     let orders = client.get_seq("orders", 5).await.expect("orders");
-    assert!(orders.start >= 100_000, "orders reissued from {}", orders.start);
+    assert!(
+        orders.start >= 100_000,
+        "orders reissued from {}",
+        orders.start
+    );
     let users = client.get_seq("users", 1).await.expect("users");
     assert!(users.start >= 7, "users reissued from {}", users.start);
 
@@ -143,7 +160,10 @@ async fn migrate_out_and_back_never_reissues() {
     assert_eq!(doc["schema"], "tsoracle-file.migrate-out");
     assert_eq!(doc["source"]["schema"], "tsoracle.stopped-file-state");
     assert_eq!(doc["dense"][0]["key"], "orders");
-    assert!(doc["dense"][0]["calls"].as_u64().expect("calls") >= 3, "two chunks and a probe");
+    assert!(
+        doc["dense"][0]["calls"].as_u64().expect("calls") >= 3,
+        "two chunks and a probe"
+    );
     let actions: Vec<&str> = doc["leases"]
         .as_array()
         .expect("leases")
@@ -195,7 +215,10 @@ async fn migrate_out_and_back_never_reissues() {
         .expect("orders");
     assert!(next > last_orders.start, "{next} <= {}", last_orders.start);
     // --key fresh was probed too: its first value went to the probe.
-    assert_eq!(driver.load_dense_seq(&key("fresh")).await.expect("fresh"), 1);
+    assert_eq!(
+        driver.load_dense_seq(&key("fresh")).await.expect("fresh"),
+        1
+    );
 }
 
 #[test]
@@ -206,7 +229,8 @@ fn reinstate_needs_the_explicit_flag_and_lifts_the_marker() {
     let dir = tmp.path().to_str().expect("utf-8");
     let (ok, _, stderr) = tsoracle_file(&["migrate", "reinstate", dir]);
     assert!(!ok && stderr.contains("--target-never-served"), "{stderr}");
-    let (ok, stdout, stderr) = tsoracle_file(&["migrate", "reinstate", dir, "--target-never-served"]);
+    let (ok, stdout, stderr) =
+        tsoracle_file(&["migrate", "reinstate", dir, "--target-never-served"]);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("migrated out to x"), "{stdout}");
     FileDriver::open_or_init(tmp.path()).expect("serves again");

@@ -59,22 +59,37 @@ fn the_full_reference_directory_gives_the_schema_in_order() {
         value["units"]["dense_high_water"],
         "next unallocated ordinal, exclusive upper bound of reserved ordinals"
     );
-    assert_eq!(value["committed_reservation_high_water_physical_ms"], 1_764_000_555_000u64);
+    assert_eq!(
+        value["committed_reservation_high_water_physical_ms"],
+        1_764_000_555_000u64
+    );
     assert_eq!(value["dense_next_unallocated"]["orders"], 42);
     assert_eq!(value["dense_next_unallocated"]["users"], 7);
     assert_eq!(value["dense_cardinality_cap"], 10_000);
-    assert_eq!(value["maximum_lease_upper_bound_physical_ms"], 1_764_000_555_000u64);
-    assert_eq!(value["maximum_lease_expires_at_unix_ms"], 1_764_000_565_000u64);
+    assert_eq!(
+        value["maximum_lease_upper_bound_physical_ms"],
+        1_764_000_555_000u64
+    );
+    assert_eq!(
+        value["maximum_lease_expires_at_unix_ms"],
+        1_764_000_565_000u64
+    );
     let leases = value["leases"].as_array().expect("leases");
     assert_eq!(leases.len(), 2);
     assert_eq!(leases[0]["lease_id"], 2);
     assert_eq!(leases[0]["holder_hex"], "7376632d62"); // "svc-b"
     assert_eq!(leases[0]["superseded"], true);
     assert_eq!(leases[1]["lease_id"], 7);
-    assert_eq!(leases[1]["ts_upper_bound_physical_ms"], 1_764_000_555_000u64);
+    assert_eq!(
+        leases[1]["ts_upper_bound_physical_ms"],
+        1_764_000_555_000u64
+    );
 
     let files = value["files"].as_array().expect("files");
-    let names: Vec<&str> = files.iter().map(|f| f["path"].as_str().unwrap_or("")).collect();
+    let names: Vec<&str> = files
+        .iter()
+        .map(|f| f["path"].as_str().unwrap_or(""))
+        .collect();
     assert_eq!(names, ["LOCK", "dense", "leases", "state"]);
     for file in files {
         let name = file["path"].as_str().expect("path");

@@ -21,7 +21,10 @@ fn a_retired_directory_is_refused_with_the_marker_and_the_way_out() {
     match &err {
         FileDriverError::Retired { marker, note, .. } => {
             assert_eq!(marker, &dir.path().join("RETIRED"));
-            assert_eq!(note, "migrated out to http://127.0.0.1:1 at 2026-11-27T08:00:00Z");
+            assert_eq!(
+                &**note,
+                "migrated out to http://127.0.0.1:1 at 2026-11-27T08:00:00Z"
+            );
         }
         other => panic!("expected Retired, got {other:?}"),
     }

@@ -81,7 +81,10 @@ fn a_power_cut_at_any_operation_never_leaves_a_partial_seed() {
         let fs = SimFs::new();
         fs.crash_at(crash_at);
         let result = FileDriver::init_from_with(DIR, &seed(), Arc::new(fs.clone()));
-        assert!(result.is_err(), "seeding cannot succeed when power fails at op {crash_at}");
+        assert!(
+            result.is_err(),
+            "seeding cannot succeed when power fails at op {crash_at}"
+        );
         for image in fs.crash_images() {
             images_seen += 1;
             let disk = SimFs::from_image(&image);
@@ -104,7 +107,10 @@ fn a_power_cut_at_any_operation_never_leaves_a_partial_seed() {
         "{total} crash points, {images_seen} disks: {refused} refused as half-seeded, \
          {empty} empty, {complete} complete"
     );
-    assert!(refused > 0 && empty > 0, "the crash points must reach both sides of the marker");
+    assert!(
+        refused > 0 && empty > 0,
+        "the crash points must reach both sides of the marker"
+    );
 }
 
 #[test]

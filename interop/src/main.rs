@@ -22,13 +22,13 @@ use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::mpsc;
 use std::sync::Arc;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
-use serde::Serialize;
 use nix::unistd::Pid;
+use serde::Serialize;
 use tsoracle_client::{ClientBuilder, ClientError, RetryPolicy};
 
 type Fallible<T> = Result<T, String>;
@@ -41,11 +41,20 @@ fn main() {
     let started = Instant::now();
     match run() {
         Ok(figures) => {
-            println!("\ninterop: PASS in {:.1} s", started.elapsed().as_secs_f64());
-            println!("{}", serde_json::to_string_pretty(&figures).unwrap_or_default());
+            println!(
+                "\ninterop: PASS in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&figures).unwrap_or_default()
+            );
         }
         Err(err) => {
-            eprintln!("\ninterop: FAIL after {:.1} s: {err}", started.elapsed().as_secs_f64());
+            eprintln!(
+                "\ninterop: FAIL after {:.1} s: {err}",
+                started.elapsed().as_secs_f64()
+            );
             std::process::exit(1);
         }
     }
@@ -66,9 +75,9 @@ fn paths() -> Fallible<Paths> {
         found.insert(flag, PathBuf::from(value));
     }
     let mut take = |flag: &str| {
-        found
-            .remove(flag)
-            .ok_or(format!("usage: interop --upstream BIN --server BIN --cli BIN --work DIR (missing {flag})"))
+        found.remove(flag).ok_or(format!(
+            "usage: interop --upstream BIN --server BIN --cli BIN --work DIR (missing {flag})"
+        ))
     };
     Ok(Paths {
         upstream: take("--upstream")?,
@@ -99,7 +108,12 @@ impl Ledger {
     /// dense value handed out twice.
     fn add(&mut self, phase: &str, got: Took) -> Fallible<PhaseFigures> {
         let before = self.max_ts();
-        let min = got.ts.iter().copied().min().ok_or(format!("{phase}: no timestamp at all"))?;
+        let min = got
+            .ts
+            .iter()
+            .copied()
+            .min()
+            .ok_or(format!("{phase}: no timestamp at all"))?;
         let max = got.ts.iter().copied().max().unwrap_or(0);
         if min <= before {
             return Err(format!(
@@ -112,10 +126,18 @@ impl Ledger {
         unique.sort_unstable();
         unique.dedup();
         if unique.len() != got.ts.len() {
-            return Err(format!("{phase}: {} duplicate timestamps", got.ts.len() - unique.len()));
+            return Err(format!(
+                "{phase}: {} duplicate timestamps",
+                got.ts.len() - unique.len()
+            ));
         }
-        self.ts.extend(got.ts.iter().map(|ts| (phase.to_string(), *ts)));
-        let values: u64 = got.blocks.iter().map(|(_, _, count)| u64::from(*count)).sum();
+        self.ts
+            .extend(got.ts.iter().map(|ts| (phase.to_string(), *ts)));
+        let values: u64 = got
+            .blocks
+            .iter()
+            .map(|(_, _, count)| u64::from(*count))
+            .sum();
         self.blocks.extend(
             got.blocks
                 .iter()
@@ -233,7 +255,9 @@ async fn hammer(endpoints: &[String], tasks: usize, rounds: usize) -> Fallible<T
                     let key = KEYS[(task + round) % KEYS.len()];
                     let count = u32::try_from((task * 7 + round * 13) % 64 + 1).unwrap_or(1);
                     match client.get_seq(key, count).await {
-                        Ok(block) => took.blocks.push((key.to_string(), block.start, block.count)),
+                        Ok(block) => took
+                            .blocks
+                            .push((key.to_string(), block.start, block.count)),
                         // May or may not have been taken: never handed to us.
                         Err(ClientError::SeqUncertain) => took.uncertain += 1,
                         Err(_) => took.errors += 1,
@@ -333,7 +357,9 @@ impl Proc {
         loop {
             match child.try_wait() {
                 Ok(Some(status)) => return Ok(status),
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
                 Ok(None) => {
                     let _ = child.kill();
                     let _ = child.wait();
@@ -356,7 +382,10 @@ impl Drop for Proc {
 
 fn free_port() -> Fallible<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|err| format!("bind: {err}"))?;
-    Ok(listener.local_addr().map_err(|err| format!("addr: {err}"))?.port())
+    Ok(listener
+        .local_addr()
+        .map_err(|err| format!("addr: {err}"))?
+        .port())
 }
 
 /// Our embedded server on `dir`; returns it and its endpoint.
@@ -405,7 +434,9 @@ fn cluster(paths: &Paths) -> Fallible<Vec<Node>> {
     }
     let members: Vec<String> = specs
         .iter()
-        .map(|(id, raft, service, admin)| format!("{id}=127.0.0.1:{raft}/127.0.0.1:{service}/127.0.0.1:{admin}"))
+        .map(|(id, raft, service, admin)| {
+            format!("{id}=127.0.0.1:{raft}/127.0.0.1:{service}/127.0.0.1:{admin}")
+        })
         .collect();
     let mut nodes = Vec::new();
     for (id, raft, service, admin) in specs {
@@ -422,7 +453,11 @@ fn cluster(paths: &Paths) -> Fallible<Vec<Node>> {
         if id == 1 {
             command.args(["--bootstrap", "--members", &members.join(",")]);
         }
-        let proc = Proc::spawn(&format!("node-{id}"), &mut command, &paths.work.join(format!("node-{id}.log")))?;
+        let proc = Proc::spawn(
+            &format!("node-{id}"),
+            &mut command,
+            &paths.work.join(format!("node-{id}.log")),
+        )?;
         nodes.push(Node {
             id,
             service: format!("http://127.0.0.1:{service}"),
@@ -434,7 +469,11 @@ fn cluster(paths: &Paths) -> Fallible<Vec<Node>> {
 }
 
 fn endpoints(nodes: &[Node]) -> Vec<String> {
-    nodes.iter().filter(|n| n.proc.is_some()).map(|n| n.service.clone()).collect()
+    nodes
+        .iter()
+        .filter(|n| n.proc.is_some())
+        .map(|n| n.service.clone())
+        .collect()
 }
 
 /// Polls `get_ts` until the cluster answers; returns the time it took and
@@ -448,7 +487,11 @@ async fn wait_serving(endpoints: &[String], bound: Duration) -> Fallible<(Durati
             Ok(_) => {
                 let leader = client.cached_leader().unwrap_or_default();
                 // The client caches `host:port`; the nodes are known by URL.
-                let leader = if leader.contains("://") { leader } else { format!("http://{leader}") };
+                let leader = if leader.contains("://") {
+                    leader
+                } else {
+                    format!("http://{leader}")
+                };
                 return Ok((started.elapsed(), leader));
             }
             Err(err) => last = err.to_string(),
@@ -458,7 +501,9 @@ async fn wait_serving(endpoints: &[String], bound: Duration) -> Fallible<(Durati
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Err(format!("the cluster did not serve within {bound:?}: {last}"))
+    Err(format!(
+        "the cluster did not serve within {bound:?}: {last}"
+    ))
 }
 
 fn run_cli(paths: &Paths, args: &[&str]) -> Fallible<Output> {
@@ -508,7 +553,7 @@ async fn scenario(paths: &Paths) -> Fallible<serde_json::Value> {
     // 1. Our server on A.
     println!("== 1. embedded server on {}", dir_a.display());
     let (server, url) = file_server(paths, &dir_a, "file-server-a")?;
-    let took = hammer(&[url.clone()], tasks, rounds).await?;
+    let took = hammer(std::slice::from_ref(&url), tasks, rounds).await?;
     phases.push(ledger.add("file server A", took)?);
     stop(server)?;
     let a_high_water = {
@@ -516,26 +561,45 @@ async fn scenario(paths: &Paths) -> Fallible<serde_json::Value> {
         if !out.status.success() {
             return Err(format!("export --receipt: {}", text(&out.stderr)));
         }
-        transcripts.push(transcript(&format!("tsoracle-file export {} --receipt", dir_a.display()), &out));
+        transcripts.push(transcript(
+            &format!("tsoracle-file export {} --receipt", dir_a.display()),
+            &out,
+        ));
         let value: serde_json::Value =
             serde_json::from_slice(&out.stdout).map_err(|err| format!("receipt json: {err}"))?;
-        value["committed_reservation_high_water_physical_ms"].as_u64().ok_or("no high-water")?
+        value["committed_reservation_high_water_physical_ms"]
+            .as_u64()
+            .ok_or("no high-water")?
     };
-    println!("   A's committed high-water {a_high_water}, max timestamp physical {}", ledger.max_ts() >> 18);
+    println!(
+        "   A's committed high-water {a_high_water}, max timestamp physical {}",
+        ledger.max_ts() >> 18
+    );
 
     // 2. The cluster, migrate out.
     println!("== 2. three-node openraft cluster");
     let mut nodes = cluster(paths)?;
     let (elected, leader) = wait_serving(&endpoints(&nodes), Duration::from_secs(90)).await?;
     timings.insert("cluster_first_serving_ms", elected.as_millis() as u64);
-    println!("   serving after {} ms, leader {leader}", elected.as_millis());
+    println!(
+        "   serving after {} ms, leader {leader}",
+        elected.as_millis()
+    );
     let to = endpoints(&nodes).join(",");
 
     let out = run_cli(paths, &["migrate", "out", path_str(&dir_a)?, "--to", &to])?;
-    transcripts.push(transcript(&format!("tsoracle-file migrate out {} --to {to}", dir_a.display()), &out));
+    transcripts.push(transcript(
+        &format!("tsoracle-file migrate out {} --to {to}", dir_a.display()),
+        &out,
+    ));
     let stderr = text(&out.stderr);
-    if out.status.success() || !stderr.contains("tsoracle admin activate-format --endpoint") || !stderr.contains("--target 5") {
-        return Err(format!("migrate out before activation should refuse with the activate-format command: {stderr}"));
+    if out.status.success()
+        || !stderr.contains("tsoracle admin activate-format --endpoint")
+        || !stderr.contains("--target 5")
+    {
+        return Err(format!(
+            "migrate out before activation should refuse with the activate-format command: {stderr}"
+        ));
     }
     if dir_a.join("RETIRED").exists() {
         return Err("a refused migrate out marked A".into());
@@ -547,10 +611,25 @@ async fn scenario(paths: &Paths) -> Fallible<serde_json::Value> {
     timings.insert("activate_format_ms", activated.0.as_millis() as u64);
 
     let started = Instant::now();
-    let out = run_cli(paths, &["migrate", "out", path_str(&dir_a)?, "--to", &to, "--receipt", path_str(&receipt)?])?;
+    let out = run_cli(
+        paths,
+        &[
+            "migrate",
+            "out",
+            path_str(&dir_a)?,
+            "--to",
+            &to,
+            "--receipt",
+            path_str(&receipt)?,
+        ],
+    )?;
     timings.insert("migrate_out_ms", started.elapsed().as_millis() as u64);
     transcripts.push(transcript(
-        &format!("tsoracle-file migrate out {} --to {to} --receipt {}", dir_a.display(), receipt.display()),
+        &format!(
+            "tsoracle-file migrate out {} --to {to} --receipt {}",
+            dir_a.display(),
+            receipt.display()
+        ),
         &out,
     ));
     if !out.status.success() {
@@ -561,18 +640,26 @@ async fn scenario(paths: &Paths) -> Fallible<serde_json::Value> {
         &std::fs::read(&receipt).map_err(|err| format!("read receipt: {err}"))?,
     )
     .map_err(|err| format!("receipt json: {err}"))?;
-    timings.insert("migrate_out_waited_ms", doc["timestamps"]["waited_ms"].as_u64().unwrap_or(0));
+    timings.insert(
+        "migrate_out_waited_ms",
+        doc["timestamps"]["waited_ms"].as_u64().unwrap_or(0),
+    );
 
     // A refuses to serve now.
     let refused = Proc::spawn(
         "file-server-a-again",
-        Command::new(&paths.server).args(["--listen", "127.0.0.1:0", "--state-dir"]).arg(&dir_a),
+        Command::new(&paths.server)
+            .args(["--listen", "127.0.0.1:0", "--state-dir"])
+            .arg(&dir_a),
         &paths.work.join("file-server-a-again.log"),
     )?;
     let status = refused.wait_exit(Duration::from_secs(30))?;
-    let log = std::fs::read_to_string(paths.work.join("file-server-a-again.log")).unwrap_or_default();
+    let log =
+        std::fs::read_to_string(paths.work.join("file-server-a-again.log")).unwrap_or_default();
     if status.success() || !log.contains("was migrated to another oracle and must not serve") {
-        return Err(format!("the embedded server served the retired A: {status}: {log}"));
+        return Err(format!(
+            "the embedded server served the retired A: {status}: {log}"
+        ));
     }
     transcripts.push(serde_json::json!({
         "command": format!("embedded-server --state-dir {}", dir_a.display()),
@@ -587,7 +674,13 @@ async fn scenario(paths: &Paths) -> Fallible<serde_json::Value> {
     if !out.status.success() {
         return Err(format!("re-running migrate out: {}", text(&out.stderr)));
     }
-    transcripts.push(transcript(&format!("tsoracle-file migrate out {} --to {to}   # again", dir_a.display()), &out));
+    transcripts.push(transcript(
+        &format!(
+            "tsoracle-file migrate out {} --to {to}   # again",
+            dir_a.display()
+        ),
+        &out,
+    ));
 
     let took = hammer(&endpoints(&nodes), tasks, rounds).await?;
     phases.push(ledger.add("cluster after migrate out", took)?);
@@ -601,13 +694,19 @@ async fn scenario(paths: &Paths) -> Fallible<serde_json::Value> {
         .iter()
         .position(|n| n.service == leader)
         .ok_or(format!("leader {leader:?} is none of the nodes"))?;
-    println!("== 3. SIGKILL the leader, node {} ({leader})", nodes[index].id);
+    println!(
+        "== 3. SIGKILL the leader, node {} ({leader})",
+        nodes[index].id
+    );
     let killed = nodes[index].proc.take().ok_or("leader already gone")?;
     killed.signal(Signal::SIGKILL)?;
     killed.wait_exit(Duration::from_secs(10))?;
     let (failover, new_leader) = wait_serving(&endpoints(&nodes), Duration::from_secs(60)).await?;
     timings.insert("failover_ms", failover.as_millis() as u64);
-    println!("   serving again after {} ms, leader {new_leader}", failover.as_millis());
+    println!(
+        "   serving again after {} ms, leader {new_leader}",
+        failover.as_millis()
+    );
     let took = hammer(&endpoints(&nodes), tasks, rounds).await?;
     phases.push(ledger.add("cluster after leader SIGKILL", took)?);
 
@@ -619,8 +718,17 @@ async fn scenario(paths: &Paths) -> Fallible<serde_json::Value> {
     let out = run_cli(
         paths,
         &[
-            "migrate", "in", path_str(&dir_b)?, "--from", &from, "--keys-from", path_str(&receipt)?,
-            "--window-ms", &window, "--stop-within", "60",
+            "migrate",
+            "in",
+            path_str(&dir_b)?,
+            "--from",
+            &from,
+            "--keys-from",
+            path_str(&receipt)?,
+            "--window-ms",
+            &window,
+            "--stop-within",
+            "60",
         ],
     )?;
     timings.insert("migrate_in_ms", started.elapsed().as_millis() as u64);
@@ -679,18 +787,36 @@ async fn activate(paths: &Paths, nodes: &[Node]) -> Fallible<(Duration, serde_js
     for _round in 0..20 {
         for node in nodes.iter().filter(|n| n.proc.is_some()) {
             let out = Command::new(&paths.upstream)
-                .args(["admin", "activate-format", "--endpoint", &node.admin, "--target", "5"])
+                .args([
+                    "admin",
+                    "activate-format",
+                    "--endpoint",
+                    &node.admin,
+                    "--target",
+                    "5",
+                ])
                 .output()
                 .map_err(|err| format!("run tsoracle admin: {err}"))?;
             if out.status.success() {
-                println!("   activated the dense format through node {} ({})", node.id, node.admin);
+                println!(
+                    "   activated the dense format through node {} ({})",
+                    node.id, node.admin
+                );
                 let record = transcript(
-                    &format!("tsoracle admin activate-format --endpoint {} --target 5", node.admin),
+                    &format!(
+                        "tsoracle admin activate-format --endpoint {} --target 5",
+                        node.admin
+                    ),
                     &out,
                 );
                 return Ok((started.elapsed(), record));
             }
-            last = format!("{}: exit {:?}: {}", node.admin, out.status.code(), text(&out.stderr));
+            last = format!(
+                "{}: exit {:?}: {}",
+                node.admin,
+                out.status.code(),
+                text(&out.stderr)
+            );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -698,5 +824,6 @@ async fn activate(paths: &Paths, nodes: &[Node]) -> Fallible<(Duration, serde_js
 }
 
 fn path_str(path: &Path) -> Fallible<&str> {
-    path.to_str().ok_or(format!("{} is not UTF-8", path.display()))
+    path.to_str()
+        .ok_or(format!("{} is not UTF-8", path.display()))
 }

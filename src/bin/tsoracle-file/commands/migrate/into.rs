@@ -14,9 +14,10 @@
 //!   minus its window, so at the command's time `T` the high-water is
 //!   `max_safe + window + 1`. Until the oracle stops, at the latest at
 //!   `T + stop_within`, it issues nothing above
-//!   `max(max_safe + window + 1, T + stop_within + window)`: NEWDIR's
-//!   high-water is that, plus one second for the clock of a failover's new
-//!   leader. A server on NEWDIR issues only above its high-water.
+//!   `max(max_safe + window + 1, T + stop_within + window)`, plus the
+//!   failover advance should a new leader take over meanwhile: NEWDIR's
+//!   high-water is that. A server on NEWDIR issues only above its
+//!   high-water.
 //! - Dense: each key is probed by taking one value `s` (burned: this tool is
 //!   its only recipient); the oracle has handed out nothing at or above
 //!   `s + 1` yet. NEWDIR's counter is `s + 1 + dense_margin`: a straggling
@@ -44,16 +45,18 @@ use super::out::{MIGRATE_OUT_SCHEMA, MigrateOutReceipt};
 use super::target::{Target, now_ms};
 use crate::cli::{self, CmdResult, Failure};
 
-/// Slack for a failover's new leader, whose clock may differ a little.
-const FAILOVER_SLACK_MS: u64 = 1_000;
-
 /// Arguments of `migrate in`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// The new state directory (must not hold state)
     pub(crate) newdir: PathBuf,
     /// The running oracle's gRPC endpoints, comma-separated
-    #[arg(long, value_name = "URL[,URL...]", value_delimiter = ',', required = true)]
+    #[arg(
+        long,
+        value_name = "URL[,URL...]",
+        value_delimiter = ',',
+        required = true
+    )]
     pub(crate) from: Vec<String>,
     /// Take the dense keys (and their floors) from a receipt: `migrate out`'s
     /// or a stopped-state receipt (`export --receipt`); may be repeated
@@ -66,6 +69,11 @@ pub(crate) struct Args {
     /// must be at least the real one
     #[arg(long, value_name = "MS", default_value_t = 3_000)]
     pub(crate) window_ms: u64,
+    /// How far a new leader advances the high-water when it takes over
+    /// (`tsoracle serve --failover-advance`) in ms; covers one failover
+    /// before the oracle stops
+    #[arg(long, value_name = "MS", default_value_t = 1_000)]
+    pub(crate) failover_advance_ms: u64,
     /// The oracle will be stopped within this many seconds of the command
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub(crate) stop_within: u64,
@@ -117,11 +125,17 @@ fn keys(args: &Args) -> Result<(BTreeMap<String, u64>, u64, u64), Failure> {
     for path in &args.keys_from {
         let text = std::fs::read_to_string(path)
             .map_err(|err| Failure::new(format!("cannot read {}: {err}", path.display())))?;
-        let bad = |err: serde_json::Error| Failure::new(format!("{} is not a receipt: {err}", path.display()));
+        let bad = |err: serde_json::Error| {
+            Failure::new(format!("{} is not a receipt: {err}", path.display()))
+        };
         let value: serde_json::Value = serde_json::from_str(&text).map_err(bad)?;
         let source: StoppedStateReceipt = match value.get("schema").and_then(|s| s.as_str()) {
             Some(RECEIPT_SCHEMA) => serde_json::from_value(value).map_err(bad)?,
-            Some(MIGRATE_OUT_SCHEMA) => serde_json::from_value::<MigrateOutReceipt>(value).map_err(bad)?.source,
+            Some(MIGRATE_OUT_SCHEMA) => {
+                serde_json::from_value::<MigrateOutReceipt>(value)
+                    .map_err(bad)?
+                    .source
+            }
             other => {
                 return Err(Failure::new(format!(
                     "{} is not a receipt this command reads (schema {other:?}; expected {RECEIPT_SCHEMA:?} or {MIGRATE_OUT_SCHEMA:?})",
@@ -140,7 +154,8 @@ fn keys(args: &Args) -> Result<(BTreeMap<String, u64>, u64, u64), Failure> {
         keys.entry(key.clone()).or_insert(0);
     }
     for key in keys.keys() {
-        SeqKey::try_new(key.as_str()).map_err(|err| Failure::new(format!("dense key {key:?}: {err}")))?;
+        SeqKey::try_new(key.as_str())
+            .map_err(|err| Failure::new(format!("dense key {key:?}: {err}")))?;
     }
     Ok((keys, cap, high_water))
 }
@@ -154,7 +169,8 @@ pub(crate) fn exec(args: &Args) -> CmdResult {
     let mut seed = Seed::new(report.high_water).with_key_cap(report.dense_cardinality_cap);
     for entry in &report.dense {
         // Checked in `keys`.
-        let key = SeqKey::try_new(entry.key.as_str()).map_err(|err| Failure::new(err.to_string()))?;
+        let key =
+            SeqKey::try_new(entry.key.as_str()).map_err(|err| Failure::new(err.to_string()))?;
         seed = seed.with_counter(key, entry.next);
     }
     FileDriver::init_from(&args.newdir, &seed).map_err(|err| Failure::from_error(&err))?;
@@ -232,7 +248,7 @@ async fn plan(
     let high_water = oracle_high_water
         .max(stop_before + args.window_ms)
         .max(receipt_high_water)
-        + FAILOVER_SLACK_MS;
+        + args.failover_advance_ms;
 
     let mut chunk = 1;
     let mut dense = Vec::with_capacity(keys.len());

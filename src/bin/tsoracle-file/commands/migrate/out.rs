@@ -42,7 +42,12 @@ pub(crate) struct Args {
     pub(crate) dir: PathBuf,
     /// The target oracle's gRPC endpoints, comma-separated (any or all
     /// nodes of a cluster)
-    #[arg(long, value_name = "URL[,URL...]", value_delimiter = ',', required = true)]
+    #[arg(
+        long,
+        value_name = "URL[,URL...]",
+        value_delimiter = ',',
+        required = true
+    )]
     pub(crate) to: Vec<String>,
     /// Also write the receipt (JSON) to this file; it is always written
     /// into DIR/RETIRED
@@ -149,10 +154,16 @@ pub(crate) fn exec(args: &Args) -> CmdResult {
         receipt.to.join(","),
         cli::utc_text(receipt.finished_at_unix_ms)
     );
-    stopped.retire(&note).map_err(|err| Failure::from_error(&err))?;
+    stopped
+        .retire(&note)
+        .map_err(|err| Failure::from_error(&err))?;
     if let Some(path) = &args.receipt {
-        std::fs::write(path, &json)
-            .map_err(|err| Failure::new(format!("cannot write the receipt {}: {err}", path.display())))?;
+        std::fs::write(path, &json).map_err(|err| {
+            Failure::new(format!(
+                "cannot write the receipt {}: {err}",
+                path.display()
+            ))
+        })?;
     }
     drop(stopped);
     Ok(summary(args, &receipt))
@@ -173,7 +184,11 @@ async fn carry(
         source.dense_next_unallocated.len(),
         source.leases.len(),
         target.endpoints.join(","),
-        if rerun { " (again: DIR is already marked RETIRED)" } else { "" }
+        if rerun {
+            " (again: DIR is already marked RETIRED)"
+        } else {
+            ""
+        }
     );
     // Reachable, and (when there are counters) able to serve dense values,
     // before anything is marked.
@@ -232,16 +247,21 @@ async fn carry(
         } else if lease.expires_at_unix_ms <= now {
             carried.action = "skipped: expired".into();
         } else {
-            let holder = hex::decode(&lease.holder_hex)
-                .map_err(|err| Failure::new(format!("lease {}: bad holder: {err}", lease.lease_id)))?;
+            let holder = hex::decode(&lease.holder_hex).map_err(|err| {
+                Failure::new(format!("lease {}: bad holder: {err}", lease.lease_id))
+            })?;
             // The same (holder, epoch) is idempotent on the target while
             // live, so a re-run finds the lease it acquired before.
             let ttl = Duration::from_millis(lease.ttl_ms);
             let acquired = super::target::retrying(|| {
-                target.client.acquire_lease(&holder, lease.holder_epoch, ttl)
+                target
+                    .client
+                    .acquire_lease(&holder, lease.holder_epoch, ttl)
             })
             .await
-                .map_err(|err| target.failure(&format!("cannot carry lease {}", lease.lease_id), &err))?;
+            .map_err(|err| {
+                target.failure(&format!("cannot carry lease {}", lease.lease_id), &err)
+            })?;
             carried.action = "acquired".into();
             carried.target_lease_id = Some(acquired.lease_id);
             carried.target_ts_upper_bound = Some(acquired.ts_upper_bound);
@@ -268,7 +288,11 @@ async fn carry(
 /// Polls the target's timestamps until one's physical part is above
 /// `floor`, printing progress; the target's clock may run behind DIR's
 /// high-water by up to the old server's window.
-async fn wait_above(target: &Target, floor: u64, limit: Duration) -> Result<TimestampsCarried, Failure> {
+async fn wait_above(
+    target: &Target,
+    floor: u64,
+    limit: Duration,
+) -> Result<TimestampsCarried, Failure> {
     let started = Instant::now();
     let mut polls = 0u64;
     let mut last_report: Option<Instant> = None;
@@ -294,7 +318,8 @@ async fn wait_above(target: &Target, floor: u64, limit: Duration) -> Result<Time
         let remaining = limit.saturating_sub(started.elapsed());
         // Give up once the limit is spent, or at once when the target's
         // clock could not catch up within what is left of it.
-        if remaining.is_zero() || Duration::from_millis(behind) > remaining + Duration::from_secs(1) {
+        if remaining.is_zero() || Duration::from_millis(behind) > remaining + Duration::from_secs(1)
+        {
             return Err(Failure::new(format!(
                 "the target's timestamps (physical {physical} ms) are {behind} ms behind DIR's \
                  high-water {floor}, more than --wait-limit {} s allows: is its clock behind this \
@@ -316,7 +341,11 @@ async fn wait_above(target: &Target, floor: u64, limit: Duration) -> Result<Time
 
 fn summary(args: &Args, receipt: &MigrateOutReceipt) -> String {
     let burned: u64 = receipt.dense.iter().map(|d| d.burned).sum();
-    let acquired = receipt.leases.iter().filter(|l| l.target_lease_id.is_some()).count();
+    let acquired = receipt
+        .leases
+        .iter()
+        .filter(|l| l.target_lease_id.is_some())
+        .count();
     let mut out = format!(
         "migrated {} to {}:\n  timestamps: the target now issues above {} ({}), waited {} ms\n  \
          dense: {} key(s) at or above DIR's counters ({} value(s) burned)\n  \

@@ -26,7 +26,9 @@ pub(crate) struct Args {
 /// Removes DIR/RETIRED under the directory's lock.
 pub(crate) fn exec(args: &Args) -> CmdResult {
     let stopped = StoppedDir::lock(&args.dir).map_err(|err| Failure::from_error(&err))?;
-    let note = stopped.retired_note().map_err(|err| Failure::from_error(&err))?;
+    let note = stopped
+        .retired_note()
+        .map_err(|err| Failure::from_error(&err))?;
     let Some(note) = note else {
         return Err(Failure::new(format!(
             "{} is not retired (no {} marker): nothing to lift",
@@ -34,7 +36,9 @@ pub(crate) fn exec(args: &Args) -> CmdResult {
             tsoracle_driver_file::RETIRED_FILE
         )));
     };
-    stopped.reinstate().map_err(|err| Failure::from_error(&err))?;
+    stopped
+        .reinstate()
+        .map_err(|err| Failure::from_error(&err))?;
     Ok(format!(
         "lifted the RETIRED marker of {} ({}); it can serve again\n",
         args.dir.display(),

@@ -101,7 +101,9 @@ impl Target {
             .retry_policy(policy)
             .build()
             .await
-            .map_err(|err| Failure::new(format!("cannot connect to {}: {err}", endpoints.join(","))))?;
+            .map_err(|err| {
+                Failure::new(format!("cannot connect to {}: {err}", endpoints.join(",")))
+            })?;
         Ok(Target {
             client,
             endpoints,
@@ -154,7 +156,9 @@ impl Target {
                 // The value may or may not have been taken: either way it is
                 // burned. Probe again to learn where the counter is.
                 Err(ClientError::SeqUncertain) => continue,
-                Err(err) => return Err(self.failure(&format!("cannot read dense key {key:?}"), &err)),
+                Err(err) => {
+                    return Err(self.failure(&format!("cannot read dense key {key:?}"), &err));
+                }
             }
         }
         Err(Failure::new(format!(
@@ -209,11 +213,7 @@ impl Target {
                 last_report = Instant::now();
             }
         }
-        Ok(Advance {
-            probe,
-            next,
-            calls,
-        })
+        Ok(Advance { probe, next, calls })
     }
 }
 
@@ -259,7 +259,10 @@ mod tests {
             Some(5)
         );
         assert_eq!(required_version("something else"), None);
-        assert_eq!(max_count("sequence count 70000 exceeds maximum 65536"), Some(65_536));
+        assert_eq!(
+            max_count("sequence count 70000 exceeds maximum 65536"),
+            Some(65_536)
+        );
         assert_eq!(max_count("sequence count must be >= 1"), None);
     }
 }
