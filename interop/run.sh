@@ -6,7 +6,8 @@
 # `tsoracle-file` (feature migrate) and `embedded-server`, then runs the
 # harness in interop/src/main.rs, bounded by a timeout. The work directory
 # (state directories, every process's log, figures.json) is removed on
-# success and kept, with its path printed, on failure.
+# success (kept with TSORACLE_INTEROP_KEEP=1) and kept, with its path
+# printed, on failure.
 set -euo pipefail
 here=$(CDPATH= cd -- "$(dirname -- "$0")" && pwd)
 repo=$(dirname -- "$here")
@@ -29,9 +30,9 @@ timeout --signal=KILL "${TSORACLE_INTEROP_TIMEOUT:-600}" \
     --server "$repo/target/debug/examples/embedded-server" \
     --cli "$repo/target/debug/tsoracle-file" \
     --work "$work" || status=$?
-if [ "$status" = 0 ]; then
+if [ "$status" = 0 ] && [ -z "${TSORACLE_INTEROP_KEEP:-}" ]; then
     rm -rf "$work"
-    echo "interop: passed; $(( $(date +%s) - started )) s including builds"
+    echo "interop: passed; $(( $(date +%s) - started )) s including builds${TSORACLE_INTEROP_KEEP:+; work directory $work}"
 else
     echo "interop: FAILED (exit $status); logs kept in $work" >&2
 fi

@@ -666,7 +666,7 @@ async fn scenario(paths: &Paths) -> Fallible<serde_json::Value> {
         "exit": status.code(),
         "stderr": log,
     }));
-    println!("   the embedded server refuses A: exit {status}");
+    println!("   the embedded server refuses A: {status}");
 
     let started = Instant::now();
     let out = run_cli(paths, &["migrate", "out", path_str(&dir_a)?, "--to", &to])?;
@@ -756,6 +756,33 @@ async fn scenario(paths: &Paths) -> Fallible<serde_json::Value> {
     phases.push(ledger.add("file server B", took)?);
     stop(server)?;
 
+    println!(
+        "\n{:<38} {:>10} {:>15} {:>15} {:>7} {:>7} {:>6} {:>7}",
+        "phase",
+        "timestamps",
+        "min physical",
+        "max physical",
+        "blocks",
+        "values",
+        "errors",
+        "seconds"
+    );
+    for p in &phases {
+        println!(
+            "{:<38} {:>10} {:>15} {:>15} {:>7} {:>7} {:>6} {:>7.2}",
+            p.phase,
+            p.timestamps,
+            p.ts_min_physical_ms,
+            p.ts_max_physical_ms,
+            p.dense_blocks,
+            p.dense_values,
+            p.errors + p.uncertain,
+            p.seconds
+        );
+    }
+    for (name, ms) in &timings {
+        println!("{name:<38} {ms:>10} ms");
+    }
     let total_ts = ledger.ts.len();
     let total_values: u64 = ledger.blocks.iter().map(|b| u64::from(b.3)).sum();
     println!(

@@ -18,7 +18,13 @@
 //!   [`FileDriver::init_seeded`](tsoracle_driver_file::FileDriver::init_seeded);
 //!   refuses existing state.
 //! - `export DIR`: the whole state as JSON on stdout, for a migration to
-//!   another driver.
+//!   another driver; `export DIR --receipt`: the ecosystem's stopped-state
+//!   receipt (`tsoracle.stopped-file-state` v1), taken under the lock.
+//! - `migrate out DIR --to URL[,URL...]` and `migrate in NEWDIR --from
+//!   URL[,URL...] --keys-from RECEIPT` (feature `migrate`): carry the state
+//!   to a running oracle of any driver and back through the public client
+//!   API; `migrate reinstate DIR --target-never-served` lifts the `RETIRED`
+//!   marker of an abandoned migration. See `commands::migrate`.
 //!
 //! # The `export` JSON
 //!
@@ -108,9 +114,9 @@ macro_rules! exit_codes {
 #[command(
     name = "tsoracle-file",
     version,
-    about = "Inspect, verify, seed and export a tsoracle FileDriver state directory",
+    about = "Inspect, verify, seed, export and migrate a tsoracle FileDriver state directory",
     long_about = concat!(
-        "Inspect, verify, seed and export a tsoracle FileDriver state directory.\n\n",
+        "Inspect, verify, seed, export and migrate a tsoracle FileDriver state directory.\n\n",
         "inspect, verify and export only read: they take no lock and change nothing, ",
         "so they are safe while a driver runs on the directory.\n\n",
         exit_codes!(),
