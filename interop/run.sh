@@ -20,7 +20,7 @@ echo "interop: upstream $("$upstream" --version) at $upstream"
 cargo build --features migrate --bin tsoracle-file --example embedded-server
 # The harness shares the repository's target directory: same Cargo.lock,
 # so the gRPC crates are not compiled twice.
-(cd "$here" && cargo build --target-dir "$repo/target")
+(cd "$here" && cargo fmt -- --check && cargo build --target-dir "$repo/target")
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/tsoracle-interop.XXXXXX")
 status=0
@@ -30,9 +30,13 @@ timeout --signal=KILL "${TSORACLE_INTEROP_TIMEOUT:-600}" \
     --server "$repo/target/debug/examples/embedded-server" \
     --cli "$repo/target/debug/tsoracle-file" \
     --work "$work" || status=$?
-if [ "$status" = 0 ] && [ -z "${TSORACLE_INTEROP_KEEP:-}" ]; then
-    rm -rf "$work"
-    echo "interop: passed; $(( $(date +%s) - started )) s including builds${TSORACLE_INTEROP_KEEP:+; work directory $work}"
+if [ "$status" = 0 ]; then
+    if [ -z "${TSORACLE_INTEROP_KEEP:-}" ]; then
+        rm -rf "$work"
+        echo "interop: passed; $(( $(date +%s) - started )) s including builds"
+    else
+        echo "interop: passed; $(( $(date +%s) - started )) s including builds; work directory $work"
+    fi
 else
     echo "interop: FAILED (exit $status); logs kept in $work" >&2
 fi

@@ -545,6 +545,7 @@ async fn scenario(paths: &Paths) -> Fallible<serde_json::Value> {
     let mut phases = Vec::new();
     let mut transcripts = Vec::new();
     let mut timings = BTreeMap::new();
+    let mut lease_figures = BTreeMap::new();
     let dir_a = paths.work.join("a");
     let dir_b = paths.work.join("b");
     let receipt = paths.work.join("migrate-out-receipt.json");
@@ -555,6 +556,19 @@ async fn scenario(paths: &Paths) -> Fallible<serde_json::Value> {
     let (server, url) = file_server(paths, &dir_a, "file-server-a")?;
     let took = hammer(std::slice::from_ref(&url), tasks, rounds).await?;
     phases.push(ledger.add("file server A", took)?);
+    // Leases for migrate out to carry: svc-a live; svc-b at epoch 1, then 2.
+    {
+        let leases = client(std::slice::from_ref(&url)).await?;
+        // Short (upstream allows 5 s to 300 s): a server reserves a lease's
+        // upper bound ahead of its clock, and migrate out waits that out.
+        let ttl = Duration::from_secs(10);
+        for (holder, epoch) in [(&b"svc-a"[..], 1), (&b"svc-b"[..], 1), (&b"svc-b"[..], 2)] {
+            leases
+                .acquire_lease(holder, epoch, ttl)
+                .await
+                .map_err(|err| format!("acquire a lease on A: {err}"))?;
+        }
+    }
     stop(server)?;
     let a_high_water = {
         let out = run_cli(paths, &["export", path_str(&dir_a)?, "--receipt"])?;
@@ -643,6 +657,39 @@ async fn scenario(paths: &Paths) -> Fallible<serde_json::Value> {
     timings.insert(
         "migrate_out_waited_ms",
         doc["timestamps"]["waited_ms"].as_u64().unwrap_or(0),
+    );
+    // Every live lease was acquired on the cluster (and renews there), or
+    // the cluster said it has no leases; superseded ones were skipped.
+    let leases = doc["leases"].as_array().ok_or("no leases in the receipt")?;
+    let renewer = client(&endpoints(&nodes)).await?;
+    let (mut acquired, mut unsupported, mut skipped) = (0u64, 0u64, 0u64);
+    for lease in leases {
+        let action = lease["action"].as_str().unwrap_or_default();
+        if let Some(id) = lease["target_lease_id"].as_u64() {
+            renewer
+                .renew_lease(id)
+                .await
+                .map_err(|err| format!("renew carried lease {id} on the cluster: {err}"))?;
+            acquired += 1;
+        } else if action.starts_with("not carried: the target has no leases") {
+            unsupported += 1;
+        } else if action.starts_with("skipped") {
+            skipped += 1;
+        } else {
+            return Err(format!("lease neither carried nor skipped: {lease}"));
+        }
+    }
+    if leases.len() != 3 || acquired + unsupported != 2 || skipped != 1 {
+        return Err(format!(
+            "expected 2 live leases and 1 superseded: {}",
+            doc["leases"]
+        ));
+    }
+    lease_figures.insert("live_acquired_on_cluster", acquired);
+    lease_figures.insert("live_refused_cluster_has_no_leases", unsupported);
+    lease_figures.insert("superseded_skipped", skipped);
+    println!(
+        "   leases: {acquired} acquired on the cluster, {unsupported} refused as unsupported, {skipped} superseded skipped"
     );
 
     // A refuses to serve now.
@@ -793,6 +840,7 @@ async fn scenario(paths: &Paths) -> Fallible<serde_json::Value> {
     let figures = serde_json::json!({
         "phases": phases,
         "timings_ms": timings,
+        "leases": lease_figures,
         "total_timestamps": total_ts,
         "total_dense_blocks": ledger.blocks.len(),
         "total_dense_values": total_values,

@@ -5,8 +5,10 @@
 //!
 //! - DIR's lock is held from the first read to the last write, so the old
 //!   server cannot start meanwhile, and DIR is marked `RETIRED` (durably)
-//!   before the target is touched: from then on no driver serves DIR again
-//!   until an operator lifts the marker.
+//!   before anything on the target is advanced (a preflight only takes one
+//!   timestamp and one dense value, burned, to see that the target serves):
+//!   from then on no driver serves DIR again until an operator lifts the
+//!   marker.
 //! - Dense: every counter in DIR is advanced on the target until the
 //!   target's next value is at least DIR's next unallocated value. The
 //!   values taken on the way are burned (this tool is their only
@@ -27,6 +29,9 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tsoracle_driver_file::StoppedDir;
 use tsoracle_driver_file::receipt::StoppedStateReceipt;
+
+use tonic::Code;
+use tsoracle_client::ClientError;
 
 use super::target::{Target, now_ms};
 use crate::cli::{self, CmdResult, Failure};
@@ -128,7 +133,8 @@ pub(crate) struct LeaseCarried {
     pub(crate) lease_id: u64,
     pub(crate) holder_hex: String,
     pub(crate) holder_epoch: u64,
-    /// `acquired`, `skipped: superseded` or `skipped: expired`.
+    /// `acquired`, `skipped: superseded`, `skipped: expired`, or
+    /// `not carried: ...` when the target has no lease support.
     pub(crate) action: String,
     /// The lease on the target, when acquired.
     pub(crate) target_lease_id: Option<u64>,
@@ -190,9 +196,27 @@ async fn carry(
             ""
         }
     );
-    // Reachable, and (when there are counters) able to serve dense values,
-    // before anything is marked.
-    target.timestamp().await?;
+    // Reachable, able to pass DIR's high-water within --wait-limit, and
+    // (when there are counters) able to serve dense values, before anything
+    // is marked.
+    let must_exceed = source
+        .committed_reservation_high_water_physical_ms
+        .max(source.maximum_lease_upper_bound_physical_ms.unwrap_or(0));
+    let physical = target.timestamp().await?.physical_ms();
+    let behind = (must_exceed + 1).saturating_sub(physical);
+    if Duration::from_millis(behind) > Duration::from_secs(args.wait_limit) {
+        return Err(Failure::new(format!(
+            "the target's timestamps (physical {physical} ms) are {behind} ms behind DIR's \
+             high-water {must_exceed} ({}), and this command waits at most --wait-limit {} s \
+             for its clock to pass it; nothing was changed. A high-water far ahead of the clock \
+             comes from leases (a server reserves their upper bounds ahead) or a clock that ran \
+             ahead: re-run with --wait-limit {}, or after {}",
+            cli::utc_text(must_exceed),
+            args.wait_limit,
+            behind.div_ceil(1_000) + 30,
+            cli::utc_text(must_exceed)
+        )));
+    }
     let mut chunk = args.max_seq_count;
     if let Some((key, _)) = source.dense_next_unallocated.iter().next() {
         target.advance_to(key, 0, &mut chunk).await?;
@@ -225,11 +249,7 @@ async fn carry(
         });
     }
 
-    let must_exceed = source
-        .committed_reservation_high_water_physical_ms
-        .max(source.maximum_lease_upper_bound_physical_ms.unwrap_or(0));
-    let timestamps = wait_above(&target, must_exceed, Duration::from_secs(args.wait_limit)).await?;
-
+    // Leases before the wait: it may last about as long as they do.
     let now = now_ms();
     let mut leases = Vec::with_capacity(source.leases.len());
     for lease in &source.leases {
@@ -258,18 +278,35 @@ async fn carry(
                     .client
                     .acquire_lease(&holder, lease.holder_epoch, ttl)
             })
-            .await
-            .map_err(|err| {
-                target.failure(&format!("cannot carry lease {}", lease.lease_id), &err)
-            })?;
-            carried.action = "acquired".into();
-            carried.target_lease_id = Some(acquired.lease_id);
-            carried.target_ts_upper_bound = Some(acquired.ts_upper_bound);
-            carried.target_expires_at_ms = Some(acquired.expires_at_ms);
+            .await;
+            match acquired {
+                Ok(acquired) => {
+                    carried.action = "acquired".into();
+                    carried.target_lease_id = Some(acquired.lease_id);
+                    carried.target_ts_upper_bound = Some(acquired.ts_upper_bound);
+                    carried.target_expires_at_ms = Some(acquired.expires_at_ms);
+                }
+                // A driver without leases (openraft 2.3 among them): nothing
+                // to carry them into. Their upper bounds are still honoured:
+                // the wait below covers them.
+                Err(ClientError::Rpc(status)) if status.code() == Code::Unimplemented => {
+                    carried.action = format!(
+                        "not carried: the target has no leases ({})",
+                        status.message()
+                    );
+                }
+                Err(err) => {
+                    return Err(
+                        target.failure(&format!("cannot carry lease {}", lease.lease_id), &err)
+                    );
+                }
+            }
         }
         eprintln!("  lease {}: {}", lease.lease_id, carried.action);
         leases.push(carried);
     }
+
+    let timestamps = wait_above(&target, must_exceed, Duration::from_secs(args.wait_limit)).await?;
 
     Ok(MigrateOutReceipt {
         schema: MIGRATE_OUT_SCHEMA.into(),

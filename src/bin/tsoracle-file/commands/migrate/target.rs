@@ -23,6 +23,11 @@ const NOT_ACTIVATED: &str = "dense sequence format not yet activated";
 /// before giving up.
 const MAX_UNCERTAIN: u32 = 20;
 
+/// The most `get_seq` calls one key may take to catch up. At the default
+/// `--max-seq-count` (65,536) this is 65 billion values; a counter further
+/// ahead cannot be carried through the client API in reasonable time.
+const MAX_CALLS_PER_KEY: u64 = 1_000_000;
+
 /// How long a call refused for a passing reason (no leader yet, a failover,
 /// an unreachable node) is retried before the command gives up.
 const RETRY_FOR: Duration = Duration::from_secs(30);
@@ -179,13 +184,31 @@ impl Target {
     ) -> Result<Advance, Failure> {
         let probe = self.probe(key).await?;
         let mut next = probe.saturating_add(1);
+        let needed = floor.saturating_sub(next).div_ceil(u64::from(*chunk));
+        if needed > MAX_CALLS_PER_KEY {
+            return Err(Failure::new(format!(
+                "dense key {key:?}: the oracle at {} is at {probe}, {} values below {floor}; \
+                 taking them {} at a time needs {needed} calls, more than the {MAX_CALLS_PER_KEY} \
+                 this command makes per key: start the oracle with a larger --max-seq-count \
+                 (and pass it with --max-seq-count here)",
+                self.endpoints.join(","),
+                floor - next,
+                *chunk
+            )));
+        }
         let mut calls = 1u64;
         let mut uncertain = 0u32;
         let mut last_report = Instant::now();
         // Each pass either moves `next` up by at least one, shrinks the
         // chunk (at most 32 times), or counts an uncertain call (at most
-        // MAX_UNCERTAIN): the loop ends.
+        // MAX_UNCERTAIN); and the calls are capped: the loop ends.
         while next < floor {
+            if calls > MAX_CALLS_PER_KEY + 64 {
+                return Err(Failure::new(format!(
+                    "dense key {key:?}: still at {next} of {floor} after {calls} calls (the oracle \
+                     refuses blocks larger than {chunk}); re-run with a larger --max-seq-count on the oracle"
+                )));
+            }
             let want = u32::try_from((floor - next).min(u64::from(*chunk))).unwrap_or(*chunk);
             calls += 1;
             match retrying(|| self.client.get_seq(key, want)).await {
