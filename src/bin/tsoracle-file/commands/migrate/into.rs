@@ -16,7 +16,9 @@
 //!   `T + stop_within`, it issues nothing above
 //!   `max(max_safe + window + 1, T + stop_within + window)`, plus the
 //!   failover advance should a new leader take over meanwhile: NEWDIR's
-//!   high-water is that. A server on NEWDIR issues only above its
+//!   high-water is that. A lease acquired or renewed meanwhile commits its
+//!   upper bound further ahead (three TTLs): `--lease-reach-ms` replaces the
+//!   window in the second term when clients use leases. A server on NEWDIR issues only above its
 //!   high-water.
 //! - Dense: each key is probed by taking one value `s` (burned: this tool is
 //!   its only recipient); the oracle has handed out nothing at or above
@@ -74,6 +76,11 @@ pub(crate) struct Args {
     /// before the oracle stops
     #[arg(long, value_name = "MS", default_value_t = 1_000)]
     pub(crate) failover_advance_ms: u64,
+    /// How far ahead of its clock the oracle may commit a lease's upper
+    /// bound when a lease is acquired or renewed before it stops (three
+    /// times the longest lease TTL in use); 0 when no client touches leases
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub(crate) lease_reach_ms: u64,
     /// The oracle will be stopped within this many seconds of the command
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub(crate) stop_within: u64,
@@ -246,7 +253,7 @@ async fn plan(
     }
     let stop_before = at + args.stop_within * 1_000;
     let high_water = oracle_high_water
-        .max(stop_before + args.window_ms)
+        .max(stop_before + args.window_ms.max(args.lease_reach_ms))
         .max(receipt_high_water)
         + args.failover_advance_ms;
 
