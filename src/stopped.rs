@@ -63,6 +63,19 @@ impl StoppedDir {
     /// Takes the lock of the existing state directory `dir`, then reads and
     /// checks `state`, `dense` and `leases`.
     ///
+    /// ```
+    /// use tsoracle_driver_file::{FileDriver, FileDriverError, StoppedDir};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let driver = FileDriver::open_or_init(dir.path())?;
+    /// // A running driver keeps it from being held stopped.
+    /// assert!(matches!(StoppedDir::lock(dir.path()), Err(FileDriverError::AlreadyLocked { .. })));
+    /// drop(driver);
+    /// let stopped = StoppedDir::lock(dir.path())?;
+    /// assert_eq!(stopped.high_water(), None); // never committed one
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
     /// # Errors
     ///
     /// [`FileDriverError::Io`] with [`FileOp::Inspect`] and kind `NotFound`

@@ -242,7 +242,9 @@ async fn plan(
             target.endpoints.join(",")
         )));
     }
-    let oracle_high_water = max_safe + args.window_ms + 1;
+    // Saturating: absurd flag values end as a seed out of range (refused
+    // by init_from), never as an overflow.
+    let oracle_high_water = max_safe.saturating_add(args.window_ms).saturating_add(1);
     if observed.physical_ms() > oracle_high_water {
         return Err(Failure::new(format!(
             "the oracle issued physical {} ms, above the high-water {oracle_high_water} derived with \
@@ -251,11 +253,11 @@ async fn plan(
             args.window_ms
         )));
     }
-    let stop_before = at + args.stop_within * 1_000;
+    let stop_before = at.saturating_add(args.stop_within.saturating_mul(1_000));
     let high_water = oracle_high_water
-        .max(stop_before + args.window_ms.max(args.lease_reach_ms))
+        .max(stop_before.saturating_add(args.window_ms.max(args.lease_reach_ms)))
         .max(receipt_high_water)
-        + args.failover_advance_ms;
+        .saturating_add(args.failover_advance_ms);
 
     let mut chunk = 1;
     let mut dense = Vec::with_capacity(keys.len());
