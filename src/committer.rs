@@ -322,7 +322,17 @@ impl Committer {
                     any_staged = true;
                 }
                 Err(failure) if failure.poisons => return Err(failure.error),
-                Err(failure) => failed[index] = Some(Arc::new(failure.error)),
+                Err(failure) => {
+                    // A directory removed or moved away makes every write
+                    // fail; say that, rather than the symptom.
+                    self.store.check_owner()?;
+                    tracing::warn!(
+                        error = %crate::error::chain(&failure.error),
+                        retryable = failure.error.is_transient(),
+                        "write failed before its rename; the live file is unchanged and the callers of this batch get the error"
+                    );
+                    failed[index] = Some(Arc::new(failure.error));
+                }
             }
         }
         if any_staged {
@@ -331,6 +341,11 @@ impl Committer {
             let took = self.store.sync_dir()?;
             self.stats
                 .check_fsync("directory fsync", self.store.dir(), took);
+            // Durable, but in the directory a restart would open? Checked
+            // before anything is published or acknowledged; a directory
+            // that moved away, or a LOCK that was replaced, stops the
+            // driver for good (it poisons).
+            self.store.check_owner()?;
             let span = tracing::Span::current();
             span.record("bytes", bytes_written);
             span.record("fsync_ms", (fsync_time + took).as_secs_f64() * 1e3);
@@ -376,9 +391,8 @@ impl Committer {
     /// batch. Memory keeps the last durable values; nothing more is written.
     fn poison(&mut self, error: FileDriverError, fold: Fold) {
         tracing::error!(
-            error = %error,
-            cause = ?std::error::Error::source(&error).map(ToString::to_string),
-            "write failed where the disk content is no longer known (fsync, or after the rename): the driver refuses every write until it is reopened"
+            error = %crate::error::chain(&error),
+            "write failed where acknowledging is no longer safe (a failed fsync, a failure after the rename, or a displaced directory): the driver refuses every write until it is reopened"
         );
         let first = Arc::new(error);
         let _ = self.published.poisoned.set(Arc::clone(&first));
@@ -486,7 +500,7 @@ fn apply_dense(
             .ok_or(CommitError::Overflow)?;
         scratch.insert(key, next);
     }
-    if new_keys > 0 && (state.counters.len() as u64).saturating_add(new_keys) > state.cap {
+    if new_keys > 0 && (state.key_count() as u64).saturating_add(new_keys) > state.cap {
         return Err(CommitError::Cardinality { cap: state.cap });
     }
 

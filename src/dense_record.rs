@@ -51,6 +51,11 @@ pub struct DenseState {
     /// Each key's next unissued value. `SeqKey` orders by its bytes, which is
     /// the order the file stores keys in.
     pub counters: BTreeMap<SeqKey, u64>,
+    /// Counters whose keys the format allows but [`SeqKey`] cannot hold
+    /// (see [`UnaddressableKey`]). The trait cannot name them, so no call
+    /// advances them; they count toward the cap and are written back
+    /// unchanged with every rewrite of the file.
+    pub unaddressable: BTreeMap<UnaddressableKey, u64>,
 }
 
 impl Default for DenseState {
@@ -59,38 +64,108 @@ impl Default for DenseState {
         Self {
             cap: DEFAULT_KEY_CAP,
             counters: BTreeMap::new(),
+            unaddressable: BTreeMap::new(),
+        }
+    }
+}
+
+impl DenseState {
+    /// How many keys the file holds, addressable or not: what the cap
+    /// limits.
+    pub fn key_count(&self) -> usize {
+        self.counters.len() + self.unaddressable.len()
+    }
+}
+
+/// A dense key that the `dense` format can store (any UTF-8 up to 65,535
+/// bytes) but that [`SeqKey`] refuses: the empty key, or one longer than
+/// [`MAX_SEQ_KEY_LEN`] bytes. Other tools of the ecosystem may have written
+/// such keys; this crate reads and keeps them.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct UnaddressableKey(String);
+
+impl UnaddressableKey {
+    /// `Some` when `key` fits the format but not a [`SeqKey`]; `None` for a
+    /// key `SeqKey` accepts (use that) or one over 65,535 bytes (which no
+    /// `dense` file can hold).
+    ///
+    /// ```
+    /// use tsoracle_driver_file::dense_record::UnaddressableKey;
+    ///
+    /// assert!(UnaddressableKey::new("").is_some());
+    /// assert!(UnaddressableKey::new("x".repeat(200)).is_some());
+    /// assert!(UnaddressableKey::new("orders").is_none());
+    /// ```
+    pub fn new(key: impl Into<String>) -> Option<Self> {
+        let key = key.into();
+        let fits_format = key.len() <= usize::from(u16::MAX);
+        (fits_format && SeqKey::try_new(key.as_str()).is_err()).then_some(Self(key))
+    }
+
+    /// The key.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Why `SeqKey` cannot hold it: `"empty"` or `"longer than 128 bytes"`.
+    pub fn reason(&self) -> &'static str {
+        if self.0.is_empty() {
+            "empty"
+        } else {
+            "longer than 128 bytes"
         }
     }
 }
 
 /// Encodes `state` as the bytes of a `dense` file.
 ///
-/// Infallible: a [`SeqKey`] is at most 128 bytes, so every length fits its
-/// field, and the map keeps keys in the order the format requires. The key
-/// count is a u32; a map with more keys than that cannot be built in memory
-/// on any machine this crate runs on, and the cap keeps real ones far below.
+/// Infallible: a [`SeqKey`] is at most 128 bytes and an
+/// [`UnaddressableKey`] at most 65,535, so every length fits its field, and
+/// both maps keep keys in byte order, which the merge below preserves. The
+/// key count is a u32; a map with more keys than that cannot be built in
+/// memory on any machine this crate runs on, and the cap keeps real ones
+/// far below.
 pub fn encode(state: &DenseState) -> Vec<u8> {
-    let body: usize = state
-        .counters
-        .keys()
-        .map(|key| PER_KEY_OVERHEAD + key.as_str().len())
+    let body: usize = all_keys(state)
+        .map(|(key, _)| PER_KEY_OVERHEAD + key.len())
         .sum();
     let mut out = Vec::with_capacity(MIN_LEN + body);
     out.extend_from_slice(&MAGIC);
     out.push(VERSION);
     out.extend_from_slice(&state.cap.to_le_bytes());
     // The count cannot exceed u32::MAX (see above); saturate rather than wrap.
-    let count = u32::try_from(state.counters.len()).unwrap_or(u32::MAX);
+    let count = u32::try_from(state.key_count()).unwrap_or(u32::MAX);
     out.extend_from_slice(&count.to_le_bytes());
-    for (key, value) in state.counters.iter().take(count as usize) {
-        let key = key.as_str().as_bytes();
-        // A SeqKey is at most MAX_SEQ_KEY_LEN (128) bytes: always fits a u16.
+    for (key, value) in all_keys(state).take(count as usize) {
+        let key = key.as_bytes();
+        // Both key types are at most u16::MAX bytes (see above).
         out.extend_from_slice(&(key.len() as u16).to_le_bytes());
         out.extend_from_slice(key);
         out.extend_from_slice(&value.to_le_bytes());
     }
     codec::push_crc(&mut out);
     out
+}
+
+/// Every key of `state` with its counter, addressable or not, in ascending
+/// byte order (the order the file stores them in). The two maps never share
+/// a key: one holds what `SeqKey` accepts, the other what it refuses.
+fn all_keys(state: &DenseState) -> impl Iterator<Item = (&str, u64)> {
+    let mut ours = state
+        .counters
+        .iter()
+        .map(|(key, value)| (key.as_str(), *value))
+        .peekable();
+    let mut theirs = state
+        .unaddressable
+        .iter()
+        .map(|(key, value)| (key.as_str(), *value))
+        .peekable();
+    std::iter::from_fn(move || match (ours.peek(), theirs.peek()) {
+        (Some(a), Some(b)) if b.0 < a.0 => theirs.next(),
+        (Some(_), _) => ours.next(),
+        (None, _) => theirs.next(),
+    })
 }
 
 /// Decodes the bytes of a `dense` file.
@@ -101,39 +176,44 @@ pub fn encode(state: &DenseState) -> Vec<u8> {
 /// [`RecordError::UnsupportedVersion`], [`RecordError::TooShort`],
 /// [`RecordError::CrcMismatch`]), a field cut short
 /// ([`RecordError::Truncated`]), bytes after the last key
-/// ([`RecordError::TrailingBytes`]), a key that is empty, too long or not
-/// UTF-8 ([`RecordError::InvalidKey`]), or keys out of order or repeated
-/// ([`RecordError::KeysNotAscending`]).
+/// ([`RecordError::TrailingBytes`]), a key that is not UTF-8
+/// ([`RecordError::InvalidKey`]), or keys out of order or repeated
+/// ([`RecordError::KeysNotAscending`]). An empty key, or one longer than
+/// `SeqKey` allows, is valid: it lands in [`DenseState::unaddressable`].
 pub fn decode(bytes: &[u8]) -> Result<DenseState, RecordError> {
     let covered = codec::check_frame(bytes, MAGIC, VERSION, MIN_LEN)?;
     let mut reader = Reader::new(covered, 5);
     let cap = reader.u64("cap")?;
     let count = reader.u32("key count")?;
-    let mut counters = BTreeMap::new();
-    let mut previous: Option<SeqKey> = None;
+    let mut state = DenseState {
+        cap,
+        ..DenseState::default()
+    };
+    let mut previous: Option<&[u8]> = None;
     for index in 0..count as usize {
         let len = reader.u16("key length")?;
         let raw = reader.take(usize::from(len), "key")?;
         let value = reader.u64("counter")?;
-        let key = parse_key(raw, index)?;
-        if previous.as_ref().is_some_and(|prev| *prev >= key) {
+        if previous.is_some_and(|prev| prev >= raw) {
             return Err(RecordError::KeysNotAscending { index });
         }
-        previous = Some(key.clone());
-        counters.insert(key, value);
+        previous = Some(raw);
+        let text = std::str::from_utf8(raw).map_err(|_| RecordError::InvalidKey {
+            index,
+            reason: "not UTF-8",
+        })?;
+        if raw.len() <= MAX_SEQ_KEY_LEN
+            && let Ok(key) = SeqKey::try_new(text)
+        {
+            state.counters.insert(key, value);
+        } else {
+            // At most u16::MAX bytes (its length field) and refused by
+            // SeqKey: exactly what UnaddressableKey holds.
+            state
+                .unaddressable
+                .insert(UnaddressableKey(text.to_owned()), value);
+        }
     }
     reader.finish()?;
-    Ok(DenseState { cap, counters })
-}
-
-fn parse_key(raw: &[u8], index: usize) -> Result<SeqKey, RecordError> {
-    let invalid = |reason| RecordError::InvalidKey { index, reason };
-    if raw.is_empty() {
-        return Err(invalid("empty"));
-    }
-    if raw.len() > MAX_SEQ_KEY_LEN {
-        return Err(invalid("longer than 128 bytes"));
-    }
-    let text = std::str::from_utf8(raw).map_err(|_| invalid("not UTF-8"))?;
-    SeqKey::try_new(text).map_err(|_| invalid("rejected by SeqKey"))
+    Ok(state)
 }

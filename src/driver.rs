@@ -19,8 +19,8 @@ use tsoracle_core::{Epoch, LeaseRecord, PHYSICAL_MS_MAX, SeqKey};
 use crate::committer::{CommitError, CommitStats, Committer, Published, Request, StatCounters};
 use crate::error::{Bt, FileDriverError, to_consensus};
 use crate::record;
-use crate::store::{FileKind, Store};
-use crate::vfs::{LockGuard, StdFs, Vfs};
+use crate::store::{DirLock, FileKind, Store};
+use crate::vfs::{StdFs, Vfs};
 
 /// The epoch this driver reports: a single node is always the leader of
 /// the one and only term.
@@ -52,7 +52,7 @@ pub struct FileDriver {
     leader: watch::Sender<LeaderState>,
     /// Held by the driver, not the committer: released only after `Drop`
     /// has joined the committer, and never while the driver is alive.
-    _lock: LockGuard,
+    _lock: DirLock,
 }
 
 impl FileDriver {
@@ -103,9 +103,24 @@ impl FileDriver {
         vfs: Arc<dyn Vfs>,
     ) -> Result<Arc<FileDriver>, FileDriverError> {
         let dir = dir.as_ref();
-        let (store, lock) = Store::lock(Arc::clone(&vfs), dir)?;
-        crate::fence::refuse_if_fenced(vfs.as_ref(), dir)?;
+        let (store, lock) = Store::lock(vfs, dir)?;
+        crate::fence::refuse_if_fenced(&store)?;
         let snapshot = store.load()?;
+        if !snapshot.dense.unaddressable.is_empty() {
+            // Valid, kept and rewritten as they are, but no call can reach
+            // them: worth one line in the log.
+            let keys: Vec<String> = snapshot
+                .dense
+                .unaddressable
+                .keys()
+                .map(|key| format!("{:?} ({})", truncated(key.as_str()), key.reason()))
+                .collect();
+            tracing::warn!(
+                dir = %dir.display(),
+                keys = %keys.join(", "),
+                "the dense file holds counters whose keys SeqKey cannot hold; they are kept unchanged and count toward the key cap"
+            );
+        }
         let published = Arc::new(Published::new(&snapshot));
         let stats = Arc::new(StatCounters::default());
         let (requests, queue) = mpsc::channel();
@@ -285,6 +300,14 @@ impl Drop for FileDriver {
             // was already reported to the callers as CommitterStopped.
             let _ = handle.join();
         }
+    }
+}
+
+/// At most 40 characters of a key, for a log line.
+fn truncated(key: &str) -> String {
+    match key.char_indices().nth(40) {
+        Some((at, _)) => format!("{}...", &key[..at]),
+        None => key.to_owned(),
     }
 }
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use tsoracle_consensus::ConsensusError;
 
 use crate::record::RecordError;
+use crate::vfs::Ownership;
 
 /// A backtrace captured where an error was made, with the `bt` feature.
 ///
@@ -69,6 +70,11 @@ pub enum FileOp {
     FsyncDir,
     /// Removing leftover `*.tmp` debris.
     RemoveTemp,
+    /// Opening the state directory.
+    OpenDir,
+    /// Checking that the path still leads to the locked directory and its
+    /// `LOCK` file.
+    CheckOwner,
     /// Removing a marker file (`RETIRED`, `SEEDING`).
     RemoveMarker,
 }
@@ -85,6 +91,8 @@ impl FileOp {
             FileOp::Rename => "rename temp file over",
             FileOp::FsyncDir => "fsync directory",
             FileOp::RemoveTemp => "remove leftover temp file",
+            FileOp::OpenDir => "open directory",
+            FileOp::CheckOwner => "check the owner of",
             FileOp::RemoveMarker => "remove marker file",
         }
     }
@@ -179,6 +187,36 @@ pub enum FileDriverError {
         /// The failure that poisoned the driver.
         #[source]
         first: Arc<FileDriverError>,
+        /// Where the error was made.
+        backtrace: Bt,
+    },
+    /// The state directory can be written by its group or others, who could
+    /// then replace its files and make the oracle hand out values twice.
+    /// Nothing was read or written. Fix it with `chmod 700 DIR` (or
+    /// `chmod go-w DIR`).
+    #[error(
+        "state directory {} is writable by its group or others (mode {:04o}); only the oracle's own user may write it: run `chmod go-w {}`",
+        .dir.display(), .mode, .dir.display()
+    )]
+    InsecurePermissions {
+        /// The state directory.
+        dir: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+        /// Where the error was made.
+        backtrace: Bt,
+    },
+    /// While the driver ran, its path stopped leading to the directory it
+    /// locked (moved, removed, replaced by a restore) or its `LOCK` file was
+    /// removed or replaced. A server restarted on the path would not see
+    /// what this driver writes, so it refuses every write from now on.
+    #[error("{}", displaced_message(.dir, *.found))]
+    Displaced {
+        /// The state directory path the driver was opened with.
+        dir: PathBuf,
+        /// What the check found ([`Ownership::DirectoryReplaced`] or
+        /// [`Ownership::LockReplaced`]).
+        found: Ownership,
         /// Where the error was made.
         backtrace: Bt,
     },
@@ -281,19 +319,19 @@ impl FileDriverError {
 
     /// Whether retrying the same call may succeed without anyone acting.
     ///
-    /// True for failures that left the live files untouched and may clear by
-    /// themselves: a temp file that could not be written (disk full, a
-    /// passing I/O error) or a rename that failed. False for corruption, a
-    /// failed fsync (the driver is poisoned), a read-only filesystem,
-    /// denied permissions, and every other condition that needs an operator.
+    /// True for failures that left the live files untouched and may clear
+    /// without restarting the driver: a temp file that could not be created
+    /// or written (disk full, a passing I/O error, permissions an operator
+    /// can fix while the server keeps retrying) or a rename that failed.
+    /// False for corruption, a failed fsync (the driver is poisoned), a
+    /// read-only filesystem (Linux remounts one read-only after errors; it
+    /// does not come back by itself), a displaced directory, and every
+    /// failure at open.
     pub fn is_transient(&self) -> bool {
         match self {
             FileDriverError::Io { op, source, .. } => {
                 matches!(op, FileOp::WriteTemp | FileOp::Rename | FileOp::RemoveTemp)
-                    && !matches!(
-                        source.kind(),
-                        io::ErrorKind::ReadOnlyFilesystem | io::ErrorKind::PermissionDenied
-                    )
+                    && source.kind() != io::ErrorKind::ReadOnlyFilesystem
             }
             _ => false,
         }
@@ -338,12 +376,38 @@ impl FileDriverError {
             | FileDriverError::SeedOutOfRange { backtrace, .. }
             | FileDriverError::Poisoned { backtrace, .. }
             | FileDriverError::InvalidLeases { backtrace, .. }
+            | FileDriverError::InsecurePermissions { backtrace, .. }
+            | FileDriverError::Displaced { backtrace, .. }
             | FileDriverError::CommitterSpawn { backtrace, .. }
             | FileDriverError::CommitterStopped { backtrace, .. }
             | FileDriverError::Retired { backtrace, .. }
             | FileDriverError::SeedingInterrupted { backtrace, .. }
             | FileDriverError::NoStateFile { backtrace, .. } => backtrace.get(),
         }
+    }
+}
+
+/// The error and its causes on one line, `: `-separated, for logs.
+pub(crate) fn chain(err: &dyn std::error::Error) -> String {
+    let mut line = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        line.push_str(": ");
+        line.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    line
+}
+
+fn displaced_message(dir: &std::path::Path, found: Ownership) -> String {
+    let dir = dir.display();
+    match found {
+        Ownership::LockReplaced => format!(
+            "the lock file {dir}/LOCK was removed or replaced while this driver held it; writes are refused so that no second owner can interleave with this one: stop this server, then start it again"
+        ),
+        _ => format!(
+            "{dir} no longer leads to the directory this driver locked (it was moved, removed or replaced); writes are refused, because a server restarted on {dir} would not see them: stop this server and find out which directory holds the newest state"
+        ),
     }
 }
 

@@ -8,7 +8,7 @@ use tsoracle_core::LeaseRecord;
 use crate::dense_record::DenseState;
 use crate::error::{Bt, FileDriverError, FileOp};
 use crate::store::{self, FileKind, LOCK_FILE};
-use crate::vfs::{Entry, StdFs, Vfs};
+use crate::vfs::{DirIdentity, Entry, StdFs, Vfs};
 
 /// What a state directory holds, as [`read_state_dir`] found it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,6 +24,9 @@ pub struct StateDir {
     pub dense: Option<DenseState>,
     /// The lease set; `None` when there is no `leases` file (empty set).
     pub leases: Option<Vec<LeaseRecord>>,
+    /// The directory's device and inode: different for every copy of a
+    /// directory (see [`DirIdentity`]); `None` where the platform has none.
+    pub identity: Option<DirIdentity>,
     /// Whether a `LOCK` file exists (it says nothing about who holds it).
     pub has_lock_file: bool,
     /// Leftover `*.tmp` files of interrupted writes, which the next open
@@ -68,25 +71,29 @@ pub fn read_state_dir(dir: impl AsRef<Path>) -> Result<StateDir, FileDriverError
         }
         Err(err) => return Err(FileDriverError::io(FileOp::Inspect, dir, err)),
     }
-    let files = store::read_files(&vfs, dir)?;
-    let exists = |path: &Path| {
-        vfs.probe(path)
+    let handle = vfs
+        .open_dir(dir)
+        .map_err(|err| FileDriverError::io(FileOp::OpenDir, dir, err))?;
+    let files = store::read_files(handle.as_ref(), dir)?;
+    let exists = |name: &str| {
+        handle
+            .probe(name)
             .map(|entry| entry != Entry::Missing)
-            .map_err(|err| FileDriverError::io(FileOp::Inspect, path, err))
+            .map_err(|err| FileDriverError::io(FileOp::Inspect, dir.join(name), err))
     };
     let mut leftover_temp_files = Vec::new();
     for kind in FileKind::ALL {
-        let temp = dir.join(kind.temp_name());
-        if exists(&temp)? {
-            leftover_temp_files.push(temp);
+        if exists(kind.temp_name())? {
+            leftover_temp_files.push(dir.join(kind.temp_name()));
         }
     }
     Ok(StateDir {
         dir: dir.to_path_buf(),
+        identity: handle.identity(),
         high_water: files.high_water,
         dense: files.dense,
         leases: files.leases,
-        has_lock_file: exists(&dir.join(LOCK_FILE))?,
+        has_lock_file: exists(LOCK_FILE)?,
         leftover_temp_files,
     })
 }

@@ -186,14 +186,13 @@ impl FileDriver {
             }
         })?;
 
-        let (store, _lock) = Store::lock(Arc::clone(&vfs), dir)?;
+        let (store, _lock) = Store::lock(vfs, dir)?;
         let existing = match store.existing_state_file()? {
             Some(existing) => Some(existing),
             None => [SEEDING_FILE, RETIRED_FILE]
                 .into_iter()
-                .map(|name| dir.join(name))
-                .find_map(|path| match fence::exists(vfs.as_ref(), &path) {
-                    Ok(true) => Some(Ok(path)),
+                .find_map(|name| match fence::exists(&store, name) {
+                    Ok(true) => Some(Ok(dir.join(name))),
                     Ok(false) => None,
                     Err(err) => Some(Err(err)),
                 })
@@ -207,8 +206,7 @@ impl FileDriver {
         }
 
         fence::write_marker(
-            vfs.as_ref(),
-            dir,
+            &store,
             SEEDING_FILE,
             b"tsoracle-driver-file init_from in progress: this directory is incomplete and must not serve\n",
         )?;
@@ -219,6 +217,6 @@ impl FileDriver {
         }
         stage(FileKind::State, &state)?;
         store.sync_dir()?;
-        fence::remove_marker(vfs.as_ref(), dir, SEEDING_FILE)
+        fence::remove_marker(&store, SEEDING_FILE)
     }
 }

@@ -10,8 +10,8 @@ use tsoracle_core::LeaseRecord;
 use crate::dense_record::{self, DenseState};
 use crate::error::{Bt, FileDriverError, FileOp};
 use crate::fence::{self, RETIRED_FILE, SEEDING_FILE};
-use crate::store::{LOCK_FILE, Store};
-use crate::vfs::{Entry, LockGuard, StdFs, Vfs};
+use crate::store::{DirLock, LOCK_FILE, Store};
+use crate::vfs::{Entry, StdFs, Vfs};
 use crate::{lease_record, record};
 
 /// The bytes of one file as read under the lock (`None`: absent).
@@ -50,13 +50,14 @@ pub(crate) struct RawFile {
 #[derive(Debug)]
 pub struct StoppedDir {
     dir: PathBuf,
-    vfs: Arc<dyn Vfs>,
+    /// The opened, locked directory: markers are written through it.
+    store: Store,
     /// `LOCK`, `dense`, `leases`, `state`, in the receipt's order.
     files: [RawFile; 4],
     high_water: Option<u64>,
     dense: Option<DenseState>,
     leases: Option<Vec<LeaseRecord>>,
-    _lock: LockGuard,
+    _lock: DirLock,
 }
 
 impl StoppedDir {
@@ -112,23 +113,21 @@ impl StoppedDir {
             }
             Err(err) => return Err(FileDriverError::io(FileOp::Inspect, dir, err)),
         }
-        let (_store, lock) = Store::lock(Arc::clone(&vfs), dir)?;
-        let seeding = dir.join(SEEDING_FILE);
-        if fence::exists(vfs.as_ref(), &seeding)? {
+        let (store, lock) = Store::lock(vfs, dir)?;
+        if fence::exists(&store, SEEDING_FILE)? {
             return Err(FileDriverError::SeedingInterrupted {
-                marker: seeding,
+                marker: dir.join(SEEDING_FILE),
                 backtrace: Bt::capture(),
             });
         }
         // A rename left un-synced by a process that died is made durable
         // before anything read here is carried elsewhere.
-        vfs.sync_dir(dir)
-            .map_err(|err| FileDriverError::io(FileOp::FsyncDir, dir, err))?;
+        store.sync_dir()?;
         let read = |name: &'static str| -> Result<RawFile, FileDriverError> {
-            let path = dir.join(name);
-            let bytes = vfs
-                .read(&path)
-                .map_err(|err| FileDriverError::io(FileOp::Read, path, err))?;
+            let bytes = store
+                .handle()
+                .read(name)
+                .map_err(|err| FileDriverError::io(FileOp::Read, dir.join(name), err))?;
             Ok(RawFile { name, bytes })
         };
         let files = [
@@ -160,7 +159,7 @@ impl StoppedDir {
             .transpose()?;
         Ok(StoppedDir {
             dir: dir.to_path_buf(),
-            vfs,
+            store,
             files,
             high_water,
             dense,
@@ -199,7 +198,7 @@ impl StoppedDir {
     ///
     /// [`FileDriverError::Io`] when the marker cannot be read.
     pub fn retired_note(&self) -> Result<Option<String>, FileDriverError> {
-        fence::read_marker(self.vfs.as_ref(), &self.dir, RETIRED_FILE)
+        fence::read_marker(&self.store, RETIRED_FILE)
     }
 
     /// Writes (or replaces) the `RETIRED` marker with `note`, durably: from
@@ -211,7 +210,7 @@ impl StoppedDir {
     ///
     /// [`FileDriverError::Io`] for a failed write, fsync or rename.
     pub fn retire(&self, note: &str) -> Result<(), FileDriverError> {
-        fence::write_marker(self.vfs.as_ref(), &self.dir, RETIRED_FILE, note.as_bytes())
+        fence::write_marker(&self.store, RETIRED_FILE, note.as_bytes())
     }
 
     /// Removes the `RETIRED` marker, durably, so the directory can serve
@@ -224,6 +223,6 @@ impl StoppedDir {
     /// [`FileDriverError::Io`] when the marker cannot be removed or the
     /// directory fsynced.
     pub fn reinstate(&self) -> Result<(), FileDriverError> {
-        fence::remove_marker(self.vfs.as_ref(), &self.dir, RETIRED_FILE)
+        fence::remove_marker(&self.store, RETIRED_FILE)
     }
 }

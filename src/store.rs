@@ -38,14 +38,35 @@
 //! to retry. Any failure after the rename took effect also poisons, because
 //! memory can then no longer say what the live file holds.
 //!
-//! The state directory is made durable in its parent (and the parent in its
-//! own, up to the root) at every open, before anything is written in it:
-//! otherwise a power cut could lose the directory, and with it every
-//! acknowledged value.
+//! # Which directories are fsynced at open
+//!
+//! The state directory is fsynced before anything is read (above). Every
+//! directory open creates is made durable in its parent before it is used;
+//! the parent of an existing state directory is fsynced too (an operator's
+//! `mkdir -p` just before start-up leaves its entry in the page cache, and
+//! everything acknowledged later lives inside it). Ancestors above are not
+//! touched. As PostgreSQL does, a parent the service user may traverse but
+//! not read (a 0711 home directory: `EACCES`) and a filesystem that cannot
+//! fsync a directory at all (`EINVAL`) are tolerated with a warning: they
+//! would otherwise make the directory impossible to open.
+//!
+//! # One owner
+//!
+//! Open locks the directory itself (an flock on its descriptor) and then
+//! its `LOCK` file, both before reading anything. Deleting `LOCK` therefore
+//! does not let a second driver in, while a peer that knows only `LOCK`
+//! is still excluded by it. All later I/O goes through the opened
+//! directory's descriptor (see [`crate::vfs`]), so a driver never writes
+//! into a directory it did not lock. Before a batch is acknowledged the
+//! committer checks that the path still leads to that directory and that
+//! `LOCK` is still the file it locked; if not, it stops acknowledging for
+//! good ([`FileDriverError::Displaced`]): the next server started on the
+//! path would not see what it wrote.
 
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tsoracle_core::LeaseRecord;
@@ -54,7 +75,7 @@ use crate::dense_record::{self, DenseState};
 use crate::error::{Bt, FileDriverError, FileOp};
 use crate::lease_record;
 use crate::record;
-use crate::vfs::{Entry, LockGuard, Vfs, VfsFile};
+use crate::vfs::{Entry, LockGuard, Ownership, Vfs, VfsDir, VfsFile};
 
 /// Name of the lock file inside a state directory.
 pub const LOCK_FILE: &str = "LOCK";
@@ -143,48 +164,133 @@ pub(crate) struct StageFailure {
     pub(crate) poisons: bool,
 }
 
+/// The locks that make a driver the owner of its directory: the directory
+/// itself and its `LOCK` file. Dropping it releases both.
+#[derive(Debug)]
+pub(crate) struct DirLock {
+    _file: LockGuard,
+    _dir: LockGuard,
+}
+
+/// `EINVAL`: what Linux and macOS return for an fsync the filesystem does
+/// not support (some FUSE and network filesystems, for directories).
+const EINVAL: i32 = 22;
+
 /// A state directory whose lock the caller holds (see [`Store::lock`]).
 #[derive(Debug)]
 pub(crate) struct Store {
-    vfs: Arc<dyn Vfs>,
+    /// The path as the caller gave it, for messages.
     dir: PathBuf,
+    /// The same path made absolute (not resolved): what a restarted server
+    /// would open, so what the owner check compares with.
+    check_path: PathBuf,
+    /// The opened directory; every operation goes through it.
+    handle: Box<dyn VfsDir>,
+    /// Set once a directory fsync answered `EINVAL`, so the warning is
+    /// logged once.
+    dir_fsync_unsupported: AtomicBool,
 }
 
 impl Store {
-    /// Creates `dir` if needed (durably, see the module docs) and takes its
-    /// lock. Nothing is read before the lock is held. The guard is returned
-    /// apart from the store so its owner, not the committer thread, decides
-    /// when the lock goes: a committer that died must not release it while
-    /// its driver still answers reads.
-    pub(crate) fn lock(
-        vfs: Arc<dyn Vfs>,
-        dir: &Path,
-    ) -> Result<(Store, LockGuard), FileDriverError> {
-        ensure_dir(vfs.as_ref(), dir)?;
+    /// Creates `dir` if needed (durably, see the module docs), opens it,
+    /// refuses it if others may write it, and takes its locks. Nothing is
+    /// read before the locks are held. The locks are returned apart from
+    /// the store so their owner, not the committer thread, decides when
+    /// they go: a committer that died must not release them while its
+    /// driver still answers reads.
+    pub(crate) fn lock(vfs: Arc<dyn Vfs>, dir: &Path) -> Result<(Store, DirLock), FileDriverError> {
+        let created = ensure_dir(vfs.as_ref(), dir)?;
+        let real = vfs
+            .resolve(dir)
+            .map_err(|err| FileDriverError::io(FileOp::Inspect, dir, err))?;
+        let handle = vfs
+            .open_dir(&real)
+            .map_err(|err| FileDriverError::io(FileOp::OpenDir, dir, err))?;
+        check_permissions(handle.as_ref(), dir)?;
         let lock_path = dir.join(LOCK_FILE);
-        let lock = match vfs.try_lock(&lock_path) {
+        let already_locked = || FileDriverError::AlreadyLocked {
+            path: lock_path.clone(),
+            backtrace: Bt::capture(),
+        };
+        // The directory first: a second opener that finds it locked leaves
+        // without creating a LOCK file the owner would see as replaced.
+        let dir_lock = match handle.try_lock_dir() {
             Ok(Some(lock)) => lock,
-            Ok(None) => {
-                return Err(FileDriverError::AlreadyLocked {
-                    path: lock_path,
-                    backtrace: Bt::capture(),
-                });
-            }
-            Err(err) => return Err(FileDriverError::io(FileOp::Lock, lock_path, err)),
+            Ok(None) => return Err(already_locked()),
+            Err(err) => return Err(FileDriverError::io(FileOp::Lock, dir, err)),
         };
+        let file_lock = match handle.try_lock_file(LOCK_FILE) {
+            Ok(Some(lock)) => lock,
+            Ok(None) => return Err(already_locked()),
+            Err(err) => return Err(FileDriverError::io(FileOp::Lock, &lock_path, err)),
+        };
+        // A directory made just now was made durable in its parent by
+        // ensure_dir; an existing one is made durable here, best effort.
+        if !created && let Some(parent) = real.parent() {
+            sync_parent(vfs.as_ref(), parent, false)?;
+        }
+        let check_path = std::path::absolute(dir)
+            .map_err(|err| FileDriverError::io(FileOp::Inspect, dir, err))?;
         let store = Store {
-            vfs,
             dir: dir.to_path_buf(),
+            check_path,
+            handle,
+            dir_fsync_unsupported: AtomicBool::new(false),
         };
-        Ok((store, lock))
+        // The path could have been switched between resolving and opening
+        // it: the directory locked must be the one the path leads to.
+        store.check_owner()?;
+        Ok((
+            store,
+            DirLock {
+                _file: file_lock,
+                _dir: dir_lock,
+            },
+        ))
     }
 
     pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
+    /// The opened directory, for the marker files (`crate::fence`).
+    pub(crate) fn handle(&self) -> &dyn VfsDir {
+        self.handle.as_ref()
+    }
+
     fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
+    }
+
+    /// Fsyncs the state directory; `EINVAL` (a filesystem that cannot fsync
+    /// a directory) is tolerated with one warning, as PostgreSQL does.
+    fn sync_handle(&self) -> io::Result<()> {
+        match self.handle.sync() {
+            Err(err) if err.raw_os_error() == Some(EINVAL) => {
+                if !self.dir_fsync_unsupported.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        dir = %self.dir.display(),
+                        "the filesystem cannot fsync a directory (EINVAL): a rename is durable only once the filesystem commits it by itself"
+                    );
+                }
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// Whether the path still leads to the directory this store locked and
+    /// `LOCK` is still the file it locked; an error stops acknowledging.
+    pub(crate) fn check_owner(&self) -> Result<(), FileDriverError> {
+        match self.handle.check_owner(&self.check_path, LOCK_FILE) {
+            Ok(Ownership::Intact) => Ok(()),
+            Ok(found) => Err(FileDriverError::Displaced {
+                dir: self.dir.clone(),
+                found,
+                backtrace: Bt::capture(),
+            }),
+            Err(err) => Err(FileDriverError::io(FileOp::CheckOwner, &self.dir, err)),
+        }
     }
 
     /// Reads and validates all three files, then removes `*.tmp` debris.
@@ -197,16 +303,17 @@ impl Store {
         // A process that died between a rename and its directory fsync left
         // the new file visible but not yet durable: make it durable before
         // anything read here is served or acknowledged as durable.
-        self.vfs
-            .sync_dir(&self.dir)
+        self.sync_handle()
             .map_err(|err| FileDriverError::io(FileOp::FsyncDir, &self.dir, err))?;
-        let files = read_files(self.vfs.as_ref(), &self.dir)?;
+        let files = read_files(self.handle.as_ref(), &self.dir)?;
         for kind in FileKind::ALL {
-            let temp = self.path(kind.temp_name());
-            match self.vfs.remove_file(&temp) {
+            match self.handle.remove(kind.temp_name()) {
                 Ok(()) => {}
                 Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-                Err(err) => return Err(FileDriverError::io(FileOp::RemoveTemp, temp, err)),
+                Err(err) => {
+                    let temp = self.path(kind.temp_name());
+                    return Err(FileDriverError::io(FileOp::RemoveTemp, temp, err));
+                }
             }
         }
         Ok(Snapshot {
@@ -220,7 +327,7 @@ impl Store {
     pub(crate) fn existing_state_file(&self) -> Result<Option<PathBuf>, FileDriverError> {
         for kind in FileKind::ALL {
             let path = self.path(kind.name());
-            match self.vfs.probe(&path) {
+            match self.handle.probe(kind.name()) {
                 Ok(Entry::Missing) => {}
                 Ok(_) => return Ok(Some(path)),
                 Err(err) => return Err(FileDriverError::io(FileOp::Inspect, path, err)),
@@ -248,7 +355,7 @@ impl Store {
 
         // Step 1: crash or failure leaves only debris; the live file is as it was.
         let mut file = self
-            .write_temp(&temp, bytes)
+            .write_temp(kind.temp_name(), bytes)
             .map_err(|err| transient(FileOp::WriteTemp, &temp, err))?;
 
         // Step 2: a failed fsync may have dropped pages for good: poison.
@@ -259,7 +366,7 @@ impl Store {
 
         // Step 3: a failed rename renamed nothing; the live file is as it was.
         failpoint("file_driver::before_rename")
-            .and_then(|()| self.vfs.rename(&temp, &live))
+            .and_then(|()| self.handle.rename(kind.temp_name(), kind.name()))
             .map_err(|err| transient(FileOp::Rename, &live, err))?;
         // From here the live file holds the new record: any failure poisons.
         failpoint("file_driver::after_rename")
@@ -267,9 +374,11 @@ impl Store {
         Ok(fsync_time)
     }
 
-    fn write_temp(&self, temp: &Path, bytes: &[u8]) -> io::Result<Box<dyn VfsFile>> {
+    fn write_temp(&self, temp: &str, bytes: &[u8]) -> io::Result<Box<dyn VfsFile>> {
         failpoint("file_driver::before_temp_write")?;
-        let mut file = self.vfs.create(temp)?;
+        // Created exclusively after removing whatever is there: nothing
+        // planted at `X.tmp` (a symbolic link, a hard link) is written through.
+        let mut file = self.handle.create_new(temp)?;
         file.write_all(bytes)?;
         failpoint("file_driver::after_temp_write")?;
         Ok(file)
@@ -284,7 +393,7 @@ impl Store {
     pub(crate) fn sync_dir(&self) -> Result<Duration, FileDriverError> {
         let started = Instant::now();
         failpoint("file_driver::before_dir_fsync")
-            .and_then(|()| self.vfs.sync_dir(&self.dir))
+            .and_then(|()| self.sync_handle())
             .and_then(|()| failpoint("file_driver::after_dir_fsync"))
             .map_err(|err| FileDriverError::io(FileOp::FsyncDir, &self.dir, err))?;
         Ok(started.elapsed())
@@ -306,24 +415,25 @@ pub(crate) struct Files {
     pub(crate) leases: Option<Vec<LeaseRecord>>,
 }
 
-/// Reads and decodes `state`, `dense` and `leases`. Reads only: safe without
-/// the lock, because live files are only ever replaced whole by rename.
-pub(crate) fn read_files(vfs: &dyn Vfs, dir: &Path) -> Result<Files, FileDriverError> {
+/// Reads and decodes `state`, `dense` and `leases` of the opened directory
+/// `handle` (named `dir` in errors). Reads only: safe without the lock,
+/// because live files are only ever replaced whole by rename.
+pub(crate) fn read_files(handle: &dyn VfsDir, dir: &Path) -> Result<Files, FileDriverError> {
     Ok(Files {
-        high_water: read_decoded(vfs, dir, FileKind::State, record::decode)?,
-        dense: read_decoded(vfs, dir, FileKind::Dense, dense_record::decode)?,
-        leases: read_decoded(vfs, dir, FileKind::Leases, lease_record::decode)?,
+        high_water: read_decoded(handle, dir, FileKind::State, record::decode)?,
+        dense: read_decoded(handle, dir, FileKind::Dense, dense_record::decode)?,
+        leases: read_decoded(handle, dir, FileKind::Leases, lease_record::decode)?,
     })
 }
 
 fn read_decoded<T>(
-    vfs: &dyn Vfs,
+    handle: &dyn VfsDir,
     dir: &Path,
     kind: FileKind,
     decode: impl FnOnce(&[u8]) -> Result<T, crate::record::RecordError>,
 ) -> Result<Option<T>, FileDriverError> {
     let path = dir.join(kind.name());
-    match vfs.read(&path) {
+    match handle.read(kind.name()) {
         Ok(None) => Ok(None),
         Ok(Some(bytes)) => decode(&bytes)
             .map(Some)
@@ -344,15 +454,11 @@ fn parent_dir(path: &Path) -> Option<&Path> {
     }
 }
 
-/// Makes sure `dir` exists as a directory, creating what is missing, then
-/// makes its entry durable all the way up.
-///
-/// The directory is fsynced upwards on *every* open, not only when this
-/// call created it: a directory made by an earlier open that died before
-/// its parent's fsync, or by a `mkdir -p` just before start-up, is only as
-/// durable as the entries above it, and everything acknowledged later lives
-/// inside it. Fsyncing a directory with nothing pending is cheap.
-fn ensure_dir(vfs: &dyn Vfs, dir: &Path) -> Result<(), FileDriverError> {
+/// Makes sure `dir` exists as a directory, creating what is missing (each
+/// private, mode 0700), and makes every directory it created durable in its
+/// parent before anything is written in it. Returns whether it created the
+/// state directory itself.
+fn ensure_dir(vfs: &dyn Vfs, dir: &Path) -> Result<bool, FileDriverError> {
     let mut missing = Vec::new();
     let mut cursor = dir;
     loop {
@@ -388,12 +494,48 @@ fn ensure_dir(vfs: &dyn Vfs, dir: &Path) -> Result<(), FileDriverError> {
             Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
             Err(err) => return Err(FileDriverError::io(FileOp::CreateDir, *created, err)),
         }
+        if let Some(parent) = parent_dir(created) {
+            sync_parent(vfs, parent, true)?;
+        }
     }
-    let mut cursor = dir;
-    while let Some(parent) = parent_dir(cursor) {
-        vfs.sync_dir(parent)
-            .map_err(|err| FileDriverError::io(FileOp::FsyncDir, parent, err))?;
-        cursor = parent;
+    Ok(!missing.is_empty())
+}
+
+/// Fsyncs `parent`, the directory holding a state directory's entry (or an
+/// entry open just created on the way to it). `EINVAL` (no directory fsync
+/// on this filesystem) and `EACCES`/`EPERM` (a parent the service user may
+/// traverse but not open, like a 0711 home directory) are logged and
+/// tolerated, as PostgreSQL does; anything else fails the open.
+fn sync_parent(vfs: &dyn Vfs, parent: &Path, just_created: bool) -> Result<(), FileDriverError> {
+    match vfs.sync_dir(parent) {
+        Ok(()) => Ok(()),
+        Err(err)
+            if err.raw_os_error() == Some(EINVAL)
+                || err.kind() == io::ErrorKind::PermissionDenied =>
+        {
+            tracing::warn!(
+                parent = %parent.display(),
+                error = %err,
+                just_created,
+                "cannot fsync the directory that holds the state directory; its entry is durable only once the filesystem commits it by itself"
+            );
+            Ok(())
+        }
+        Err(err) => Err(FileDriverError::io(FileOp::FsyncDir, parent, err)),
     }
-    Ok(())
+}
+
+/// Refuses a state directory that its group or others may write: anyone
+/// who can write it can replace the state files, or `LOCK`, and make the
+/// oracle hand out values twice. PostgreSQL and etcd refuse theirs too.
+fn check_permissions(handle: &dyn VfsDir, dir: &Path) -> Result<(), FileDriverError> {
+    match handle.mode() {
+        Ok(Some(mode)) if mode & 0o022 != 0 => Err(FileDriverError::InsecurePermissions {
+            dir: dir.to_path_buf(),
+            mode,
+            backtrace: Bt::capture(),
+        }),
+        Ok(_) => Ok(()),
+        Err(err) => Err(FileDriverError::io(FileOp::Inspect, dir, err)),
+    }
 }

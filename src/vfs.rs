@@ -1,41 +1,83 @@
 //! The filesystem seam: every filesystem operation the driver performs goes
-//! through [`Vfs`].
+//! through [`Vfs`] (paths, before a state directory is open) and [`VfsDir`]
+//! (names inside the one directory the driver opened and locked).
 //!
-//! The only implementation shipped is [`StdFs`], plain `std::fs` plus an
-//! `fs2` advisory lock; it is what [`FileDriver::open_or_init`] uses. The
-//! trait is public so tests (this crate's and yours) can run the real driver
-//! on a filesystem that fails, fills up, or loses unsynced data on purpose,
-//! the way redb's `StorageBackend` and raft-engine's `FileSystem` are used.
+//! The only implementation shipped is [`StdFs`]; it is what
+//! [`FileDriver::open_or_init`] uses. The traits are public so tests (this
+//! crate's and yours) can run the real driver on a filesystem that fails,
+//! fills up, or loses unsynced data on purpose, the way redb's
+//! `StorageBackend` and raft-engine's `FileSystem` are used.
 //!
-//! The seam is deliberately small: the durable protocol needs only these
-//! eight operations, and each is one syscall or two on Linux.
+//! # Why a directory handle
+//!
+//! The owner of a state directory is the directory the driver opened, not
+//! its path. Once open, every read, write, rename and fsync goes through
+//! [`VfsDir`], which on Unix holds an open descriptor of the directory and
+//! works relative to it (`openat`, `renameat`, `unlinkat`, `fsync(dirfd)`):
+//! if an operator moves the directory or puts another one at its path, the
+//! driver keeps writing into the directory it locked, never into the new
+//! one, and [`VfsDir::check_owner`] tells the committer to stop
+//! acknowledging. Nothing inside the directory is followed through a
+//! symbolic link, and temp files are created exclusively, so nothing
+//! planted in the directory is written through.
 //!
 //! [`FileDriver::open_or_init`]: crate::FileDriver::open_or_init
 
 use std::fmt;
-use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
-use std::path::Path;
+use std::io;
+use std::path::{Path, PathBuf};
 
-use fs2::FileExt;
-
-/// What a path names, as [`Vfs::probe`] reports it.
+/// What a path names, as [`Vfs::probe`] and [`VfsDir::probe`] report it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Entry {
     /// Nothing exists at the path.
     Missing,
-    /// A directory.
+    /// A directory ([`Vfs::probe`] follows symbolic links; [`VfsDir::probe`]
+    /// does not).
     Directory,
-    /// Anything else: a regular file, a socket, a device.
+    /// Anything else: a regular file, a symbolic link inside a state
+    /// directory, a socket, a device.
     Other,
 }
 
-/// An exclusive lock on a state directory; dropping it releases the lock.
+/// What [`VfsDir::check_owner`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ownership {
+    /// The path still leads to the directory that was opened, and its
+    /// `LOCK` is still the file that was locked.
+    Intact,
+    /// The path no longer leads to the opened directory: it was moved,
+    /// removed, or another directory (a restore, a copy) now sits there.
+    DirectoryReplaced,
+    /// The directory's `LOCK` file was removed or replaced by another file,
+    /// so a peer that knows only `LOCK` could lock it.
+    LockReplaced,
+}
+
+/// What makes a directory itself, whatever path leads to it: its device
+/// and inode numbers. Two copies of a state directory (a `cp -a`, a restore
+/// from a backup) have different identities even though their files are
+/// equal; a block-level clone (a disk snapshot, a VM image) may keep them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DirIdentity {
+    /// The device number (`st_dev`).
+    pub device: u64,
+    /// The inode number (`st_ino`).
+    pub inode: u64,
+}
+
+impl fmt::Display for DirIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "device {:#x} inode {}", self.device, self.inode)
+    }
+}
+
+/// An exclusive lock; dropping it releases the lock.
 pub struct LockGuard(#[allow(dead_code)] Box<dyn Send + Sync>);
 
 impl LockGuard {
-    /// Wraps whatever keeps the lock held (for [`StdFs`], the open `LOCK`
-    /// file whose flock is released when it is closed).
+    /// Wraps whatever keeps the lock held (for [`StdFs`], the open file or
+    /// directory whose flock is released when the guard is dropped).
     pub fn new(holder: impl Send + Sync + 'static) -> Self {
         Self(Box::new(holder))
     }
@@ -47,7 +89,7 @@ impl fmt::Debug for LockGuard {
     }
 }
 
-/// A file opened for writing by [`Vfs::create`].
+/// A file opened for writing by [`VfsDir::create_new`].
 pub trait VfsFile: Send {
     /// Writes all of `bytes` at the current position.
     ///
@@ -56,7 +98,8 @@ pub trait VfsFile: Send {
     /// The underlying write's error (`ENOSPC`, `EIO`, ...).
     fn write_all(&mut self, bytes: &[u8]) -> io::Result<()>;
 
-    /// Makes everything written so far durable (`fsync`).
+    /// Makes everything written so far durable (`fsync`; on macOS the
+    /// `F_FULLFSYNC` that `std::fs::File::sync_all` issues).
     ///
     /// # Errors
     ///
@@ -65,98 +108,156 @@ pub trait VfsFile: Send {
     fn sync(&mut self) -> io::Result<()>;
 }
 
-/// The filesystem operations the driver performs, and nothing else.
+/// The path-level operations the driver performs before a state directory
+/// is open: finding, creating and opening it.
 ///
-/// Implementations must behave like a POSIX filesystem: `rename` replaces
-/// its target atomically, and creations and renames inside a directory are
-/// durable only after [`Vfs::sync_dir`] on that directory returned.
+/// Implementations must behave like a POSIX filesystem: creations and
+/// renames inside a directory are durable only after that directory was
+/// synced.
 pub trait Vfs: Send + Sync + fmt::Debug + 'static {
-    /// Reports what exists at `path`; a symbolic link to a directory counts
-    /// as a directory.
+    /// Reports what exists at `path`, following symbolic links.
     ///
     /// # Errors
     ///
     /// Any error other than "not found" (which is [`Entry::Missing`]).
     fn probe(&self, path: &Path) -> io::Result<Entry>;
 
-    /// Creates one directory; its parent exists.
+    /// Creates one directory, private to its owner (mode 0700 whatever the
+    /// umask); its parent exists.
     ///
     /// # Errors
     ///
     /// The `mkdir` error; `AlreadyExists` when something is already there.
     fn create_dir(&self, path: &Path) -> io::Result<()>;
 
-    /// Creates `path` if missing (never truncating or replacing it) and
-    /// takes an exclusive lock on it without waiting. `Ok(None)` means
-    /// another owner, in this process or another, holds the lock.
+    /// The canonical path of an existing directory: absolute, with every
+    /// symbolic link resolved, so its real parent can be synced.
     ///
     /// # Errors
     ///
-    /// Opening or creating the file failed, or locking failed for a reason
-    /// other than contention.
-    fn try_lock(&self, path: &Path) -> io::Result<Option<LockGuard>>;
+    /// The resolution's error.
+    fn resolve(&self, path: &Path) -> io::Result<PathBuf>;
 
-    /// Reads a whole file; `Ok(None)` when it does not exist.
-    ///
-    /// # Errors
-    ///
-    /// Any error other than "not found".
-    fn read(&self, path: &Path) -> io::Result<Option<Vec<u8>>>;
-
-    /// Creates `path`, or truncates it if it exists, and opens it for writing.
-    ///
-    /// # Errors
-    ///
-    /// The `open` error.
-    fn create(&self, path: &Path) -> io::Result<Box<dyn VfsFile>>;
-
-    /// Atomically renames `from` over `to`.
-    ///
-    /// # Errors
-    ///
-    /// The `rename` error; nothing was renamed.
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
-
-    /// Makes the directory's entries durable (fsync of the directory).
+    /// Makes a directory's entries durable (fsync of the directory).
     ///
     /// # Errors
     ///
     /// Opening or fsyncing the directory failed.
     fn sync_dir(&self, path: &Path) -> io::Result<()>;
 
+    /// Opens the directory at `path` for the driver's whole life; every
+    /// later operation goes through the handle.
+    ///
+    /// # Errors
+    ///
+    /// The `open` error (`ENOTDIR` when it is not a directory).
+    fn open_dir(&self, path: &Path) -> io::Result<Box<dyn VfsDir>>;
+}
+
+/// One open state directory. Every name is a plain file name inside it
+/// (`state`, `state.tmp`, `LOCK`); nothing is followed through a symbolic
+/// link.
+pub trait VfsDir: Send + Sync + fmt::Debug {
+    /// The directory's permission bits (`st_mode & 0o7777`); `None` on a
+    /// platform that has none.
+    ///
+    /// # Errors
+    ///
+    /// The `fstat` error.
+    fn mode(&self) -> io::Result<Option<u32>>;
+
+    /// Takes an exclusive lock on the directory itself, without waiting.
+    /// `Ok(None)` means another owner holds it. This lock is what makes the
+    /// directory, not its `LOCK` file, the thing that is owned: deleting
+    /// `LOCK` does not release it.
+    ///
+    /// # Errors
+    ///
+    /// Locking failed for a reason other than contention.
+    fn try_lock_dir(&self) -> io::Result<Option<LockGuard>>;
+
+    /// Creates `name` if missing (0600, never truncating or replacing it,
+    /// never through a symbolic link) and takes an exclusive lock on it
+    /// without waiting. `Ok(None)` means another owner holds it. The handle
+    /// remembers which file it locked, for [`VfsDir::check_owner`].
+    ///
+    /// # Errors
+    ///
+    /// Opening or creating the file failed, or locking failed for a reason
+    /// other than contention.
+    fn try_lock_file(&self, name: &str) -> io::Result<Option<LockGuard>>;
+
+    /// Reports what `name` is, without following a symbolic link.
+    ///
+    /// # Errors
+    ///
+    /// Any error other than "not found".
+    fn probe(&self, name: &str) -> io::Result<Entry>;
+
+    /// Reads a whole regular file; `Ok(None)` when it does not exist.
+    ///
+    /// # Errors
+    ///
+    /// Any error other than "not found"; a symbolic link or anything but a
+    /// regular file is an error.
+    fn read(&self, name: &str) -> io::Result<Option<Vec<u8>>>;
+
+    /// Removes whatever file or symbolic link is at `name` (a symbolic link
+    /// itself, never its target), then creates a new empty regular file
+    /// there exclusively, mode 0600 whatever the umask, and opens it for
+    /// writing.
+    ///
+    /// # Errors
+    ///
+    /// The `unlink` or `open` error; `AlreadyExists` if something was
+    /// planted between the two.
+    fn create_new(&self, name: &str) -> io::Result<Box<dyn VfsFile>>;
+
+    /// Atomically renames `from` over `to`, both in this directory.
+    ///
+    /// # Errors
+    ///
+    /// The `rename` error; nothing was renamed.
+    fn rename(&self, from: &str, to: &str) -> io::Result<()>;
+
+    /// Makes this directory's entries durable (fsync of the directory).
+    ///
+    /// # Errors
+    ///
+    /// The fsync's error.
+    fn sync(&self) -> io::Result<()>;
+
     /// Removes a file.
     ///
     /// # Errors
     ///
     /// The `unlink` error, `NotFound` included.
-    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    fn remove(&self, name: &str) -> io::Result<()>;
+
+    /// Whether `path` still leads to this directory and the file locked by
+    /// [`VfsDir::try_lock_file`] is still at `lock_name`.
+    ///
+    /// # Errors
+    ///
+    /// A `stat` failed for a reason other than the path or file being gone.
+    fn check_owner(&self, path: &Path, lock_name: &str) -> io::Result<Ownership>;
+
+    /// The directory's [`DirIdentity`], taken when it was opened; `None`
+    /// where the platform (or a simulated filesystem) has none.
+    fn identity(&self) -> Option<DirIdentity> {
+        None
+    }
 }
 
-/// The real filesystem: `std::fs` and an `fs2` (flock) lock.
+/// The real filesystem: `std::fs`, and on Unix `rustix`'s `*at` calls on
+/// the opened directory plus `fs2` (flock) locks.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct StdFs;
 
-impl VfsFile for File {
-    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
-        Write::write_all(self, bytes)
-    }
-
-    fn sync(&mut self) -> io::Result<()> {
-        self.sync_all()
-    }
-}
-
 impl Vfs for StdFs {
     fn probe(&self, path: &Path) -> io::Result<Entry> {
-        match std::fs::symlink_metadata(path) {
+        match std::fs::metadata(path) {
             Ok(meta) if meta.is_dir() => Ok(Entry::Directory),
-            // A symlink to a directory is a directory for our purposes.
-            Ok(meta) if meta.file_type().is_symlink() => match std::fs::metadata(path) {
-                Ok(target) if target.is_dir() => Ok(Entry::Directory),
-                Ok(_) => Ok(Entry::Other),
-                Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(Entry::Missing),
-                Err(err) => Err(err),
-            },
             Ok(_) => Ok(Entry::Other),
             Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(Entry::Missing),
             Err(err) => Err(err),
@@ -164,82 +265,26 @@ impl Vfs for StdFs {
     }
 
     fn create_dir(&self, path: &Path) -> io::Result<()> {
-        std::fs::create_dir(path)
+        platform::create_private_dir(path)
     }
 
-    fn try_lock(&self, path: &Path) -> io::Result<Option<LockGuard>> {
-        // Never truncate: LOCK is a stable inode that every owner locks.
-        // Replacing it would let two processes lock two different inodes.
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
-        match FileExt::try_lock_exclusive(&file) {
-            Ok(()) => Ok(Some(LockGuard::new(Flock(file)))),
-            Err(err) if err.raw_os_error() == fs2::lock_contended_error().raw_os_error() => {
-                Ok(None)
-            }
-            Err(err) => Err(err),
-        }
-    }
-
-    fn read(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
-        match std::fs::read(path) {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(err) => Err(err),
-        }
-    }
-
-    fn create(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)?;
-        Ok(Box::new(file))
-    }
-
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        std::fs::rename(from, to)
+    fn resolve(&self, path: &Path) -> io::Result<PathBuf> {
+        std::fs::canonicalize(path)
     }
 
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        sync_dir_impl(path)
+        platform::sync_dir_path(path)
     }
 
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        std::fs::remove_file(path)
-    }
-}
-
-/// An flocked `LOCK` file. The lock belongs to the open file description,
-/// which a child process spawned by any thread shares until it execs: merely
-/// closing our descriptor would leave the lock held for that instant. An
-/// explicit unlock releases it for every descriptor at once.
-struct Flock(File);
-
-impl Drop for Flock {
-    fn drop(&mut self) {
-        // Nothing to do on failure: closing the file releases it anyway.
-        let _ = FileExt::unlock(&self.0);
+    fn open_dir(&self, path: &Path) -> io::Result<Box<dyn VfsDir>> {
+        Ok(Box::new(platform::StdDir::open(path)?))
     }
 }
 
-/// A rename or a creation changes the directory, not the file: on Linux
-/// (ext4, xfs, btrfs) it survives a power cut only once the directory itself
-/// has been fsynced, which is done through a read-only handle on it.
 #[cfg(unix)]
-fn sync_dir_impl(path: &Path) -> io::Result<()> {
-    File::open(path)?.sync_all()
-}
+#[path = "vfs/unix.rs"]
+mod platform;
 
-/// Windows cannot open a directory as a file without extra flags, and NTFS
-/// journals renames with the metadata it already flushes; there is nothing
-/// more to sync.
 #[cfg(not(unix))]
-fn sync_dir_impl(_path: &Path) -> io::Result<()> {
-    Ok(())
-}
+#[path = "vfs/portable.rs"]
+mod platform;

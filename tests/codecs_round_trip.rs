@@ -78,6 +78,7 @@ fn dense_state(cap: u64, entries: &BTreeMap<String, u64>) -> DenseState {
                 )
             })
             .collect(),
+        unaddressable: BTreeMap::new(),
     }
 }
 
@@ -323,6 +324,7 @@ fn fixture_dense_file_decodes_to_the_listed_values_and_re_encodes_identically() 
         counters: [(key("orders"), 42), (key("users"), 7)]
             .into_iter()
             .collect(),
+        unaddressable: BTreeMap::new(),
     };
     let decoded = dense_record::decode(&bytes).expect("full/dense decodes");
     assert_eq!(decoded, expected);

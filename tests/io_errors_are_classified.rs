@@ -433,6 +433,41 @@ fn read_only_filesystem_is_permanent_but_does_not_poison() {
     assert_eq!(fx.driver.high_water(), HW + 100);
 }
 
+/// Permission denied creating a temp file (an operator changed the
+/// directory's owner or mode): the live files are untouched, so it is
+/// transient as the README says; the server keeps retrying and succeeds as
+/// soon as the permissions are fixed, without a restart.
+#[test]
+fn permission_denied_on_a_temp_file_is_transient_and_retryable() {
+    let fx = Fixture::new();
+    for write in [Write3::State, Write3::Dense, Write3::Leases] {
+        fx.fs.fail_next(
+            OpKind::Create,
+            Some(write.temp()),
+            ErrorKind::PermissionDenied,
+        );
+        let err = write.run(&fx.rt, &fx.driver, 100).expect_err("denied");
+        let (transient, inner) = classify(&err);
+        assert!(
+            transient,
+            "{}: EACCES on a temp file is transient",
+            write.temp()
+        );
+        assert_io(
+            inner,
+            FileOp::WriteTemp,
+            write.temp(),
+            ErrorKind::PermissionDenied,
+        );
+        assert!(!fx.driver.is_poisoned());
+    }
+    fx.assert_reads(&fx.driver, HW, 5, &fx.leases);
+    Write3::State
+        .run(&fx.rt, &fx.driver, 100)
+        .expect("permissions fixed");
+    assert_eq!(fx.driver.high_water(), HW + 100);
+}
+
 /// Permission denied opening the lock file: a clear `Io { op: Lock }`
 /// naming the `LOCK` path, not "already locked".
 #[test]

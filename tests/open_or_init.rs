@@ -604,6 +604,7 @@ fn dir_with_counters(counters: &[(&str, u64)]) -> tempfile::TempDir {
             .iter()
             .map(|(name, value)| (key(name), *value))
             .collect::<BTreeMap<_, _>>(),
+        unaddressable: BTreeMap::new(),
     };
     std::fs::write(tmp.path().join("dense"), dense_record::encode(&state)).unwrap();
     tmp

@@ -345,6 +345,7 @@ fn check_disk(step: usize, dir: &Path, model: &Model) {
     let want_dense = DenseState {
         cap: model.cap,
         counters: model.dense.clone(),
+        ..DenseState::default()
     };
     match read("dense") {
         Some(bytes) => assert_eq!(
@@ -383,6 +384,7 @@ async fn run_case(setup: Setup, ops: Vec<Op>) {
         let state = DenseState {
             cap: model.cap,
             counters: model.dense.clone(),
+            ..DenseState::default()
         };
         std::fs::write(dir.join("dense"), dense_record::encode(&state)).expect("write dense");
     }

@@ -58,7 +58,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tsoracle_driver_file::vfs::{Entry, LockGuard, Vfs, VfsFile};
+use tsoracle_driver_file::vfs::{Entry, LockGuard, Ownership, Vfs, VfsDir, VfsFile};
 
 /// The message of every error returned after the power cut.
 pub const POWER_LOSS: &str = "simulated power loss";
@@ -188,6 +188,9 @@ enum Trigger {
 struct Fault {
     trigger: Trigger,
     error: io::ErrorKind,
+    /// An OS error number to inject instead (`EINVAL` = 22), when the code
+    /// under test looks at `raw_os_error`.
+    raw: Option<i32>,
 }
 
 #[derive(Debug)]
@@ -447,6 +450,7 @@ impl SimFs {
         lock(&self.inner).faults.push(Fault {
             trigger: Trigger::At(index),
             error: kind,
+            raw: None,
         });
     }
 
@@ -459,6 +463,20 @@ impl SimFs {
                 name: name.map(str::to_owned),
             },
             error: kind,
+            raw: None,
+        });
+    }
+
+    /// Like [`SimFs::fail_next`], with the OS error number `errno` (as
+    /// `io::Error::from_raw_os_error` makes it).
+    pub fn fail_next_os(&self, op: OpKind, name: Option<&str>, errno: i32) {
+        lock(&self.inner).faults.push(Fault {
+            trigger: Trigger::Next {
+                kind: op,
+                name: name.map(str::to_owned),
+            },
+            error: io::Error::from_raw_os_error(errno).kind(),
+            raw: Some(errno),
         });
     }
 
@@ -572,6 +590,9 @@ impl SimFs {
         if let Some(position) = hit {
             let fault = inner.faults.remove(position);
             inner.injected.push(record.clone());
+            if let Some(raw) = fault.raw {
+                return Err(io::Error::from_raw_os_error(raw));
+            }
             return Err(io::Error::new(
                 fault.error,
                 format!(
@@ -840,8 +861,9 @@ impl Drop for HeldLock {
     }
 }
 
-impl Vfs for SimFs {
-    fn probe(&self, path: &Path) -> io::Result<Entry> {
+/// The path-level operations, which [`Vfs`] and [`SimDir`] both use.
+impl SimFs {
+    fn probe_path(&self, path: &Path) -> io::Result<Entry> {
         let inner = self.begin(OpKind::Probe, path)?;
         Ok(match inner.lookup(path)? {
             None => Entry::Missing,
@@ -850,7 +872,7 @@ impl Vfs for SimFs {
         })
     }
 
-    fn create_dir(&self, path: &Path) -> io::Result<()> {
+    fn create_dir_path(&self, path: &Path) -> io::Result<()> {
         let mut inner = self.begin(OpKind::CreateDir, path)?;
         if inner.lookup(path)?.is_some() {
             return Err(io::Error::new(
@@ -869,7 +891,7 @@ impl Vfs for SimFs {
         Ok(())
     }
 
-    fn try_lock(&self, path: &Path) -> io::Result<Option<LockGuard>> {
+    fn try_lock_path(&self, path: &Path) -> io::Result<Option<LockGuard>> {
         let mut inner = self.begin(OpKind::TryLock, path)?;
         match inner.lookup(path)? {
             Some(Node::File(_)) => {}
@@ -895,7 +917,7 @@ impl Vfs for SimFs {
         })))
     }
 
-    fn read(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
+    fn read_path(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
         let inner = self.begin(OpKind::Read, path)?;
         match inner.lookup(path)? {
             None => Ok(None),
@@ -907,19 +929,22 @@ impl Vfs for SimFs {
         }
     }
 
-    fn create(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
+    fn create_path(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
         let mut inner = self.begin(OpKind::Create, path)?;
         let ino = match inner.lookup(path)? {
-            Some(Node::File(ino)) => {
-                // O_TRUNC keeps the inode; the truncation is not durable
-                // until the next fsync of the file.
-                inner
-                    .inodes
-                    .get_mut(&ino)
-                    .expect("linked inode")
-                    .data
-                    .clear();
-                ino
+            Some(Node::File(old)) => {
+                // What the driver does: unlink whatever is there, then
+                // create a new inode exclusively. One operation here, as a
+                // crash between the two leaves the same debris-free state
+                // as a crash before the create.
+                let (parent, name) = split(path)?;
+                let dir = inner.dir_mut(&parent)?;
+                dir.visible.remove(&name);
+                dir.pending.push(DirOp::Remove {
+                    name,
+                    node: Node::File(old),
+                });
+                inner.create_file(path)?
             }
             Some(Node::Dir) => {
                 return Err(io::Error::new(
@@ -936,7 +961,7 @@ impl Vfs for SimFs {
         }))
     }
 
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+    fn rename_path(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut inner = self.begin(OpKind::Rename, from)?;
         let (from_dir, from_name) = split(from)?;
         let (to_dir, to_name) = split(to)?;
@@ -968,7 +993,7 @@ impl Vfs for SimFs {
         Ok(())
     }
 
-    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+    fn sync_dir_path(&self, path: &Path) -> io::Result<()> {
         let mut inner = self.begin(OpKind::SyncDir, path)?;
         let honest = inner.durability != Durability::DirSyncIsNoop;
         let dir = inner.dir_mut(path)?;
@@ -980,7 +1005,7 @@ impl Vfs for SimFs {
         Ok(())
     }
 
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
+    fn remove_path(&self, path: &Path) -> io::Result<()> {
         let mut inner = self.begin(OpKind::Remove, path)?;
         let (parent, name) = split(path)?;
         let dir = inner.dir_mut(&parent)?;
@@ -996,5 +1021,96 @@ impl Vfs for SimFs {
                 Ok(())
             }
         }
+    }
+}
+
+/// An opened directory of a [`SimFs`]: its path, and the disk. SimFs does
+/// not model moving a directory, so the owner check always finds it intact.
+#[derive(Debug)]
+pub struct SimDir {
+    fs: SimFs,
+    path: PathBuf,
+}
+
+impl SimDir {
+    fn at(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+}
+
+impl Vfs for SimFs {
+    fn probe(&self, path: &Path) -> io::Result<Entry> {
+        self.probe_path(path)
+    }
+
+    fn create_dir(&self, path: &Path) -> io::Result<()> {
+        self.create_dir_path(path)
+    }
+
+    fn resolve(&self, path: &Path) -> io::Result<PathBuf> {
+        Ok(norm(path))
+    }
+
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        self.sync_dir_path(path)
+    }
+
+    fn open_dir(&self, path: &Path) -> io::Result<Box<dyn VfsDir>> {
+        Ok(Box::new(SimDir {
+            fs: self.clone(),
+            path: norm(path),
+        }))
+    }
+}
+
+impl VfsDir for SimDir {
+    fn mode(&self) -> io::Result<Option<u32>> {
+        Ok(None)
+    }
+
+    fn try_lock_dir(&self) -> io::Result<Option<LockGuard>> {
+        // The directory's own lock lives in the same table under a name no
+        // file can have.
+        let key = self.path.join("\0directory-lock");
+        let mut table = lock(&self.fs.locks);
+        if !table.insert(key.clone()) {
+            return Ok(None);
+        }
+        Ok(Some(LockGuard::new(HeldLock {
+            table: Arc::clone(&self.fs.locks),
+            path: key,
+        })))
+    }
+
+    fn try_lock_file(&self, name: &str) -> io::Result<Option<LockGuard>> {
+        self.fs.try_lock_path(&self.at(name))
+    }
+
+    fn probe(&self, name: &str) -> io::Result<Entry> {
+        self.fs.probe_path(&self.at(name))
+    }
+
+    fn read(&self, name: &str) -> io::Result<Option<Vec<u8>>> {
+        self.fs.read_path(&self.at(name))
+    }
+
+    fn create_new(&self, name: &str) -> io::Result<Box<dyn VfsFile>> {
+        self.fs.create_path(&self.at(name))
+    }
+
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        self.fs.rename_path(&self.at(from), &self.at(to))
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        self.fs.sync_dir_path(&self.path)
+    }
+
+    fn remove(&self, name: &str) -> io::Result<()> {
+        self.fs.remove_path(&self.at(name))
+    }
+
+    fn check_owner(&self, _path: &Path, _lock_name: &str) -> io::Result<Ownership> {
+        Ok(Ownership::Intact)
     }
 }
