@@ -235,3 +235,41 @@ fn reinstate_needs_the_explicit_flag_and_lifts_the_marker() {
     assert!(stdout.contains("migrated out to x"), "{stdout}");
     FileDriver::open_or_init(tmp.path()).expect("serves again");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_beyond_the_limit_is_refused_before_anything_changes() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let source = tmp.path().join("source");
+    // Ten minutes ahead: more than the default --wait-limit of 300 s.
+    let high_water = now_ms() + 600_000;
+    FileDriver::init_from(
+        &source,
+        &Seed::new(high_water).with_counter(key("orders"), 1_000),
+    )
+    .expect("seed the source");
+    let (url, stop, handle) = serve(&tmp.path().join("target")).await;
+
+    let (ok, _, stderr) = tsoracle_file(&[
+        "migrate",
+        "out",
+        source.to_str().expect("utf-8"),
+        "--to",
+        &url,
+    ]);
+    assert!(!ok, "a ten-minute wait was accepted");
+    assert!(
+        stderr.contains("--wait-limit") && stderr.contains("nothing was changed"),
+        "{stderr}"
+    );
+    assert!(
+        !source.join("RETIRED").exists(),
+        "a refused migration marked the source"
+    );
+    // The target's counter was not advanced: its first value is still 0.
+    let client = Client::connect(vec![url]).await.expect("client");
+    assert_eq!(client.get_seq("orders", 1).await.expect("orders").start, 0);
+    FileDriver::open_or_init(&source).expect("the source still serves");
+
+    let _ = stop.send(());
+    timeout(BOUND, handle).await.expect("stop").expect("join");
+}
