@@ -184,6 +184,19 @@ async fn migrate_out_and_back_never_reissues() {
     let again = client.get_seq("orders", 1).await.expect("orders");
     assert!(again.start > orders.start);
 
+    // ... but not to another oracle: two would start from the same state.
+    let (ok, _, stderr) = tsoracle_file(&[
+        "migrate",
+        "out",
+        source.to_str().expect("utf-8"),
+        "--to",
+        "http://127.0.0.1:1",
+    ]);
+    assert!(
+        !ok && stderr.contains("already migrated out to"),
+        "{stderr}"
+    );
+
     // And back: the new directory starts above everything the target issued.
     let last_ts = client.get_ts().await.expect("ts");
     let last_orders = client.get_seq("orders", 1).await.expect("orders");

@@ -21,7 +21,9 @@
 //!   its own failovers too), so everything it issues from then on is above.
 //!   Timestamps the target issued *before* that moment are not: nothing may
 //!   use the target until this command reports success.
-//! - Re-running is safe: each step only ever moves the target forward.
+//! - Re-running is safe: each step only ever moves the target forward. A
+//!   re-run towards another target is refused: two oracles would start
+//!   from DIR's state.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -147,10 +149,13 @@ pub(crate) fn exec(args: &Args) -> CmdResult {
     let started_at = now_ms();
     let stopped = StoppedDir::lock(&args.dir).map_err(|err| Failure::from_error(&err))?;
     let source = stopped.receipt().map_err(|err| Failure::from_error(&err))?;
-    let rerun = stopped
+    let note = stopped
         .retired_note()
-        .map_err(|err| Failure::from_error(&err))?
-        .is_some();
+        .map_err(|err| Failure::from_error(&err))?;
+    let rerun = note.is_some();
+    if let Some(note) = &note {
+        refuse_another_target(args, note)?;
+    }
     let runtime = super::runtime()?;
     let receipt = runtime.block_on(carry(args, &stopped, source, started_at, rerun))?;
 
@@ -173,6 +178,46 @@ pub(crate) fn exec(args: &Args) -> CmdResult {
     }
     drop(stopped);
     Ok(summary(args, &receipt))
+}
+
+/// A re-run must go to the oracle DIR was already carried to: carrying it
+/// to a second one as well would make two oracles that both start from DIR,
+/// and hand out the same values. The marker's first line names the target
+/// (`... migrated out to URL,URL by ...`).
+fn refuse_another_target(args: &Args, note: &str) -> Result<(), Failure> {
+    let line = note.lines().next().unwrap_or_default();
+    let Some(listed) = line
+        .split_once(" out to ")
+        .and_then(|(_, rest)| rest.split_once(" by "))
+        .map(|(urls, _)| urls)
+    else {
+        return Err(Failure::new(format!(
+            "{} is RETIRED by something other than `migrate out` ({line:?}): refusing to carry it again",
+            args.dir.display()
+        )));
+    };
+    let normalise = |urls: &mut Vec<String>| {
+        urls.iter_mut()
+            .for_each(|url| *url = url.trim().trim_end_matches('/').to_string());
+        urls.retain(|url| !url.is_empty());
+        urls.sort();
+        urls.dedup();
+    };
+    let mut before: Vec<String> = listed.split(',').map(str::to_string).collect();
+    let mut now = args.to.clone();
+    normalise(&mut before);
+    normalise(&mut now);
+    if before != now {
+        return Err(Failure::new(format!(
+            "{} was already migrated out to {}; carrying it to {} as well would start a second \
+             oracle from the same state: refused (re-run with the same --to, or, if that migration \
+             was abandoned before its oracle served anyone, `tsoracle-file migrate reinstate` first)",
+            args.dir.display(),
+            before.join(","),
+            now.join(",")
+        )));
+    }
+    Ok(())
 }
 
 async fn carry(
