@@ -106,6 +106,7 @@ impl FileDriver {
     ) -> Result<Arc<FileDriver>, FileDriverError> {
         let dir = dir.as_ref();
         let (store, lock) = Store::lock(vfs, dir)?;
+        crate::fence::refuse_if_fenced(&store)?;
         let snapshot = store.load()?;
         let fresh = store.existing_state_file()?.is_none();
         let origin = store.ensure_identity(now_ms(), fresh)?;
@@ -321,7 +322,7 @@ impl Drop for FileDriver {
 }
 
 /// Milliseconds since the Unix epoch by the system clock (0 before 1970).
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |since| {

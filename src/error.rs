@@ -75,6 +75,8 @@ pub enum FileOp {
     /// Checking that the path still leads to the locked directory and its
     /// `LOCK` file.
     CheckOwner,
+    /// Removing a marker file (`RETIRED`, `SEEDING`).
+    RemoveMarker,
 }
 
 impl FileOp {
@@ -91,6 +93,7 @@ impl FileOp {
             FileOp::RemoveTemp => "remove leftover temp file",
             FileOp::OpenDir => "open directory",
             FileOp::CheckOwner => "check the owner of",
+            FileOp::RemoveMarker => "remove marker file",
         }
     }
 }
@@ -239,6 +242,53 @@ pub enum FileDriverError {
         /// Where the error was made.
         backtrace: Bt,
     },
+    /// The directory carries a `RETIRED` marker: its state was carried to
+    /// another oracle (`tsoracle-file migrate out`), which may be serving.
+    /// Serving here as well could hand out the same values twice, so the
+    /// directory is refused until the operator lifts the marker.
+    #[error(
+        "state directory {} was migrated to another oracle and must not serve ({}: {note}); \
+         to come back from that oracle run `tsoracle-file migrate in NEWDIR --from URL --keys-from RECEIPT`, \
+         or, only if that oracle never served anyone and never will, lift the marker with \
+         `tsoracle-file migrate reinstate {} --target-never-served`",
+        .marker.parent().unwrap_or(.marker).display(),
+        .marker.display(),
+        .marker.parent().unwrap_or(.marker).display()
+    )]
+    Retired {
+        /// The `RETIRED` marker file, in the state directory.
+        marker: PathBuf,
+        /// The marker's first line: where the state went, and when.
+        note: Box<str>,
+        /// Where the error was made.
+        backtrace: Bt,
+    },
+    /// The directory carries a `SEEDING` marker: a
+    /// [`FileDriver::init_from`](crate::FileDriver::init_from) was
+    /// interrupted before every file was durable, so the directory may lack
+    /// counters or leases it was meant to hold. It never served; remove it
+    /// and seed again.
+    #[error(
+        "state directory {} was not completely seeded (marker {} left by an interrupted init_from); \
+         it never served: remove the directory and seed it again",
+        .marker.parent().unwrap_or(.marker).display(),
+        .marker.display()
+    )]
+    SeedingInterrupted {
+        /// The `SEEDING` marker file.
+        marker: PathBuf,
+        /// Where the error was made.
+        backtrace: Bt,
+    },
+    /// A stopped-state receipt was asked of a directory without a `state`
+    /// file: it never committed a high-water, so it has nothing to carry.
+    #[error("state directory {} has no state file, so there is no committed state to describe", .dir.display())]
+    NoStateFile {
+        /// The state directory.
+        dir: PathBuf,
+        /// Where the error was made.
+        backtrace: Bt,
+    },
     /// The committer thread is gone (it panicked); no write can complete.
     #[error("the committer thread for {} has stopped", .dir.display())]
     CommitterStopped {
@@ -329,7 +379,10 @@ impl FileDriverError {
             | FileDriverError::InsecurePermissions { backtrace, .. }
             | FileDriverError::Displaced { backtrace, .. }
             | FileDriverError::CommitterSpawn { backtrace, .. }
-            | FileDriverError::CommitterStopped { backtrace, .. } => backtrace.get(),
+            | FileDriverError::CommitterStopped { backtrace, .. }
+            | FileDriverError::Retired { backtrace, .. }
+            | FileDriverError::SeedingInterrupted { backtrace, .. }
+            | FileDriverError::NoStateFile { backtrace, .. } => backtrace.get(),
         }
     }
 }

@@ -34,6 +34,17 @@
 //! replicated one, the durability argument step by step, moving to and from
 //! a replicated deployment, and what each error means.
 //!
+//! # Moving elsewhere and back
+//!
+//! [`StoppedDir`] holds a directory stopped under its lock, describes it in
+//! the ecosystem's stopped-state receipt (the `receipt` module, feature
+//! `receipt`) and marks it `RETIRED` once its state lives on in another
+//! oracle: every open then refuses it ([`FileDriverError::Retired`]). [`FileDriver::init_from`]
+//! seeds a fresh directory with a high-water, dense counters and leases
+//! together ([`Seed`]), all or nothing. The `tsoracle-file migrate`
+//! commands (feature `migrate`) build on both; the [`guide`] says why no
+//! value is handed out twice on the way.
+//!
 //! # How it stores
 //!
 //! A state directory holds `LOCK` (an flock held for the driver's life),
@@ -64,6 +75,12 @@
 //!   `return(erofs)`, `return(eacces)` choose its kind).
 //! - `bt`: every [`FileDriverError`] captures a `std::backtrace::Backtrace`
 //!   ([`FileDriverError::backtrace`]).
+//! - `receipt`: the `receipt` module, the ecosystem's stopped-state
+//!   receipt (`tsoracle.stopped-file-state` v1) as serde types, with
+//!   SHA-256 checksums (adds `serde`, `serde_json`, `sha2`).
+//! - `cli`: the `tsoracle-file` binary (implies `receipt`).
+//! - `migrate`: its `migrate out` and `migrate in` subcommands (implies
+//!   `cli`; adds `tsoracle-client` and its gRPC stack).
 //!
 //! # Errors
 //!
@@ -84,10 +101,15 @@ mod committer;
 pub mod dense_record;
 mod driver;
 mod error;
+mod fence;
 pub mod identity_record;
 mod inspect;
 pub mod lease_record;
+#[cfg(feature = "receipt")]
+pub mod receipt;
 pub mod record;
+pub mod seed;
+mod stopped;
 mod store;
 pub mod vfs;
 
@@ -100,5 +122,10 @@ pub mod guide {}
 pub use committer::CommitStats;
 pub use driver::{FileDriver, LEADER_EPOCH};
 pub use error::{Bt, FileDriverError, FileOp};
+pub use fence::{RETIRED_FILE, SEEDING_FILE};
 pub use inspect::{StateDir, read_state_dir};
+#[cfg(feature = "receipt")]
+pub use receipt::StoppedStateReceipt;
+pub use seed::Seed;
+pub use stopped::StoppedDir;
 pub use store::{FAILPOINTS, IDENTITY_FILE, LOCK_FILE};

@@ -281,6 +281,11 @@ impl Store {
         &self.dir
     }
 
+    /// The opened directory, for the marker files (`crate::fence`).
+    pub(crate) fn handle(&self) -> &dyn VfsDir {
+        self.handle.as_ref()
+    }
+
     fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
@@ -334,7 +339,8 @@ impl Store {
             .map_err(|err| FileDriverError::io(FileOp::FsyncDir, &self.dir, err))?;
         let files = read_files(self.handle.as_ref(), &self.dir)?;
         let temps = FileKind::ALL.map(FileKind::temp_name);
-        for temp in temps.into_iter().chain([IDENTITY_TEMP]) {
+        let others = [IDENTITY_TEMP, "RETIRED.tmp", "SEEDING.tmp"];
+        for temp in temps.into_iter().chain(others) {
             match self.handle.remove(temp) {
                 Ok(()) => {}
                 Err(err) if err.kind() == io::ErrorKind::NotFound => {}
@@ -439,8 +445,9 @@ impl Store {
         self.stage_named(kind.temp_name(), kind.name(), bytes)
     }
 
-    /// [`Store::stage`] for any file of the directory, by name.
-    fn stage_named(
+    /// [`Store::stage`] for any file of the directory, by name (`IDENTITY`,
+    /// the markers of `crate::fence`).
+    pub(crate) fn stage_named(
         &self,
         temp_name: &str,
         name: &str,

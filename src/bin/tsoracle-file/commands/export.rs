@@ -1,0 +1,141 @@
+//! `export DIR`: the whole state as JSON on stdout, for a migration to
+//! another driver. The field list is in the binary's docs and in
+//! `tsoracle-file export --help`.
+//!
+//! `export DIR --receipt` prints the ecosystem's stopped-state receipt
+//! (`tsoracle.stopped-file-state` v1) instead, taken under the directory
+//! lock, so tools written for upstream read it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use tsoracle_core::LeaseRecord;
+use tsoracle_driver_file::dense_record::{DEFAULT_KEY_CAP, DenseState};
+
+use tsoracle_driver_file::StoppedDir;
+
+use crate::cli::{self, CmdResult, Failure};
+
+/// Arguments of `export`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// The state directory
+    pub(crate) dir: PathBuf,
+    /// Print the stopped-state receipt (schema tsoracle.stopped-file-state
+    /// v1, with the SHA-256 of each file) instead, taken under the
+    /// directory's lock: refused while a server runs on it
+    #[arg(long)]
+    pub(crate) receipt: bool,
+}
+
+/// The `export` document: its field names are stable (fields may be added,
+/// none renamed or removed without bumping `version`).
+#[derive(Debug, Serialize)]
+pub(crate) struct ExportDoc {
+    /// Always [`EXPORT_FORMAT`].
+    pub(crate) format: &'static str,
+    /// The layout of this document, [`EXPORT_VERSION`].
+    pub(crate) version: u32,
+    /// The committed high-water, physical ms since the Unix epoch (0 when
+    /// there is no `state` file, as a driver loads it).
+    pub(crate) high_water: u64,
+    /// The dense counters and their key cap.
+    pub(crate) dense: DenseJson,
+    /// The lease set, ascending by `lease_id`.
+    pub(crate) leases: Vec<LeaseJson>,
+}
+
+/// The `format` of an [`ExportDoc`].
+pub(crate) const EXPORT_FORMAT: &str = "tsoracle-file-state";
+/// The `version` of an [`ExportDoc`].
+pub(crate) const EXPORT_VERSION: u32 = 1;
+
+/// The dense counters and key cap.
+#[derive(Debug, Serialize)]
+pub(crate) struct DenseJson {
+    /// The key-cardinality cap.
+    pub(crate) cap: u64,
+    /// Each dense key and its next unissued value, sorted by key.
+    pub(crate) counters: BTreeMap<String, u64>,
+}
+
+impl DenseJson {
+    pub(crate) fn new(dense: &DenseState) -> Self {
+        DenseJson {
+            cap: dense.cap,
+            counters: dense
+                .counters
+                .iter()
+                .map(|(key, value)| (key.as_str().to_string(), *value))
+                .collect(),
+        }
+    }
+}
+
+/// One lease, as `export` and `inspect --json` show it.
+#[derive(Debug, Serialize)]
+pub(crate) struct LeaseJson {
+    pub(crate) lease_id: u64,
+    /// The holder bytes as a string when they are UTF-8, else `null`.
+    pub(crate) holder: Option<String>,
+    /// The holder bytes in lowercase hex, always present.
+    pub(crate) holder_hex: String,
+    pub(crate) holder_epoch: u64,
+    pub(crate) ttl_ms: u64,
+    pub(crate) ts_upper_bound: u64,
+    pub(crate) expires_at_ms: u64,
+    pub(crate) superseded: bool,
+}
+
+impl LeaseJson {
+    pub(crate) fn new(lease: &LeaseRecord) -> Self {
+        LeaseJson {
+            lease_id: lease.lease_id,
+            holder: std::str::from_utf8(&lease.holder).ok().map(str::to_string),
+            holder_hex: hex::encode(&lease.holder),
+            holder_epoch: lease.holder_epoch,
+            ttl_ms: lease.ttl_ms,
+            ts_upper_bound: lease.ts_upper_bound,
+            expires_at_ms: lease.expires_at_ms,
+            superseded: lease.superseded,
+        }
+    }
+}
+
+/// Prints the whole state as JSON.
+pub(crate) fn exec(args: &Args) -> CmdResult {
+    if args.receipt {
+        return receipt(&args.dir);
+    }
+    let state = cli::read(&args.dir)?;
+    let dense = match &state.dense {
+        Some(dense) => DenseJson::new(dense),
+        None => DenseJson {
+            cap: DEFAULT_KEY_CAP,
+            counters: BTreeMap::new(),
+        },
+    };
+    let doc = ExportDoc {
+        format: EXPORT_FORMAT,
+        version: EXPORT_VERSION,
+        high_water: state.high_water.unwrap_or(0),
+        dense,
+        leases: state
+            .leases
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .map(LeaseJson::new)
+            .collect(),
+    };
+    Ok(cli::json_pretty(&doc))
+}
+
+/// The stopped-state receipt, taken under the lock: the directory cannot
+/// change (no driver can open it) between reading and hashing its files.
+fn receipt(dir: &Path) -> CmdResult {
+    let stopped = StoppedDir::lock(dir).map_err(|err| Failure::from_error(&err))?;
+    let receipt = stopped.receipt().map_err(|err| Failure::from_error(&err))?;
+    Ok(cli::json_pretty(&receipt))
+}

@@ -1,0 +1,198 @@
+//! `inspect DIR [--json] [--now-ms MS]`: the high-water, every dense
+//! counter and the key cap, every lease with its status, the lock holder
+//! and leftover temp files. Reads without taking the lock.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+use tsoracle_core::LeaseRecord;
+use tsoracle_driver_file::dense_record::DEFAULT_KEY_CAP;
+use tsoracle_driver_file::{LOCK_FILE, StateDir};
+
+use super::export::{DenseJson, LeaseJson};
+use crate::cli::{self, CmdResult};
+use crate::locks::{self, LockJson, LockStatus};
+
+/// Arguments of `inspect`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// The state directory
+    pub(crate) dir: PathBuf,
+    /// Print one JSON object instead of text
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Judge lease expiry at this time (ms since the Unix epoch) instead
+    /// of now
+    #[arg(long, value_name = "MS")]
+    pub(crate) now_ms: Option<u64>,
+}
+
+/// The `inspect --json` document.
+#[derive(Debug, Serialize)]
+pub(crate) struct InspectDoc {
+    /// Always `"tsoracle-file-inspect"`.
+    pub(crate) format: &'static str,
+    /// The layout of this document, 1.
+    pub(crate) version: u32,
+    pub(crate) dir: String,
+    /// The time lease expiry was judged at.
+    pub(crate) now_ms: u64,
+    /// `null` when there is no `state` file.
+    pub(crate) high_water: Option<u64>,
+    pub(crate) high_water_utc: Option<String>,
+    /// `null` when there is no `dense` file.
+    pub(crate) dense: Option<DenseJson>,
+    /// `null` when there is no `leases` file.
+    pub(crate) leases: Option<Vec<InspectLease>>,
+    pub(crate) lock: LockJson,
+    pub(crate) leftover_temp_files: Vec<String>,
+}
+
+/// A lease as `inspect --json` shows it: the `export` fields, its expiry
+/// as UTC (`null` after the year 9999) and its status.
+#[derive(Debug, Serialize)]
+pub(crate) struct InspectLease {
+    #[serde(flatten)]
+    pub(crate) lease: LeaseJson,
+    pub(crate) expires_at_utc: Option<String>,
+    /// `live`, `expired` or `superseded`.
+    pub(crate) status: &'static str,
+}
+
+/// Shows what the directory holds.
+pub(crate) fn exec(args: &Args) -> CmdResult {
+    let state = cli::read(&args.dir)?;
+    let now = args.now_ms.unwrap_or_else(cli::now_ms_since_epoch);
+    let lock = locks::lock_status(&args.dir.join(LOCK_FILE), state.has_lock_file);
+    if args.json {
+        Ok(cli::json_pretty(&document(&state, now, &lock)))
+    } else {
+        Ok(text(&state, now, &lock))
+    }
+}
+
+fn document(state: &StateDir, now: u64, lock: &LockStatus) -> InspectDoc {
+    InspectDoc {
+        format: "tsoracle-file-inspect",
+        version: 1,
+        dir: state.dir.to_string_lossy().into_owned(),
+        now_ms: now,
+        high_water: state.high_water,
+        high_water_utc: state.high_water.and_then(cli::utc),
+        dense: state.dense.as_ref().map(DenseJson::new),
+        leases: state.leases.as_ref().map(|leases| {
+            leases
+                .iter()
+                .map(|lease| InspectLease {
+                    lease: LeaseJson::new(lease),
+                    expires_at_utc: cli::utc(lease.expires_at_ms),
+                    status: lease_status(lease, now),
+                })
+                .collect()
+        }),
+        lock: lock.to_json(state.has_lock_file),
+        leftover_temp_files: state
+            .leftover_temp_files
+            .iter()
+            .map(|path| path.to_string_lossy().into_owned())
+            .collect(),
+    }
+}
+
+fn text(state: &StateDir, now: u64, lock: &LockStatus) -> String {
+    let mut out = String::new();
+    let mut line = |text: String| {
+        out.push_str(&text);
+        out.push('\n');
+    };
+    line(format!("directory:   {}", state.dir.display()));
+    match state.high_water {
+        Some(hw) => line(format!("high-water:  {hw} ({})", cli::utc_text(hw))),
+        None => line("high-water:  none (no state file; a driver opening it starts at 0)".into()),
+    }
+    match &state.dense {
+        Some(dense) => {
+            line(format!(
+                "dense:       {} counter(s), key cap {}",
+                dense.counters.len(),
+                dense.cap
+            ));
+            for (key, value) in &dense.counters {
+                line(format!("  {} = {value}", key.as_str()));
+            }
+        }
+        None => line(format!(
+            "dense:       none (no dense file; no counters, key cap {DEFAULT_KEY_CAP})"
+        )),
+    }
+    match &state.leases {
+        Some(leases) => {
+            line(format!(
+                "leases:      {} lease(s), status as of {} ({now})",
+                leases.len(),
+                cli::utc_text(now)
+            ));
+            for lease in leases {
+                line(format!(
+                    "  lease {}: holder {}, epoch {}, ttl {} ms, upper bound {}, expires {} ({}), {}",
+                    lease.lease_id,
+                    holder_display(&lease.holder),
+                    lease.holder_epoch,
+                    lease.ttl_ms,
+                    lease.ts_upper_bound,
+                    cli::utc_text(lease.expires_at_ms),
+                    lease.expires_at_ms,
+                    lease_status(lease, now),
+                ));
+            }
+        }
+        None => line("leases:      none (no leases file)".into()),
+    }
+    line(format!("lock:        {}", lock.describe()));
+    if state.leftover_temp_files.is_empty() {
+        line("temp files:  none".into());
+    } else {
+        line(format!(
+            "temp files:  {} leftover (the next open removes them)",
+            state.leftover_temp_files.len()
+        ));
+        for temp in &state.leftover_temp_files {
+            line(format!("  {}", temp.display()));
+        }
+    }
+    out
+}
+
+/// `superseded` wins over time: a superseded lease no longer counts
+/// whatever its expiry. Otherwise expired at `now >= expires_at_ms`, as
+/// `LeaseRecord::is_expired` says.
+fn lease_status(lease: &LeaseRecord, now: u64) -> &'static str {
+    if lease.superseded {
+        "superseded"
+    } else if lease.is_expired(now) {
+        "expired"
+    } else {
+        "live"
+    }
+}
+
+/// The holder as text when it is UTF-8 without control characters, else
+/// `hex:` and its bytes.
+fn holder_display(holder: &[u8]) -> String {
+    match std::str::from_utf8(holder) {
+        Ok(text) if !text.chars().any(char::is_control) => format!("{text:?}"),
+        _ => format!("hex:{}", hex::encode(holder)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holders_show_as_text_or_hex() {
+        assert_eq!(holder_display(b"svc-a"), "\"svc-a\"");
+        assert_eq!(holder_display(&[0xff, 0x00]), "hex:ff00");
+        assert_eq!(holder_display(b"a\nb"), "hex:610a62");
+    }
+}

@@ -1,0 +1,455 @@
+//! `migrate out DIR --to URL[,URL...]`: carries a stopped state directory
+//! into a running oracle of any driver, then retires the directory.
+//!
+//! # Why nothing is handed out twice
+//!
+//! - DIR's lock is held from the first read to the last write, so the old
+//!   server cannot start meanwhile, and DIR is marked `RETIRED` (durably)
+//!   before anything on the target is advanced (a preflight only takes one
+//!   timestamp and one dense value, burned, to see that the target serves):
+//!   from then on no driver serves DIR again until an operator lifts the
+//!   marker.
+//! - Dense: every counter in DIR is advanced on the target until the
+//!   target's next value is at least DIR's next unallocated value. The
+//!   values taken on the way are burned (this tool is their only
+//!   recipient). The target hands out only values at or above its counter,
+//!   so never one the file server handed out.
+//! - Timestamps: the command waits until the target issues a timestamp
+//!   whose physical part is above DIR's committed high-water (and above
+//!   every lease's upper bound). Every timestamp the file server issued is
+//!   at or below that high-water, and the target only moves forward (across
+//!   its own failovers too), so everything it issues from then on is above.
+//!   Timestamps the target issued *before* that moment are not: nothing may
+//!   use the target until this command reports success.
+//! - Re-running is safe: each step only ever moves the target forward. A
+//!   re-run towards another target is refused: two oracles would start
+//!   from DIR's state.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tsoracle_driver_file::StoppedDir;
+use tsoracle_driver_file::receipt::StoppedStateReceipt;
+
+use tonic::Code;
+use tsoracle_client::ClientError;
+
+use super::target::{Target, now_ms};
+use crate::cli::{self, CmdResult, Failure};
+
+/// The `schema` of the receipt `migrate out` writes.
+pub(crate) const MIGRATE_OUT_SCHEMA: &str = "tsoracle-file.migrate-out";
+
+/// Arguments of `migrate out`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// The stopped state directory to carry over (its server must be
+    /// stopped: the command takes the directory's lock)
+    pub(crate) dir: PathBuf,
+    /// The target oracle's gRPC endpoints, comma-separated (any or all
+    /// nodes of a cluster)
+    #[arg(
+        long,
+        value_name = "URL[,URL...]",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub(crate) to: Vec<String>,
+    /// Also write the receipt (JSON) to this file; it is always written
+    /// into DIR/RETIRED
+    #[arg(long, value_name = "FILE")]
+    pub(crate) receipt: Option<PathBuf>,
+    /// Give up waiting for the target's timestamps to pass DIR's
+    /// high-water after this many seconds
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub(crate) wait_limit: u64,
+    /// Largest dense block asked for in one call (the target's
+    /// --max-seq-count; a smaller one is learnt from its refusals)
+    #[arg(long, value_name = "N", default_value_t = tsoracle_core::DEFAULT_MAX_SEQ_COUNT,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) max_seq_count: u32,
+    /// The target's admin endpoint, only to print the exact
+    /// `tsoracle admin activate-format` command should it be needed
+    #[arg(long, value_name = "URL")]
+    pub(crate) admin: Option<String>,
+}
+
+/// The receipt of a `migrate out`: what DIR held, and what was done to the
+/// target. Written to DIR/RETIRED (after its first line) and to --receipt.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct MigrateOutReceipt {
+    /// Always [`MIGRATE_OUT_SCHEMA`].
+    pub(crate) schema: String,
+    /// The layout of this document, 1.
+    pub(crate) schema_version: u32,
+    /// The directory carried.
+    pub(crate) dir: String,
+    /// The target's endpoints.
+    pub(crate) to: Vec<String>,
+    /// When the command started and finished (Unix ms, this machine).
+    pub(crate) started_at_unix_ms: u64,
+    pub(crate) finished_at_unix_ms: u64,
+    /// DIR's stopped-state receipt, taken under the lock at the start.
+    pub(crate) source: StoppedStateReceipt,
+    /// The timestamp check.
+    pub(crate) timestamps: TimestampsCarried,
+    /// One entry per dense key of DIR.
+    pub(crate) dense: Vec<DenseCarried>,
+    /// One entry per lease of DIR.
+    pub(crate) leases: Vec<LeaseCarried>,
+}
+
+/// How the target's timestamps were brought above DIR's.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct TimestampsCarried {
+    /// Every timestamp the target issues from now on has a physical part
+    /// above this: max(DIR's high-water, the leases' upper bounds).
+    pub(crate) must_exceed_physical_ms: u64,
+    /// The first timestamp seen above it, and its physical part.
+    pub(crate) first_above: u64,
+    pub(crate) first_above_physical_ms: u64,
+    /// How long the command waited for it, and how many timestamps it took.
+    pub(crate) waited_ms: u64,
+    pub(crate) polls: u64,
+}
+
+/// What was done to one dense key.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct DenseCarried {
+    pub(crate) key: String,
+    /// DIR's next unallocated value.
+    pub(crate) dir_next: u64,
+    /// The value the probe took on the target (its position before).
+    pub(crate) target_before: u64,
+    /// The target's next value afterwards (at least `dir_next`).
+    pub(crate) target_next: u64,
+    /// Values taken on the target and never handed to anyone.
+    pub(crate) burned: u64,
+    pub(crate) calls: u64,
+}
+
+/// What was done to one lease.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct LeaseCarried {
+    pub(crate) lease_id: u64,
+    pub(crate) holder_hex: String,
+    pub(crate) holder_epoch: u64,
+    /// `acquired`, `skipped: superseded`, `skipped: expired`, or
+    /// `not carried: ...` when the target has no lease support.
+    pub(crate) action: String,
+    /// The lease on the target, when acquired.
+    pub(crate) target_lease_id: Option<u64>,
+    pub(crate) target_ts_upper_bound: Option<u64>,
+    pub(crate) target_expires_at_ms: Option<u64>,
+}
+
+/// Carries DIR into the target and retires DIR.
+pub(crate) fn exec(args: &Args) -> CmdResult {
+    let started_at = now_ms();
+    let stopped = StoppedDir::lock(&args.dir).map_err(|err| Failure::from_error(&err))?;
+    let source = stopped.receipt().map_err(|err| Failure::from_error(&err))?;
+    let note = stopped
+        .retired_note()
+        .map_err(|err| Failure::from_error(&err))?;
+    let rerun = note.is_some();
+    if let Some(note) = &note {
+        refuse_another_target(args, note)?;
+    }
+    let runtime = super::runtime()?;
+    let receipt = runtime.block_on(carry(args, &stopped, source, started_at, rerun))?;
+
+    let json = cli::json_pretty(&receipt);
+    let note = format!(
+        "migrated out to {} by `tsoracle-file migrate out` at {}; this directory must not serve again\n{json}",
+        receipt.to.join(","),
+        cli::utc_text(receipt.finished_at_unix_ms)
+    );
+    stopped
+        .retire(&note)
+        .map_err(|err| Failure::from_error(&err))?;
+    if let Some(path) = &args.receipt {
+        std::fs::write(path, &json).map_err(|err| {
+            Failure::new(format!(
+                "cannot write the receipt {}: {err}",
+                path.display()
+            ))
+        })?;
+    }
+    drop(stopped);
+    Ok(summary(args, &receipt))
+}
+
+/// A re-run must go to the oracle DIR was already carried to: carrying it
+/// to a second one as well would make two oracles that both start from DIR,
+/// and hand out the same values. The marker's first line names the target
+/// (`... migrated out to URL,URL by ...`).
+fn refuse_another_target(args: &Args, note: &str) -> Result<(), Failure> {
+    let line = note.lines().next().unwrap_or_default();
+    let Some(listed) = line
+        .split_once(" out to ")
+        .and_then(|(_, rest)| rest.split_once(" by "))
+        .map(|(urls, _)| urls)
+    else {
+        return Err(Failure::new(format!(
+            "{} is RETIRED by something other than `migrate out` ({line:?}): refusing to carry it again",
+            args.dir.display()
+        )));
+    };
+    let normalise = |urls: &mut Vec<String>| {
+        urls.iter_mut()
+            .for_each(|url| *url = url.trim().trim_end_matches('/').to_string());
+        urls.retain(|url| !url.is_empty());
+        urls.sort();
+        urls.dedup();
+    };
+    let mut before: Vec<String> = listed.split(',').map(str::to_string).collect();
+    let mut now = args.to.clone();
+    normalise(&mut before);
+    normalise(&mut now);
+    if before != now {
+        return Err(Failure::new(format!(
+            "{} was already migrated out to {}; carrying it to {} as well would start a second \
+             oracle from the same state: refused (re-run with the same --to, or, if that migration \
+             was abandoned before its oracle served anyone, `tsoracle-file migrate reinstate` first)",
+            args.dir.display(),
+            before.join(","),
+            now.join(",")
+        )));
+    }
+    Ok(())
+}
+
+async fn carry(
+    args: &Args,
+    stopped: &StoppedDir,
+    source: StoppedStateReceipt,
+    started_at: u64,
+    rerun: bool,
+) -> Result<MigrateOutReceipt, Failure> {
+    let target = Target::connect(&args.to, args.admin.clone()).await?;
+    eprintln!(
+        "migrate out: {} (high-water {}, {} dense key(s), {} lease(s)) -> {}{}",
+        args.dir.display(),
+        source.committed_reservation_high_water_physical_ms,
+        source.dense_next_unallocated.len(),
+        source.leases.len(),
+        target.endpoints.join(","),
+        if rerun {
+            " (again: DIR is already marked RETIRED)"
+        } else {
+            ""
+        }
+    );
+    // Reachable, able to pass DIR's high-water within --wait-limit, and
+    // (when there are counters) able to serve dense values, before anything
+    // is marked.
+    let must_exceed = source
+        .committed_reservation_high_water_physical_ms
+        .max(source.maximum_lease_upper_bound_physical_ms.unwrap_or(0));
+    let physical = target.timestamp().await?.physical_ms();
+    let behind = (must_exceed + 1).saturating_sub(physical);
+    if Duration::from_millis(behind) > Duration::from_secs(args.wait_limit) {
+        return Err(Failure::new(format!(
+            "the target's timestamps (physical {physical} ms) are {behind} ms behind DIR's \
+             high-water {must_exceed} ({}), and this command waits at most --wait-limit {} s \
+             for its clock to pass it; nothing was changed. A high-water far ahead of the clock \
+             comes from leases (a server reserves their upper bounds ahead) or a clock that ran \
+             ahead: re-run with --wait-limit {}, or after {}",
+            cli::utc_text(must_exceed),
+            args.wait_limit,
+            behind.div_ceil(1_000) + 30,
+            cli::utc_text(must_exceed)
+        )));
+    }
+    let mut chunk = args.max_seq_count;
+    if let Some((key, _)) = source.dense_next_unallocated.iter().next() {
+        target.advance_to(key, 0, &mut chunk).await?;
+    }
+    if !rerun {
+        stopped
+            .retire(&format!(
+                "being migrated out to {} by `tsoracle-file migrate out` since {}; this directory must not serve again\n",
+                target.endpoints.join(","),
+                cli::utc_text(started_at)
+            ))
+            .map_err(|err| Failure::from_error(&err))?;
+        eprintln!("  marked {} RETIRED", args.dir.display());
+    }
+
+    let mut dense = Vec::with_capacity(source.dense_next_unallocated.len());
+    for (key, dir_next) in &source.dense_next_unallocated {
+        let done = target.advance_to(key, *dir_next, &mut chunk).await?;
+        eprintln!(
+            "  dense {key}: DIR next {dir_next}; target was at {}, now next {} ({} call(s))",
+            done.probe, done.next, done.calls
+        );
+        dense.push(DenseCarried {
+            key: key.clone(),
+            dir_next: *dir_next,
+            target_before: done.probe,
+            target_next: done.next,
+            burned: done.next - done.probe,
+            calls: done.calls,
+        });
+    }
+
+    // Leases before the wait: it may last about as long as they do.
+    let now = now_ms();
+    let mut leases = Vec::with_capacity(source.leases.len());
+    for lease in &source.leases {
+        let mut carried = LeaseCarried {
+            lease_id: lease.lease_id,
+            holder_hex: lease.holder_hex.clone(),
+            holder_epoch: lease.holder_epoch,
+            action: String::new(),
+            target_lease_id: None,
+            target_ts_upper_bound: None,
+            target_expires_at_ms: None,
+        };
+        if lease.superseded {
+            carried.action = "skipped: superseded".into();
+        } else if lease.expires_at_unix_ms <= now {
+            carried.action = "skipped: expired".into();
+        } else {
+            let holder = hex::decode(&lease.holder_hex).map_err(|err| {
+                Failure::new(format!("lease {}: bad holder: {err}", lease.lease_id))
+            })?;
+            // The same (holder, epoch) is idempotent on the target while
+            // live, so a re-run finds the lease it acquired before.
+            let ttl = Duration::from_millis(lease.ttl_ms);
+            let acquired = super::target::retrying(|| {
+                target
+                    .client
+                    .acquire_lease(&holder, lease.holder_epoch, ttl)
+            })
+            .await;
+            match acquired {
+                Ok(acquired) => {
+                    carried.action = "acquired".into();
+                    carried.target_lease_id = Some(acquired.lease_id);
+                    carried.target_ts_upper_bound = Some(acquired.ts_upper_bound);
+                    carried.target_expires_at_ms = Some(acquired.expires_at_ms);
+                }
+                // A driver without leases (openraft 2.3 among them): nothing
+                // to carry them into. Their upper bounds are still honoured:
+                // the wait below covers them.
+                Err(ClientError::Rpc(status)) if status.code() == Code::Unimplemented => {
+                    carried.action = format!(
+                        "not carried: the target has no leases ({})",
+                        status.message()
+                    );
+                }
+                Err(err) => {
+                    return Err(
+                        target.failure(&format!("cannot carry lease {}", lease.lease_id), &err)
+                    );
+                }
+            }
+        }
+        eprintln!("  lease {}: {}", lease.lease_id, carried.action);
+        leases.push(carried);
+    }
+
+    let timestamps = wait_above(&target, must_exceed, Duration::from_secs(args.wait_limit)).await?;
+
+    Ok(MigrateOutReceipt {
+        schema: MIGRATE_OUT_SCHEMA.into(),
+        schema_version: 1,
+        dir: args.dir.display().to_string(),
+        to: target.endpoints.clone(),
+        started_at_unix_ms: started_at,
+        finished_at_unix_ms: now_ms(),
+        source,
+        timestamps,
+        dense,
+        leases,
+    })
+}
+
+/// Polls the target's timestamps until one's physical part is above
+/// `floor`, printing progress; the target's clock may run behind DIR's
+/// high-water by up to the old server's window.
+async fn wait_above(
+    target: &Target,
+    floor: u64,
+    limit: Duration,
+) -> Result<TimestampsCarried, Failure> {
+    let started = Instant::now();
+    let mut polls = 0u64;
+    let mut last_report: Option<Instant> = None;
+    loop {
+        let ts = target.timestamp().await?;
+        polls += 1;
+        let physical = ts.physical_ms();
+        if physical > floor {
+            let waited_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            eprintln!(
+                "  timestamps: target issues {} (physical {physical}) > DIR's {floor}; waited {waited_ms} ms",
+                ts.0
+            );
+            return Ok(TimestampsCarried {
+                must_exceed_physical_ms: floor,
+                first_above: ts.0,
+                first_above_physical_ms: physical,
+                waited_ms,
+                polls,
+            });
+        }
+        let behind = floor + 1 - physical;
+        let remaining = limit.saturating_sub(started.elapsed());
+        // Give up once the limit is spent, or at once when the target's
+        // clock could not catch up within what is left of it.
+        if remaining.is_zero() || Duration::from_millis(behind) > remaining + Duration::from_secs(1)
+        {
+            return Err(Failure::new(format!(
+                "the target's timestamps (physical {physical} ms) are {behind} ms behind DIR's \
+                 high-water {floor}, more than --wait-limit {} s allows: is its clock behind this \
+                 one? Nothing may use the target yet; re-run once its clock has passed {}",
+                limit.as_secs(),
+                cli::utc_text(floor)
+            )));
+        }
+        if last_report.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+            eprintln!(
+                "  timestamps: waiting for the target's clock to pass DIR's high-water {floor}: \
+                 {behind} ms to go (physical {physical})"
+            );
+            last_report = Some(Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(behind.min(200))).await;
+    }
+}
+
+fn summary(args: &Args, receipt: &MigrateOutReceipt) -> String {
+    let burned: u64 = receipt.dense.iter().map(|d| d.burned).sum();
+    let acquired = receipt
+        .leases
+        .iter()
+        .filter(|l| l.target_lease_id.is_some())
+        .count();
+    let mut out = format!(
+        "migrated {} to {}:\n  timestamps: the target now issues above {} ({}), waited {} ms\n  \
+         dense: {} key(s) at or above DIR's counters ({} value(s) burned)\n  \
+         leases: {} of {} carried\n",
+        args.dir.display(),
+        receipt.to.join(","),
+        receipt.timestamps.must_exceed_physical_ms,
+        cli::utc_text(receipt.timestamps.must_exceed_physical_ms),
+        receipt.timestamps.waited_ms,
+        receipt.dense.len(),
+        burned,
+        acquired,
+        receipt.leases.len(),
+    );
+    out.push_str(&format!(
+        "{} is marked RETIRED and will not serve again; the receipt is in {}{}\n",
+        args.dir.display(),
+        args.dir.join(tsoracle_driver_file::RETIRED_FILE).display(),
+        args.receipt
+            .as_ref()
+            .map(|path| format!(" and {}", path.display()))
+            .unwrap_or_default()
+    ));
+    out
+}

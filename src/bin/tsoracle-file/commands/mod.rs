@@ -1,0 +1,9 @@
+//! One module per subcommand: its arguments (a `clap::Args` struct), its
+//! output types (plain structs that serialize, so `--json` is a type), and
+//! its `exec`.
+
+pub(crate) mod export;
+pub(crate) mod inspect;
+pub(crate) mod migrate;
+pub(crate) mod seed;
+pub(crate) mod verify;

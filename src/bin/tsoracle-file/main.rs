@@ -1,0 +1,197 @@
+//! `tsoracle-file`: look at, check, seed and export a `FileDriver` state
+//! directory from the command line. Built only with the `cli` feature
+//! (`cargo install tsoracle-driver-file --features cli`), so library users
+//! do not compile its dependencies.
+//!
+//! Subcommands:
+//!
+//! - `inspect DIR [--json] [--now-ms MS]`: the high-water (as an integer and
+//!   as a UTC time), every dense counter and the key cap, every lease with
+//!   its status (`live`, `expired` when `expires_at_ms <= now`, or
+//!   `superseded`), whether a process holds the directory lock, and any
+//!   leftover `*.tmp` files. Reads without taking the lock and changes
+//!   nothing.
+//! - `verify DIR [--json]`: exit code 0 and `ok: DIR ...` when every file
+//!   decodes and checks, exit code 1 and a one-line reason naming the file
+//!   otherwise. For a cron job or a readiness probe.
+//! - `seed DIR VALUE`:
+//!   [`FileDriver::init_seeded`](tsoracle_driver_file::FileDriver::init_seeded);
+//!   refuses existing state.
+//! - `export DIR`: the whole state as JSON on stdout, for a migration to
+//!   another driver; `export DIR --receipt`: the ecosystem's stopped-state
+//!   receipt (`tsoracle.stopped-file-state` v1), taken under the lock.
+//! - `migrate out DIR --to URL[,URL...]` and `migrate in NEWDIR --from
+//!   URL[,URL...] --keys-from RECEIPT` (feature `migrate`): carry the state
+//!   to a running oracle of any driver and back through the public client
+//!   API; `migrate reinstate DIR --target-never-served` lifts the `RETIRED`
+//!   marker of an abandoned migration. See `commands::migrate`.
+//!
+//! # The `export` JSON
+//!
+//! One object; the field names are stable (new fields may be added, none
+//! renamed or removed without bumping `version`):
+//!
+//! - `format`: always `"tsoracle-file-state"`.
+//! - `version`: the layout of this JSON, `1`.
+//! - `high_water`: the committed high-water in physical milliseconds since
+//!   the Unix epoch (0 when there is no `state` file, as a driver would
+//!   load it). Carry it over as the seed of the new driver.
+//! - `dense.cap`: the key-cardinality cap (10000 when there is no `dense`
+//!   file).
+//! - `dense.counters`: an object from each dense key to its next unissued
+//!   value.
+//! - `leases`: an array, in ascending `lease_id`, of objects with
+//!   `lease_id`, `holder` (the holder bytes as a string when they are UTF-8,
+//!   else `null`), `holder_hex` (the holder bytes in lowercase hex, always
+//!   present), `holder_epoch`, `ttl_ms`, `ts_upper_bound`, `expires_at_ms`
+//!   and `superseded` (a boolean).
+//!
+//! Every number is an unsigned 64-bit integer written exactly; consumers
+//! that parse JSON numbers as doubles lose precision above 2^53 (the
+//! high-water never exceeds 2^46 − 1, but counters may).
+//!
+//! # Exit codes
+//!
+//! 0 success; 1 the directory cannot be read, its state is invalid or
+//! corrupt, or the request was refused (seeding over existing state, a seed
+//! out of range, the lock held by a running driver); 2 usage error (unknown
+//! subcommand or flag, missing argument, a value that is not a number).
+//!
+//! # Layout
+//!
+//! `main` parses and dispatches; `cli` holds what every subcommand shares
+//! (the failure type and exit codes, printing, JSON, UTC); each subcommand
+//! is a module of `commands` with its `Args`, its output types (plain
+//! `Serialize` structs, so each `--json` document is a type) and its
+//! `exec`; `locks` finds the lock holder in `/proc/locks`.
+
+mod cli;
+mod commands;
+mod locks;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use commands::{export, inspect, migrate, seed, verify};
+
+/// The field list of the `export` JSON, shared by the top-level and the
+/// `export` long help.
+macro_rules! export_fields {
+    () => {
+        "THE EXPORT JSON
+  One object; field names are stable (fields may be added, none renamed or
+  removed without bumping `version`):
+    format          always \"tsoracle-file-state\"
+    version         layout of this JSON, 1
+    high_water      committed high-water, physical ms since the Unix epoch
+                    (0 when there is no `state` file, as a driver loads it)
+    dense.cap       key-cardinality cap (10000 when there is no `dense` file)
+    dense.counters  object: dense key -> next unissued value
+    leases          array in ascending lease_id of objects with:
+      lease_id, holder (UTF-8 string, or null when the bytes are not UTF-8),
+      holder_hex (the holder bytes in lowercase hex), holder_epoch, ttl_ms,
+      ts_upper_bound, expires_at_ms, superseded (boolean)
+  Numbers are exact unsigned 64-bit integers.
+"
+    };
+}
+
+/// The exit-code table, shared by the help texts.
+macro_rules! exit_codes {
+    () => {
+        "EXIT CODES
+  0  success
+  1  the directory cannot be read, its state is invalid or corrupt, or the
+     request was refused (existing state, seed out of range, lock held)
+  2  usage error (unknown subcommand or flag, missing argument, a value
+     that is not a number)
+"
+    };
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tsoracle-file",
+    version,
+    about = "Inspect, verify, seed, export and migrate a tsoracle FileDriver state directory",
+    long_about = concat!(
+        "Inspect, verify, seed, export and migrate a tsoracle FileDriver state directory.\n\n",
+        "inspect, verify and export only read: they take no lock and change nothing, ",
+        "so they are safe while a driver runs on the directory.\n\n",
+        exit_codes!(),
+        "\n",
+        export_fields!(),
+    )
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show the high-water, dense counters, leases, lock holder and leftover
+    /// temp files, without taking the lock or changing anything
+    #[command(long_about = concat!(
+        "Show the high-water (integer and UTC), every dense counter and the key cap, ",
+        "every lease (id, holder, epoch, ttl, upper bound, expiry, and status: live, ",
+        "expired when expires_at_ms <= now, or superseded), whether a process holds ",
+        "the directory lock (Linux: read from /proc/locks, never by taking the lock; ",
+        "\"unknown\" elsewhere), and leftover *.tmp files.\n\n",
+        "Reads without taking the lock and changes nothing.\n\n",
+        exit_codes!(),
+    ))]
+    Inspect(inspect::Args),
+    /// Check that every file decodes: exit 0 and `ok: DIR`, or exit 1 with a
+    /// one-line reason naming the file
+    #[command(long_about = concat!(
+        "Check that every file of the state directory decodes and passes its checks. ",
+        "Prints `ok: DIR (...)` and exits 0, or prints a one-line reason naming the ",
+        "file on stderr and exits 1. For a cron job or a readiness probe.\n\n",
+        "With --json, prints {\"ok\":true,\"dir\":..,\"high_water\":..,\"dense_keys\":..,",
+        "\"leases\":..,\"leftover_temp_files\":..} or {\"ok\":false,\"dir\":..,\"error\":..} ",
+        "on stdout (the reason still goes to stderr as well).\n\n",
+        exit_codes!(),
+    ))]
+    Verify(verify::Args),
+    /// Start a fresh state directory at a high-water, refusing existing
+    /// state
+    #[command(long_about = concat!(
+        "Start a fresh state directory (created if missing) whose high-water is VALUE, ",
+        "for an oracle that already issued timestamps under another driver: timestamps ",
+        "issued afterwards are above VALUE. Refuses (exit 1) when any of state, dense, ",
+        "leases exists, when a driver holds the directory, or when VALUE is above the ",
+        "46-bit physical-millisecond maximum.\n\n",
+        exit_codes!(),
+    ))]
+    Seed(seed::Args),
+    /// Print the whole state as JSON (see --help for the fields)
+    #[command(long_about = concat!(
+        "Print the whole state as JSON on stdout, so a migration to another driver ",
+        "can carry the high-water, counters and leases over. Reads without taking ",
+        "the lock and changes nothing.\n\n",
+        "With --receipt, prints instead the ecosystem's stopped-state receipt (schema ",
+        "tsoracle.stopped-file-state version 1: the high-water, leases, dense counters ",
+        "and the SHA-256 of each file), taken while holding the directory's lock, so ",
+        "it is refused (exit 1) while a server runs on the directory.\n\n",
+        export_fields!(),
+        "\n",
+        exit_codes!(),
+    ))]
+    Export(export::Args),
+    /// Carry the state to a running oracle (openraft, paxos, ...) and back
+    Migrate(migrate::Args),
+}
+
+fn main() -> ExitCode {
+    let parsed = Cli::parse();
+    let result = match &parsed.command {
+        Command::Inspect(args) => inspect::exec(args),
+        Command::Verify(args) => verify::exec(args),
+        Command::Seed(args) => seed::exec(args),
+        Command::Export(args) => export::exec(args),
+        Command::Migrate(args) => migrate::exec(args),
+    };
+    cli::finish(result)
+}

@@ -1,0 +1,226 @@
+//! [`FileDriver::init_from`]: a fresh state directory seeded with a
+//! high-water, dense counters and leases together, for an oracle coming
+//! back from another driver.
+//!
+//! # Why all three, and why atomically
+//!
+//! An oracle that already issued values elsewhere must start *above* all of
+//! them: above its timestamps (the high-water) and at or above each dense
+//! counter, or it hands a value out twice. Seeding only the high-water
+//! (`init_seeded`) leaves every counter at 0.
+//!
+//! The three files cannot be renamed into place in one step, and a crash
+//! between them would leave a directory that `open_or_init` serves with a
+//! counter at 0, or a high-water at 0. So `init_from`:
+//!
+//! 1. takes the lock and refuses a directory holding any state or marker;
+//! 2. writes the `SEEDING` marker durably (fsync, rename, directory fsync):
+//!    from here a crash leaves a directory every open refuses;
+//! 3. writes `dense`, `leases` and `state` (temp, fsync, rename each) and
+//!    fsyncs the directory once: all three are durable;
+//! 4. removes `SEEDING` and fsyncs the directory: only now can it serve.
+//!
+//! A crash before 2 leaves no state (seed again); between 2 and 4 a marked
+//! directory that is refused with
+//! [`FileDriverError::SeedingInterrupted`]
+//! (it never served: remove it and seed again); after 4 the complete seed.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tsoracle_core::{LeaseRecord, PHYSICAL_MS_MAX, SeqKey};
+
+use crate::dense_record::{self, DenseState};
+use crate::driver::FileDriver;
+use crate::error::{Bt, FileDriverError};
+use crate::fence::{self, RETIRED_FILE, SEEDING_FILE};
+use crate::store::{FileKind, Store};
+use crate::vfs::{StdFs, Vfs};
+use crate::{lease_record, record};
+
+/// What [`FileDriver::init_from`] writes into a fresh state directory.
+///
+/// ```
+/// use tsoracle_core::SeqKey;
+/// use tsoracle_driver_file::Seed;
+///
+/// let seed = Seed::new(1_764_000_000_000)
+///     .with_counter(SeqKey::try_new("orders")?, 42)
+///     .with_counter(SeqKey::try_new("users")?, 7);
+/// assert_eq!(seed.high_water(), 1_764_000_000_000);
+/// assert_eq!(seed.dense().counters.len(), 2);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Seed {
+    high_water: u64,
+    dense: DenseState,
+    leases: Vec<LeaseRecord>,
+}
+
+impl Seed {
+    /// A seed at `high_water` (physical milliseconds), no counters, the
+    /// default key cap, no leases.
+    pub fn new(high_water: u64) -> Self {
+        Seed {
+            high_water,
+            dense: DenseState::default(),
+            leases: Vec::new(),
+        }
+    }
+
+    /// Sets the next unissued value of the dense counter `key` (the first
+    /// value the seeded oracle hands out for it).
+    #[must_use]
+    pub fn with_counter(mut self, key: SeqKey, next: u64) -> Self {
+        self.dense.counters.insert(key, next);
+        self
+    }
+
+    /// Sets the dense key-cardinality cap.
+    #[must_use]
+    pub fn with_key_cap(mut self, cap: u64) -> Self {
+        self.dense.cap = cap;
+        self
+    }
+
+    /// Sets the lease set.
+    #[must_use]
+    pub fn with_leases(mut self, leases: Vec<LeaseRecord>) -> Self {
+        self.leases = leases;
+        self
+    }
+
+    /// The high-water.
+    pub fn high_water(&self) -> u64 {
+        self.high_water
+    }
+
+    /// The dense counters and key cap.
+    pub fn dense(&self) -> &DenseState {
+        &self.dense
+    }
+
+    /// The lease set.
+    pub fn leases(&self) -> &[LeaseRecord] {
+        &self.leases
+    }
+}
+
+impl FileDriver {
+    /// Creates a fresh state directory holding `seed`'s high-water, dense
+    /// counters and leases, all durable when it returns: the way back for
+    /// an oracle that issued values under another driver. Timestamps issued
+    /// from the directory are above the high-water, and each counter
+    /// continues from its seeded value.
+    ///
+    /// Refuses a directory that already holds state (or a marker), and
+    /// writes a `SEEDING` marker first so that a crash half-way leaves a
+    /// directory every open refuses rather than one missing its counters
+    /// (see the [module docs](crate::seed)). [`init_seeded`](Self::init_seeded)
+    /// is the high-water-only form.
+    ///
+    /// ```
+    /// use tsoracle_consensus::ConsensusDriver;
+    /// use tsoracle_core::SeqKey;
+    /// use tsoracle_driver_file::{FileDriver, FileDriverError, LEADER_EPOCH, Seed};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let dir = tempfile::tempdir()?;
+    /// let orders = SeqKey::try_new("orders")?;
+    /// FileDriver::init_from(dir.path(), &Seed::new(1_764_000_000_000).with_counter(orders.clone(), 500))?;
+    /// assert!(matches!(
+    ///     FileDriver::init_from(dir.path(), &Seed::new(5)),
+    ///     Err(FileDriverError::StateExists { .. })
+    /// ));
+    ///
+    /// let driver = FileDriver::open_or_init(dir.path())?;
+    /// assert_eq!(driver.load_high_water().await?, 1_764_000_000_000);
+    /// assert_eq!(driver.advance_dense(&orders, 10, LEADER_EPOCH).await?, 500);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// Checked before anything is touched: [`FileDriverError::SeedOutOfRange`]
+    /// for a high-water above `PHYSICAL_MS_MAX`,
+    /// [`FileDriverError::InvalidLeases`] for two leases with one id or a
+    /// holder over 65,535 bytes. Then [`FileDriverError::AlreadyLocked`],
+    /// [`FileDriverError::NotADirectory`], [`FileDriverError::StateExists`]
+    /// when any of `state`, `dense`, `leases`, `RETIRED`, `SEEDING` exists,
+    /// and [`FileDriverError::Io`] for a failed write, fsync or rename;
+    /// after such a failure the directory carries `SEEDING` (or nothing):
+    /// remove it and seed again.
+    pub fn init_from(dir: impl AsRef<Path>, seed: &Seed) -> Result<(), FileDriverError> {
+        Self::init_from_with(dir, seed, Arc::new(StdFs))
+    }
+
+    /// [`init_from`](Self::init_from) on another [`Vfs`].
+    ///
+    /// # Errors
+    ///
+    /// As [`init_from`](Self::init_from).
+    pub fn init_from_with(
+        dir: impl AsRef<Path>,
+        seed: &Seed,
+        vfs: Arc<dyn Vfs>,
+    ) -> Result<(), FileDriverError> {
+        let dir = dir.as_ref();
+        if seed.high_water > PHYSICAL_MS_MAX {
+            return Err(FileDriverError::SeedOutOfRange {
+                seed: seed.high_water,
+                max: PHYSICAL_MS_MAX,
+                backtrace: Bt::capture(),
+            });
+        }
+        // Encode everything before touching the disk: a seed that cannot be
+        // stored leaves no trace.
+        let state = record::encode(seed.high_water);
+        let dense = dense_record::encode(&seed.dense);
+        let leases = lease_record::encode(&seed.leases).map_err(|source| {
+            FileDriverError::InvalidLeases {
+                dir: dir.to_path_buf(),
+                source,
+                backtrace: Bt::capture(),
+            }
+        })?;
+
+        let (store, _lock) = Store::lock(vfs, dir)?;
+        let existing = match store.existing_state_file()? {
+            Some(existing) => Some(existing),
+            None => [SEEDING_FILE, RETIRED_FILE]
+                .into_iter()
+                .find_map(|name| match fence::exists(&store, name) {
+                    Ok(true) => Some(Ok(dir.join(name))),
+                    Ok(false) => None,
+                    Err(err) => Some(Err(err)),
+                })
+                .transpose()?,
+        };
+        if let Some(existing) = existing {
+            return Err(FileDriverError::StateExists {
+                existing,
+                backtrace: Bt::capture(),
+            });
+        }
+
+        fence::write_marker(
+            &store,
+            SEEDING_FILE,
+            b"tsoracle-driver-file init_from in progress: this directory is incomplete and must not serve\n",
+        )?;
+        let stage = |kind, bytes: &[u8]| store.stage(kind, bytes).map_err(|failure| failure.error);
+        stage(FileKind::Dense, &dense)?;
+        if !seed.leases.is_empty() {
+            stage(FileKind::Leases, &leases)?;
+        }
+        stage(FileKind::State, &state)?;
+        store.sync_dir()?;
+        fence::remove_marker(&store, SEEDING_FILE)?;
+        // A new origin, as for any oracle this crate starts.
+        store
+            .ensure_identity(crate::driver::now_ms(), true)
+            .map(drop)
+    }
+}

@@ -1,0 +1,186 @@
+//! `FileDriver::init_from` seeds high-water, counters and leases together:
+//! whatever a power cut at any operation leaves, a driver opening the disk
+//! either refuses it, finds no state at all, or finds the complete seed.
+//! Never a high-water without its counters, or counters without their
+//! high-water (either would let the seeded oracle hand a value out twice).
+
+#[path = "support/simfs.rs"]
+mod simfs;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use simfs::SimFs;
+use tsoracle_consensus::ConsensusDriver;
+use tsoracle_core::{LeaseRecord, SeqKey};
+use tsoracle_driver_file::{FileDriver, FileDriverError, LEADER_EPOCH, Seed};
+
+const DIR: &str = "/data/oracle";
+const HIGH_WATER: u64 = 1_764_000_555_000;
+
+fn key(name: &str) -> SeqKey {
+    SeqKey::try_new(name).expect("valid key")
+}
+
+fn seed() -> Seed {
+    Seed::new(HIGH_WATER)
+        .with_counter(key("orders"), 42_000)
+        .with_counter(key("users"), 7)
+        .with_key_cap(500)
+        .with_leases(vec![LeaseRecord {
+            lease_id: 7,
+            holder: b"svc-a".to_vec(),
+            holder_epoch: 3,
+            ttl_ms: 10_000,
+            ts_upper_bound: HIGH_WATER,
+            expires_at_ms: HIGH_WATER + 10_000,
+            superseded: false,
+        }])
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime")
+}
+
+/// What a driver opening the disk sees: `None` when it refuses the disk as
+/// half-seeded, else (high-water, orders, users, lease count).
+fn observe(fs: &SimFs) -> Option<(u64, u64, u64, usize)> {
+    match FileDriver::open_or_init_with(DIR, Arc::new(fs.clone())) {
+        Err(FileDriverError::SeedingInterrupted { marker, .. }) => {
+            assert_eq!(marker, Path::new(DIR).join("SEEDING"));
+            None
+        }
+        Err(other) => panic!("unexpected refusal: {other}"),
+        Ok(driver) => {
+            let rt = runtime();
+            Some(rt.block_on(async {
+                (
+                    driver.load_high_water().await.expect("high-water"),
+                    driver.load_dense_seq(&key("orders")).await.expect("orders"),
+                    driver.load_dense_seq(&key("users")).await.expect("users"),
+                    driver.load_leases().await.expect("leases").len(),
+                )
+            }))
+        }
+    }
+}
+
+#[test]
+fn a_power_cut_at_any_operation_never_leaves_a_partial_seed() {
+    // A clean run first: how many operations seeding takes.
+    let clean = SimFs::new();
+    FileDriver::init_from_with(DIR, &seed(), Arc::new(clean.clone())).expect("clean seed");
+    let total = clean.op_count();
+    assert!(total > 10, "seeding took only {total} operations");
+    assert_eq!(observe(&clean), Some((HIGH_WATER, 42_000, 7, 1)));
+
+    let (mut refused, mut empty, mut complete, mut images_seen) = (0, 0, 0, 0);
+    for crash_at in 0..total {
+        let fs = SimFs::new();
+        fs.crash_at(crash_at);
+        let result = FileDriver::init_from_with(DIR, &seed(), Arc::new(fs.clone()));
+        assert!(
+            result.is_err(),
+            "seeding cannot succeed when power fails at op {crash_at}"
+        );
+        for image in fs.crash_images() {
+            images_seen += 1;
+            let disk = SimFs::from_image(&image);
+            match observe(&disk) {
+                None => refused += 1,
+                Some((0, 0, 0, 0)) => empty += 1,
+                Some(found) => {
+                    assert_eq!(
+                        found,
+                        (HIGH_WATER, 42_000, 7, 1),
+                        "crash at op {crash_at} ({}) served a partial seed",
+                        image.label
+                    );
+                    complete += 1;
+                }
+            }
+        }
+    }
+    eprintln!(
+        "{total} crash points, {images_seen} disks: {refused} refused as half-seeded, \
+         {empty} empty, {complete} complete"
+    );
+    assert!(
+        refused > 0 && empty > 0,
+        "the crash points must reach both sides of the marker"
+    );
+}
+
+#[test]
+fn seeding_refuses_existing_state_and_markers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    FileDriver::init_seeded(dir.path(), 5).expect("seed");
+    match FileDriver::init_from(dir.path(), &seed()) {
+        Err(FileDriverError::StateExists { existing, .. }) => {
+            assert_eq!(existing, dir.path().join("state"))
+        }
+        other => panic!("seeded over existing state: {other:?}"),
+    }
+
+    let marked = tempfile::tempdir().expect("tempdir");
+    std::fs::write(marked.path().join("RETIRED"), "migrated\n").expect("marker");
+    match FileDriver::init_from(marked.path(), &seed()) {
+        Err(FileDriverError::StateExists { existing, .. }) => {
+            assert_eq!(existing, marked.path().join("RETIRED"))
+        }
+        other => panic!("seeded over a retired directory: {other:?}"),
+    }
+}
+
+#[test]
+fn bad_seeds_are_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let target = dir.path().join("new");
+    let too_high = Seed::new(tsoracle_core::PHYSICAL_MS_MAX + 1);
+    assert!(matches!(
+        FileDriver::init_from(&target, &too_high),
+        Err(FileDriverError::SeedOutOfRange { .. })
+    ));
+    let lease = LeaseRecord {
+        lease_id: 1,
+        holder: b"a".to_vec(),
+        holder_epoch: 1,
+        ttl_ms: 1,
+        ts_upper_bound: 1,
+        expires_at_ms: 1,
+        superseded: false,
+    };
+    let duplicate = Seed::new(1).with_leases(vec![lease.clone(), lease]);
+    assert!(matches!(
+        FileDriver::init_from(&target, &duplicate),
+        Err(FileDriverError::InvalidLeases { .. })
+    ));
+    assert!(!target.exists(), "a refused seed created the directory");
+}
+
+#[test]
+fn a_seeded_directory_continues_every_counter_above_its_seed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    FileDriver::init_from(dir.path(), &seed()).expect("seed");
+    assert!(!dir.path().join("SEEDING").exists());
+    let driver = FileDriver::open_or_init(dir.path()).expect("open");
+    let rt = runtime();
+    rt.block_on(async {
+        assert_eq!(
+            driver
+                .advance_dense(&key("orders"), 10, LEADER_EPOCH)
+                .await
+                .expect("advance"),
+            42_000
+        );
+        assert_eq!(
+            driver
+                .persist_high_water(HIGH_WATER - 1, LEADER_EPOCH)
+                .await
+                .expect("persist"),
+            HIGH_WATER
+        );
+    });
+}
