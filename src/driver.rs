@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::Stream;
 use tokio::sync::{oneshot, watch};
@@ -104,9 +104,15 @@ impl FileDriver {
     ) -> Result<Arc<FileDriver>, FileDriverError> {
         let dir = dir.as_ref();
         let (store, lock) = Store::lock(vfs, dir)?;
+        let recovery = Instant::now();
         let snapshot = store.load()?;
-        let published = Arc::new(Published::new(&snapshot));
         let stats = Arc::new(StatCounters::default());
+        stats.metrics.opened(
+            recovery.elapsed(),
+            snapshot.dense.counters.len(),
+            snapshot.leases.len(),
+        );
+        let published = Arc::new(Published::new(&snapshot));
         let (requests, queue) = mpsc::channel();
         let committer = Committer::new(store, snapshot, Arc::clone(&published), Arc::clone(&stats));
         let handle = std::thread::Builder::new()
@@ -243,11 +249,13 @@ impl FileDriver {
         request: impl FnOnce(oneshot::Sender<Result<T, CommitError>>) -> Request,
     ) -> Result<T, ConsensusError> {
         let (reply, answer) = oneshot::channel();
+        self.stats.metrics.queued();
         let sent = self
             .requests
             .as_ref()
             .is_some_and(|requests| requests.send(request(reply)).is_ok());
         if !sent {
+            self.stats.metrics.unqueued();
             return Err(self.committer_stopped());
         }
         match answer.await {

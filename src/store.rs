@@ -201,14 +201,16 @@ impl Store {
             .sync_dir(&self.dir)
             .map_err(|err| FileDriverError::io(FileOp::FsyncDir, &self.dir, err))?;
         let files = read_files(self.vfs.as_ref(), &self.dir)?;
+        let mut removed = 0;
         for kind in FileKind::ALL {
             let temp = self.path(kind.temp_name());
             match self.vfs.remove_file(&temp) {
-                Ok(()) => {}
+                Ok(()) => removed += 1,
                 Err(err) if err.kind() == io::ErrorKind::NotFound => {}
                 Err(err) => return Err(FileDriverError::io(FileOp::RemoveTemp, temp, err)),
             }
         }
+        crate::metrics::temp_files_removed(removed);
         Ok(Snapshot {
             high_water: files.high_water.unwrap_or(0),
             dense: files.dense.unwrap_or_default(),

@@ -1,0 +1,1 @@
+//! `tsoracle-file serve` (feature `server`): filled in by the next commit.
