@@ -9,13 +9,17 @@ use serde::Serialize;
 use tsoracle_core::LeaseRecord;
 use tsoracle_driver_file::dense_record::{DEFAULT_KEY_CAP, DenseState};
 
-use crate::cli::{self, CmdResult};
+use crate::cli::{self, CmdResult, Failure};
 
 /// Arguments of `export`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// The state directory
     pub(crate) dir: PathBuf,
+    /// Export a directory that holds no state (no state, dense or leases
+    /// file) as high-water 0 instead of refusing it
+    #[arg(long)]
+    pub(crate) allow_empty: bool,
 }
 
 /// The `export` document: its field names are stable (fields may be added,
@@ -95,6 +99,21 @@ impl LeaseJson {
 /// Prints the whole state as JSON.
 pub(crate) fn exec(args: &Args) -> CmdResult {
     let state = cli::read(&args.dir)?;
+    if state.high_water.is_none()
+        && state.dense.is_none()
+        && state.leases.is_none()
+        && !args.allow_empty
+    {
+        // A migration seeds the next oracle from this document: high-water
+        // 0 from a mistyped path would rewind it.
+        return Err(Failure::new(format!(
+            "refusing to export {}: it holds no oracle state (no state, dense or leases \
+             file), so the export would say high-water 0, and a migration seeded from it \
+             would hand out timestamps again; check the path, or pass --allow-empty to \
+             export an empty state on purpose",
+            args.dir.display()
+        )));
+    }
     let dense = match &state.dense {
         Some(dense) => DenseJson::new(dense),
         None => DenseJson {
