@@ -490,3 +490,102 @@ fn serve_flags_fall_back_to_environment_variables() {
         assert!(help.contains(&format!("[env: {name}")), "{name} missing");
     }
 }
+
+/// A client whose channels speak TLS to `addr`, trusting the test CA and
+/// presenting `identity` when given.
+async fn tls_client(addr: SocketAddr, identity: Option<(&str, &str)>) -> Client {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+
+    let tls = fixture_dir().join("tls");
+    let mut config = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(
+            std::fs::read(tls.join("ca.pem")).expect("CA"),
+        ))
+        .domain_name("localhost");
+    if let Some((cert, key)) = identity {
+        config = config.identity(Identity::from_pem(
+            std::fs::read(tls.join(cert)).expect("client cert"),
+            std::fs::read(tls.join(key)).expect("client key"),
+        ));
+    }
+    tsoracle_client::ClientBuilder::endpoints(vec![format!("https://{addr}")])
+        .channel_connector(move |endpoint: &str| {
+            let endpoint = endpoint.to_string();
+            let config = config.clone();
+            async move {
+                let channel = Endpoint::from_shared(endpoint)?
+                    .tls_config(config)?
+                    .connect()
+                    .await?;
+                Ok::<_, tsoracle_client::BoxError>(channel)
+            }
+        })
+        .build()
+        .await
+        .expect("build a TLS client")
+}
+
+fn fixture_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_speaks_tls_and_mutual_tls_with_the_given_certificates() {
+    let parent = tempfile::tempdir().expect("temp dir");
+    let dir = parent.path().join("oracle");
+    let tls = fixture_dir().join("tls");
+    let path = |name: &str| tls.join(name).to_string_lossy().into_owned();
+    let (cert, key, ca) = (path("server.pem"), path("server.key"), path("ca.pem"));
+
+    let server = Serving::start(
+        &["--init", "--tls-cert", &cert, "--tls-key", &key],
+        &dir,
+        &[],
+    );
+    let client = tls_client(server.grpc, None).await;
+    let first = client.get_ts().await.expect("get_ts over TLS").0;
+    assert!(client.get_ts().await.expect("get_ts over TLS").0 > first);
+    drop(client);
+    // Plaintext is not served on a TLS port.
+    let plain = server.client().await;
+    plain
+        .get_ts()
+        .await
+        .expect_err("a plaintext call to a TLS server fails");
+    drop(plain);
+    let (status, stderr) = server.stop(Signal::SIGTERM);
+    assert!(status.success(), "exit {status}: {stderr}");
+
+    // Mutual TLS: a client certificate signed by --tls-client-ca is needed.
+    let server = Serving::start(
+        &[
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--tls-client-ca",
+            &ca,
+        ],
+        &dir,
+        &[],
+    );
+    let client = tls_client(server.grpc, Some(("client.pem", "client.key"))).await;
+    client
+        .get_ts()
+        .await
+        .expect("get_ts with a client certificate");
+    drop(client);
+    let anonymous = tls_client(server.grpc, None).await;
+    anonymous
+        .get_ts()
+        .await
+        .expect_err("no client certificate, no timestamp");
+    drop(anonymous);
+    let (status, stderr) = server.stop(Signal::SIGTERM);
+    assert!(status.success(), "exit {status}: {stderr}");
+
+    // A key without its certificate is a usage error.
+    let (code, stderr) = refused(&["--tls-key", &key], &dir);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--tls-cert"), "{stderr}");
+}
