@@ -105,6 +105,11 @@ struct Handles {
     batch_requests: ::metrics::Histogram,
     batch_bytes: ::metrics::Histogram,
     queue_depth: ::metrics::Gauge,
+    /// Requests sent to the committer and not yet taken into a batch; the
+    /// gauge is `set` from it (one atomic add and one store per request,
+    /// where a gauge increment is a compare-and-swap loop that contended
+    /// callers retry).
+    queued: std::sync::atomic::AtomicUsize,
     /// `[step][poisoning as usize]`, in [`WriteStep::ALL`] order.
     write_errors: [[::metrics::Counter; 2]; 4],
     poisoned: ::metrics::Gauge,
@@ -124,6 +129,7 @@ impl DriverMetrics {
                 batch_requests: ::metrics::histogram!(BATCH_REQUESTS),
                 batch_bytes: ::metrics::histogram!(BATCH_BYTES),
                 queue_depth: ::metrics::gauge!(QUEUE_DEPTH),
+                queued: std::sync::atomic::AtomicUsize::new(0),
                 write_errors: WriteStep::ALL.map(|step| {
                     ["transient", "poisoning"].map(|effect| {
                         ::metrics::counter!(WRITE_ERRORS_TOTAL, "op" => step.label(), "effect" => effect)
@@ -151,11 +157,17 @@ impl DriverMetrics {
         let _ = (recovery, dense_keys, leases);
     }
 
-    /// A caller queued one request for the committer.
+    /// A caller is about to queue one request for the committer. Called
+    /// before the request is sent, so the committer's later `set` (which
+    /// the channel orders after this one) can only correct it.
     #[inline]
     pub(crate) fn queued(&self) {
         #[cfg(feature = "metrics")]
-        self.handles.queue_depth.increment(1.0);
+        {
+            use std::sync::atomic::Ordering;
+            let waiting = self.handles.queued.fetch_add(1, Ordering::Relaxed) + 1;
+            self.handles.queue_depth.set(waiting as f64);
+        }
     }
 
     /// A request that was counted by [`queued`](Self::queued) never reached
@@ -163,7 +175,16 @@ impl DriverMetrics {
     #[inline]
     pub(crate) fn unqueued(&self) {
         #[cfg(feature = "metrics")]
-        self.handles.queue_depth.decrement(1.0);
+        self.taken(1);
+    }
+
+    #[cfg(feature = "metrics")]
+    fn taken(&self, requests: usize) {
+        use std::sync::atomic::Ordering;
+        let before = self.handles.queued.fetch_sub(requests, Ordering::Relaxed);
+        self.handles
+            .queue_depth
+            .set(before.saturating_sub(requests) as f64);
     }
 
     /// The committer took `requests` queued requests into one batch.
@@ -171,7 +192,7 @@ impl DriverMetrics {
     pub(crate) fn batch_taken(&self, requests: usize) {
         #[cfg(feature = "metrics")]
         {
-            self.handles.queue_depth.decrement(requests as f64);
+            self.taken(requests);
             self.handles.batch_requests.record(requests as f64);
         }
         #[cfg(not(feature = "metrics"))]

@@ -42,7 +42,7 @@ fn open_measured(dir: &std::path::Path) -> (Arc<FileDriver>, Snapshotter) {
 /// What was recorded since the previous snapshot: the debugging recorder
 /// resets counters and gauges to 0 and drains histograms as it reads them,
 /// so counters read as increments, and a gauge as the value last `set`
-/// (or, for one only ever moved up and down, as its net move).
+/// since the previous snapshot (0 if none).
 struct Recorded(HashMap<CompositeKey, DebugValue>);
 
 impl Recorded {
@@ -270,44 +270,49 @@ async fn a_failed_rename_counts_as_transient_and_does_not_poison() {
 #[cfg(feature = "failpoints")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_queue_depth_counts_callers_waiting_behind_a_write() {
-    const WAITING: usize = 10;
+    const WAITING: u64 = 10;
     let _exclusive = exclusive();
     let dir = tempfile::tempdir().expect("temp dir");
     let (driver, snapshotter) = open_measured(dir.path());
     fail::cfg("file_driver::before_temp_write", "pause").expect("failpoint");
 
-    // The first call is taken into a batch and pauses inside its write;
-    // the next ones queue behind it.
-    let mut calls = Vec::new();
-    for i in 0..=WAITING as u64 {
-        let caller = Arc::clone(&driver);
-        calls.push(tokio::spawn(async move {
-            caller
-                .persist_high_water(1_764_000_000_000 + i, LEADER_EPOCH)
+    // The first call is taken into a batch and pauses inside its write.
+    let first = {
+        let driver = Arc::clone(&driver);
+        tokio::spawn(async move {
+            driver
+                .persist_high_water(1_764_000_000_000, LEADER_EPOCH)
                 .await
-        }));
-        if i == 0 {
-            wait_until("the first call is taken", || driver.stats().requests == 1).await;
-        }
-    }
-    // The gauge only moves up and down: its value is the sum of what each
-    // snapshot read.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut depth = 0.0;
-    while depth != WAITING as f64 {
+        })
+    };
+    wait_until("the first call is taken", || driver.stats().requests == 1).await;
+    // The next ones queue behind it, one after another: a call's first
+    // poll sends its request.
+    let mut waiting = Vec::new();
+    for i in 1..=WAITING {
+        let mut call = Box::pin(driver.persist_high_water(1_764_000_000_000 + i, LEADER_EPOCH));
         assert!(
-            Instant::now() < deadline,
-            "queue depth stuck at {depth}, {WAITING} callers are waiting"
+            futures::poll!(call.as_mut()).is_pending(),
+            "call {i} queued"
         );
-        tokio::task::yield_now().await;
-        depth += Recorded::take(&snapshotter).gauge(names::QUEUE_DEPTH);
+        waiting.push(call);
     }
+    // The debugging recorder reads a gauge as the value last set.
+    assert_eq!(
+        Recorded::take(&snapshotter).gauge(names::QUEUE_DEPTH),
+        WAITING as f64
+    );
+
     fail::cfg("file_driver::before_temp_write", "off").expect("failpoint");
-    for call in calls {
-        call.await.expect("task").expect("persist");
+    first.await.expect("task").expect("persist");
+    for call in waiting {
+        call.await.expect("persist");
     }
-    depth += Recorded::take(&snapshotter).gauge(names::QUEUE_DEPTH);
-    assert_eq!(depth, 0.0, "every waiting caller was taken");
+    assert_eq!(
+        Recorded::take(&snapshotter).gauge(names::QUEUE_DEPTH),
+        0.0,
+        "the committer took every waiting caller"
+    );
     drop(driver);
 }
 
