@@ -65,7 +65,7 @@
 //! - `metrics`: the driver records fsync and directory-fsync latency, batch
 //!   sizes, queue depth, write errors, poisoning, key and lease counts and
 //!   recovery at open through the `metrics` 0.24 facade; the names are in
-//!   [`metrics`](crate::metrics). Without the feature nothing is recorded
+//!   [`metrics`]. Without the feature nothing is recorded
 //!   and nothing is compiled in.
 //! - `cli`: the `tsoracle-file` binary (`inspect`, `verify`, `seed`,
 //!   `init`, `export`).
