@@ -72,7 +72,8 @@ fn command(args: &[&str], dir: &Path) -> Command {
 struct Serving {
     child: Option<Child>,
     grpc: SocketAddr,
-    http: SocketAddr,
+    /// `None` with `--no-metrics`.
+    http: Option<SocketAddr>,
     /// Everything the process wrote to stderr, once it closed it.
     stderr: mpsc::Receiver<String>,
 }
@@ -104,7 +105,7 @@ impl Serving {
         let mut serving = Serving {
             child: Some(child),
             grpc: "0.0.0.0:0".parse().expect("placeholder"),
-            http: "0.0.0.0:0".parse().expect("placeholder"),
+            http: None,
             stderr,
         };
         let line = received.recv_timeout(BOUND).unwrap_or_else(|_| {
@@ -122,13 +123,17 @@ impl Serving {
             .nth(1)
             .and_then(|rest| rest.split(',').next())
             .unwrap_or_else(|| panic!("unexpected readiness line {line:?}"));
-        let http = line
-            .split("metrics on http://")
-            .nth(1)
-            .and_then(|rest| rest.strip_suffix("/metrics"))
-            .unwrap_or_else(|| panic!("unexpected readiness line {line:?}"));
         serving.grpc = grpc.parse().expect("gRPC address");
-        serving.http = http.parse().expect("metrics address");
+        serving.http = if line.ends_with(", metrics disabled") {
+            None
+        } else {
+            let http = line
+                .split("metrics on http://")
+                .nth(1)
+                .and_then(|rest| rest.strip_suffix("/metrics"))
+                .unwrap_or_else(|| panic!("unexpected readiness line {line:?}"));
+            Some(http.parse().expect("metrics address"))
+        };
         serving
     }
 
@@ -139,7 +144,7 @@ impl Serving {
     }
 
     fn get(&self, path: &str) -> (u16, String) {
-        http_get(self.http, path)
+        http_get(self.http.expect("serving metrics"), path)
     }
 
     /// Sends `signal` and waits for the exit; returns the status and stderr.
@@ -385,6 +390,22 @@ fn serve_refuses_a_missing_or_stateless_directory_without_init() {
     );
     // From then on it is an oracle's directory: no --init needed.
     let server = Serving::start(&[], &missing, &[]);
+    let (status, stderr) = server.stop(Signal::SIGTERM);
+    assert!(status.success(), "exit {status}: {stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_metrics_serves_grpc_without_the_http_listener() {
+    let parent = tempfile::tempdir().expect("temp dir");
+    let dir = parent.path().join("oracle");
+    let server = Serving::start(&["--init", "--no-metrics"], &dir, &[]);
+    assert_eq!(
+        server.http, None,
+        "the readiness line says metrics disabled"
+    );
+    let client = server.client().await;
+    client.get_ts().await.expect("get_ts");
+    drop(client);
     let (status, stderr) = server.stop(Signal::SIGTERM);
     assert!(status.success(), "exit {status}: {stderr}");
 }
