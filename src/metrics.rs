@@ -121,6 +121,8 @@ impl DriverMetrics {
     /// Registers the handles with the recorder current on this thread (the
     /// global one unless a local one is set).
     pub(crate) fn register() -> Self {
+        #[cfg(feature = "metrics")]
+        describe();
         DriverMetrics {
             #[cfg(feature = "metrics")]
             handles: Handles {
@@ -260,6 +262,50 @@ impl DriverMetrics {
         #[cfg(not(feature = "metrics"))]
         let _ = leases;
     }
+}
+
+/// The `# HELP` lines and units an exporter shows.
+#[cfg(feature = "metrics")]
+fn describe() {
+    use ::metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_histogram!(FSYNC_SECONDS, Unit::Seconds, "One fsync of a *.tmp file");
+    describe_histogram!(
+        DIR_FSYNC_SECONDS,
+        Unit::Seconds,
+        "One fsync of the state directory, once per batch"
+    );
+    describe_histogram!(
+        BATCH_REQUESTS,
+        Unit::Count,
+        "Requests folded into one batch"
+    );
+    describe_histogram!(BATCH_BYTES, Unit::Bytes, "Bytes one batch wrote");
+    describe_gauge!(
+        QUEUE_DEPTH,
+        Unit::Count,
+        "Write requests waiting for the committer, not yet in a batch"
+    );
+    describe_counter!(
+        WRITE_ERRORS_TOTAL,
+        Unit::Count,
+        "Failed file writes by step (op) and effect (transient or poisoning)"
+    );
+    describe_gauge!(
+        POISONED,
+        "1 once a failed fsync poisoned the driver (writes refused until reopened)"
+    );
+    describe_gauge!(DENSE_KEYS, Unit::Count, "Dense keys with a durable counter");
+    describe_gauge!(LEASES, Unit::Count, "Leases in the durable lease set");
+    describe_histogram!(
+        RECOVERY_SECONDS,
+        Unit::Seconds,
+        "Reading, checking and cleaning the state directory at open"
+    );
+    describe_counter!(
+        RECOVERY_TEMP_FILES_REMOVED_TOTAL,
+        Unit::Count,
+        "Leftover *.tmp files of interrupted writes removed at open"
+    );
 }
 
 /// Open removed `removed` leftover temp files.

@@ -285,6 +285,10 @@ async fn serve_answers_calls_metrics_and_probes_then_stops_on_sigterm() {
             text.contains(&format!("# TYPE {exported} ")),
             "{exported} missing from:\n{text}"
         );
+        assert!(
+            text.contains(&format!("# HELP {exported} ")),
+            "{exported} has no help line:\n{text}"
+        );
     }
     // Values that follow from the calls made.
     assert_eq!(sample(&text, "tsoracle_file_driver_dense_keys"), Some(2.0));

@@ -51,10 +51,14 @@
 //!
 //! # Exit codes
 //!
-//! 0 success; 1 the directory cannot be read, its state is invalid or
-//! corrupt, or the request was refused (seeding over existing state, a seed
-//! out of range, the lock held by a running driver); 2 usage error (unknown
-//! subcommand or flag, missing argument, a value that is not a number).
+//! 0 success (`serve`: stopped by SIGINT or SIGTERM); 1 the directory
+//! cannot be read, its state is invalid or corrupt, or the request was
+//! refused (seeding over existing state, a seed from which no server could
+//! make progress, an export of a directory without state, `serve` on a
+//! missing or stateless directory without `--init`, the lock held by a
+//! running driver), or the server stopped on an error; 2 usage error
+//! (unknown subcommand or flag, missing argument, a value that is not a
+//! number or a duration, a window above one hour).
 //!
 //! # Layout
 //!
