@@ -613,4 +613,43 @@ async fn serve_speaks_tls_and_mutual_tls_with_the_given_certificates() {
     let (code, stderr) = refused(&["--tls-key", &key], &dir);
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("--tls-cert"), "{stderr}");
+
+    // Files that are not what they claim are refused before a new oracle
+    // is created: a key given as the certificate, a missing file.
+    let missing = parent.path().join("not-yet");
+    let (code, stderr) = refused(&["--init", "--tls-cert", &key, "--tls-key", &key], &missing);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("holds no PEM BEGIN CERTIFICATE block"),
+        "{stderr}"
+    );
+    let nowhere = path("nowhere.pem");
+    let (code, stderr) = refused(
+        &["--init", "--tls-cert", &nowhere, "--tls-key", &key],
+        &missing,
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("cannot read --tls-cert"), "{stderr}");
+    assert!(!missing.exists(), "nothing was created");
+}
+
+#[test]
+fn serve_refuses_lease_bounds_that_cannot_work_before_touching_anything() {
+    let parent = tempfile::tempdir().expect("temp dir");
+    let dir = parent.path().join("oracle");
+    for (floor, ceiling) in [("10m", "1m"), ("0s", "300s")] {
+        let (code, stderr) = refused(
+            &[
+                "--init",
+                "--lease-ttl-floor",
+                floor,
+                "--lease-ttl-ceiling",
+                ceiling,
+            ],
+            &dir,
+        );
+        assert_eq!(code, 2, "{floor} {ceiling}: {stderr}");
+        assert!(stderr.contains("--lease-ttl-floor"), "{stderr}");
+    }
+    assert!(!dir.exists(), "nothing was created");
 }

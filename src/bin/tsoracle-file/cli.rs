@@ -18,6 +18,10 @@ use tsoracle_driver_file::{StateDir, read_state_dir};
 /// a usage error before any subcommand runs).
 pub(crate) const EXIT_FAILURE: u8 = 1;
 
+/// Exit code of a usage error found after parsing (a combination of flags
+/// that cannot work), as clap's own usage errors.
+pub(crate) const EXIT_USAGE: u8 = 2;
+
 /// What a subcommand prints on stdout when it succeeds.
 pub(crate) type CmdResult = Result<String, Failure>;
 

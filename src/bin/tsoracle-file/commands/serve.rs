@@ -130,6 +130,17 @@ pub(crate) fn exec(args: &Args) -> CmdResult {
     #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();
 
+    // Settings the server would refuse only once it is built, checked
+    // before anything is created or opened.
+    if args.lease_ttl_floor.is_zero() || args.lease_ttl_floor > args.lease_ttl_ceiling {
+        let mut refusal = Failure::new(format!(
+            "--lease-ttl-floor ({}) must be above zero and at most --lease-ttl-ceiling ({})",
+            humantime::format_duration(args.lease_ttl_floor),
+            humantime::format_duration(args.lease_ttl_ceiling)
+        ));
+        refusal.code = cli::EXIT_USAGE;
+        return Err(refusal);
+    }
     let metrics = if args.no_metrics {
         None
     } else {
@@ -228,17 +239,34 @@ fn prepare_state_dir(dir: &Path, init: bool) -> Result<(), Failure> {
 fn tls_config(args: &Args) -> Result<Option<tonic::transport::ServerTlsConfig>, Failure> {
     use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
-    let read = |path: &PathBuf, what: &str| {
-        std::fs::read(path)
-            .map_err(|err| Failure::new(format!("cannot read {what} {}: {err}", path.display())))
+    // tonic parses the PEM only when the server starts; a file without the
+    // expected block is refused here, before anything is created.
+    let read = |path: &PathBuf, what: &str, block: &str| {
+        let bytes = std::fs::read(path)
+            .map_err(|err| Failure::new(format!("cannot read {what} {}: {err}", path.display())))?;
+        if !String::from_utf8_lossy(&bytes).contains(block) {
+            return Err(Failure::new(format!(
+                "{what} {} holds no PEM {} block",
+                path.display(),
+                block.trim_matches('-')
+            )));
+        }
+        Ok(bytes)
     };
     let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
         return Ok(None);
     };
-    let identity = Identity::from_pem(read(cert, "--tls-cert")?, read(key, "--tls-key")?);
+    let identity = Identity::from_pem(
+        read(cert, "--tls-cert", "-----BEGIN CERTIFICATE-----")?,
+        read(key, "--tls-key", "PRIVATE KEY-----")?,
+    );
     let mut config = ServerTlsConfig::new().identity(identity);
     if let Some(ca) = &args.tls_client_ca {
-        config = config.client_ca_root(Certificate::from_pem(read(ca, "--tls-client-ca")?));
+        config = config.client_ca_root(Certificate::from_pem(read(
+            ca,
+            "--tls-client-ca",
+            "-----BEGIN CERTIFICATE-----",
+        )?));
     }
     Ok(Some(config))
 }
