@@ -58,7 +58,8 @@
 //! missing or stateless directory without `--init`, the lock held by a
 //! running driver), or the server stopped on an error; 2 usage error
 //! (unknown subcommand or flag, missing argument, a value that is not a
-//! number or a duration, a window above one hour).
+//! number or a duration, a window above one hour, lease TTL bounds that
+//! cannot work).
 //!
 //! # Layout
 //!
@@ -114,7 +115,8 @@ macro_rules! exit_codes {
      make progress, an empty export, a missing directory for serve, lock
      held), or the server stopped on an error
   2  usage error (unknown subcommand or flag, missing argument, a value
-     that is not a number or a duration, a window above 1h)
+     that is not a number or a duration, a window above 1h, lease TTL
+     bounds that cannot work)
 "
     };
 }
