@@ -27,8 +27,14 @@ fn exclusive() -> fail::FailScenario<'static> {
     fail::FailScenario::setup()
 }
 
+/// Without failpoints there is nothing to keep apart.
 #[cfg(not(feature = "failpoints"))]
-fn exclusive() {}
+struct Alone;
+
+#[cfg(not(feature = "failpoints"))]
+fn exclusive() -> Alone {
+    Alone
+}
 
 /// A driver opened under its own recorder.
 fn open_measured(dir: &std::path::Path) -> (Arc<FileDriver>, Snapshotter) {

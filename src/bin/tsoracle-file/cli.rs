@@ -20,6 +20,7 @@ pub(crate) const EXIT_FAILURE: u8 = 1;
 
 /// Exit code of a usage error found after parsing (a combination of flags
 /// that cannot work), as clap's own usage errors.
+#[cfg_attr(not(feature = "server"), allow(dead_code))]
 pub(crate) const EXIT_USAGE: u8 = 2;
 
 /// What a subcommand prints on stdout when it succeeds.
