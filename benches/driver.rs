@@ -5,6 +5,14 @@
 //! under `target/bench-tmp` (override with `TSORACLE_BENCH_DIR`), so the
 //! floor and the driver are measured on the same filesystem. Prints one
 //! Markdown table; README's "Performance" section is a copy of one run.
+//!
+//! `cargo bench --bench driver --features metrics -- --metrics-cost`
+//! measures only what the `metrics` feature costs: sequential and 64-task
+//! `persist_high_water` on a driver recording into a real Prometheus
+//! recorder against one whose handles record nothing, interleaved round by
+//! round so both see the same disk. Without the feature both drivers are
+//! the same code (the recording is compiled out): run it that way too for
+//! the noise floor. `TSORACLE_BENCH_RUNS` sets the number of 64-task runs.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -251,6 +259,123 @@ fn open_time(cfg: &Config) -> Duration {
     times[times.len() / 2]
 }
 
+/// Opens `dir` with the driver's metric handles registered in `recorder`
+/// (with the `metrics` feature), or registered nowhere.
+fn open_measured(dir: &Path, recorded: bool, recorder: &Recorder) -> Arc<FileDriver> {
+    #[cfg(feature = "metrics")]
+    if recorded {
+        return metrics::with_local_recorder(recorder, || FileDriver::open_or_init(dir))
+            .expect("open");
+    }
+    let _ = (recorded, recorder);
+    FileDriver::open_or_init(dir).expect("open")
+}
+
+#[cfg(feature = "metrics")]
+type Recorder = metrics_exporter_prometheus::PrometheusRecorder;
+#[cfg(not(feature = "metrics"))]
+type Recorder = ();
+
+/// `--metrics-cost`: the same work on a recording and a non-recording
+/// driver. Sequential calls alternate between the two one call at a time;
+/// 64-task runs alternate run by run (which one goes first alternates too),
+/// and the result is the median of the per-pair ratios, so a change in
+/// disk weather hits both sides alike.
+fn metrics_cost(cfg: &Config, rt: &tokio::runtime::Runtime) {
+    #[cfg(feature = "metrics")]
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    #[cfg(not(feature = "metrics"))]
+    let recorder = ();
+    let drivers = [
+        open_measured(&cfg.fresh_dir("metrics-cost-recorded"), true, &recorder),
+        open_measured(&cfg.fresh_dir("metrics-cost-plain"), false, &recorder),
+    ];
+    let mut value = 1_000_000u64;
+
+    let mut sequential = [Vec::new(), Vec::new()];
+    for i in 0..cfg.samples() * 4 {
+        value += 1;
+        // Alternate which side goes first in each pair of calls.
+        for turn in 0..2 {
+            let side = (i + turn) % 2;
+            let start = Instant::now();
+            rt.block_on(drivers[side].persist_high_water(value, LEADER_EPOCH))
+                .expect("persist");
+            sequential[side].push(start.elapsed());
+        }
+    }
+
+    // TSORACLE_BENCH_RUNS overrides the number of 64-task runs per side.
+    let runs = std::env::var("TSORACLE_BENCH_RUNS")
+        .ok()
+        .and_then(|runs| runs.parse().ok())
+        .unwrap_or(if cfg.quick { 6 } else { 30 });
+    let calls = cfg.calls_per_run();
+    let mut ratios = Vec::new();
+    let mut rates = [Vec::new(), Vec::new()];
+    for run in 0..runs {
+        let mut pair = [0.0; 2];
+        for turn in 0..2 {
+            let side = (run + turn) % 2;
+            let clock = Arc::new(AtomicU64::new(value + 1));
+            value += calls as u64 + 1;
+            let t = concurrent(rt, &drivers[side], 64, calls, move |driver, _| {
+                let clock = Arc::clone(&clock);
+                async move {
+                    let value = clock.fetch_add(1, Ordering::Relaxed);
+                    driver
+                        .persist_high_water(value, LEADER_EPOCH)
+                        .await
+                        .expect("persist");
+                }
+            });
+            pair[side] = t.calls_per_sec;
+            rates[side].push(t.calls_per_sec);
+        }
+        ratios.push(pair[0] / pair[1]);
+    }
+    let median = |mut values: Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    let [on, off] = sequential.map(Latencies);
+    let [rate_on, rate_off] = rates.map(median);
+    let feature = if cfg!(feature = "metrics") {
+        "feature on"
+    } else {
+        "feature off: both sides are the same code"
+    };
+    println!("| metrics cost ({feature}) | recorded | not recorded | recorded / not |");
+    println!("|---|---|---|---|");
+    for p in [0.5, 0.99] {
+        println!(
+            "| sequential persist_high_water p{:.0} ({} calls each) | {} | {} | {:.3}× |",
+            p * 100.0,
+            on.0.len(),
+            micros(on.percentile(p)),
+            micros(off.percentile(p)),
+            on.percentile(p).as_secs_f64() / off.percentile(p).as_secs_f64(),
+        );
+    }
+    println!(
+        "| persist_high_water, 64 tasks (median of {runs} runs; ratio: median of pairs) | {rate_on:.0} calls/s | {rate_off:.0} calls/s | {:.3}× |",
+        median(ratios)
+    );
+    #[cfg(feature = "metrics")]
+    {
+        // Proof that the recording side recorded: its exposition.
+        let text = recorder.handle().render();
+        let samples = text
+            .lines()
+            .find_map(|line| line.strip_prefix("tsoracle_file_driver_fsync_seconds_count "))
+            .unwrap_or("none");
+        println!();
+        println!("recorded fsync samples: {samples}");
+    }
+    drop(drivers);
+    let _ = std::fs::remove_dir_all(&cfg.base);
+}
+
 fn main() {
     let quick = std::env::args().any(|arg| arg == "--quick")
         || std::env::var_os("TSORACLE_BENCH_QUICK").is_some();
@@ -263,6 +388,16 @@ fn main() {
         .build()
         .expect("runtime");
 
+    if std::env::args().any(|arg| arg == "--metrics-cost") {
+        println!(
+            "# tsoracle-driver-file metrics cost ({})",
+            if cfg.quick { "quick" } else { "full" }
+        );
+        println!("directory: {}", cfg.base.display());
+        println!();
+        metrics_cost(&cfg, &rt);
+        return;
+    }
     println!(
         "# tsoracle-driver-file benchmarks ({})",
         if quick { "quick" } else { "full" }

@@ -19,8 +19,9 @@ use tokio::sync::oneshot;
 use tsoracle_core::{LeaseRecord, SeqKey};
 
 use crate::dense_record;
-use crate::error::{Bt, FileDriverError};
+use crate::error::{Bt, FileDriverError, FileOp};
 use crate::lease_record;
+use crate::metrics::{DriverMetrics, WriteStep};
 use crate::record;
 use crate::store::{FileKind, Snapshot, Store};
 
@@ -113,6 +114,8 @@ pub(crate) struct StatCounters {
     fsyncs: AtomicU64,
     /// Nanoseconds one fsync may take before a warning is logged.
     slow_fsync_nanos: AtomicU64,
+    /// The driver's metric handles (no-ops without the `metrics` feature).
+    pub(crate) metrics: DriverMetrics,
 }
 
 impl Default for StatCounters {
@@ -124,6 +127,7 @@ impl Default for StatCounters {
             file_writes: AtomicU64::new(0),
             fsyncs: AtomicU64::new(0),
             slow_fsync_nanos: AtomicU64::new(DEFAULT_SLOW_FSYNC.as_nanos() as u64),
+            metrics: DriverMetrics::register(),
         }
     }
 }
@@ -203,6 +207,7 @@ impl Committer {
                 }
             }
             StatCounters::add(&self.stats.requests, batch.len());
+            self.stats.metrics.batch_taken(batch.len());
             let span = tracing::debug_span!(
                 "commit_batch",
                 requests = batch.len(),
@@ -316,13 +321,19 @@ impl Committer {
             match self.store.stage(kind, bytes) {
                 Ok(took) => {
                     StatCounters::add(&self.stats.fsyncs, 1);
+                    self.stats.metrics.fsync(took);
                     self.stats.check_fsync("file fsync", self.store.dir(), took);
                     fsync_time += took;
                     bytes_written += bytes.len();
                     any_staged = true;
                 }
-                Err(failure) if failure.poisons => return Err(failure.error),
                 Err(failure) => {
+                    self.stats
+                        .metrics
+                        .write_error(write_step(&failure.error), failure.poisons);
+                    if failure.poisons {
+                        return Err(failure.error);
+                    }
                     tracing::warn!(
                         error = %crate::error::chain(&failure.error),
                         retryable = failure.error.is_transient(),
@@ -338,14 +349,19 @@ impl Committer {
         if any_staged {
             StatCounters::add(&self.stats.batches, 1);
             StatCounters::add(&self.stats.fsyncs, 1);
-            let took = self.store.sync_dir()?;
+            let took = self.store.sync_dir().inspect_err(|_| {
+                self.stats.metrics.write_error(WriteStep::FsyncDir, true);
+            })?;
+            self.stats.metrics.batch_written(bytes_written, took);
             self.stats
                 .check_fsync("directory fsync", self.store.dir(), took);
             // Durable, but in the directory a restart would open? Checked
             // before anything is published or acknowledged; a directory
             // that moved away, or a LOCK that was replaced, stops the
             // driver for good (it poisons).
-            self.store.check_owner()?;
+            self.store.check_owner().inspect_err(|_| {
+                self.stats.metrics.write_error(WriteStep::CheckOwner, true);
+            })?;
             let span = tracing::Span::current();
             span.record("bytes", bytes_written);
             span.record("fsync_ms", (fsync_time + took).as_secs_f64() * 1e3);
@@ -376,12 +392,16 @@ impl Committer {
                     published.insert(key.clone(), value);
                 }
             }
+            self.stats
+                .metrics
+                .dense_keys(self.current.dense.key_count());
         }
         if leases_failed.is_none()
             && let Some((leases, _)) = fold.leases.take()
         {
             let mut sorted = leases;
             sorted.sort_unstable_by_key(|lease| lease.lease_id);
+            self.stats.metrics.leases(sorted.len());
             *write_lock(&self.published.leases) = sorted.clone();
             self.current.leases = sorted;
         }
@@ -396,6 +416,7 @@ impl Committer {
         );
         let first = Arc::new(error);
         let _ = self.published.poisoned.set(Arc::clone(&first));
+        self.stats.metrics.poisoned();
         let poisoned = || Some(CommitError::Poisoned(Arc::clone(&first)));
         fold.answer([poisoned(), poisoned(), poisoned()]);
     }
@@ -516,6 +537,29 @@ fn apply_dense(
             .insert(key.clone(), start + u64::from(*count));
     }
     Ok(starts)
+}
+
+/// The write step a failed file write was in, from its error.
+fn write_step(error: &FileDriverError) -> WriteStep {
+    match error {
+        FileDriverError::Io {
+            op: FileOp::FsyncTemp,
+            ..
+        } => WriteStep::FsyncTemp,
+        FileDriverError::Io {
+            op: FileOp::Rename, ..
+        } => WriteStep::Rename,
+        FileDriverError::Io {
+            op: FileOp::FsyncDir,
+            ..
+        } => WriteStep::FsyncDir,
+        FileDriverError::Io {
+            op: FileOp::CheckOwner,
+            ..
+        }
+        | FileDriverError::Displaced { .. } => WriteStep::CheckOwner,
+        _ => WriteStep::WriteTemp,
+    }
 }
 
 fn undo_dense(state: &mut dense_record::DenseState, undo: DenseUndo) {

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::Stream;
 use tokio::sync::{oneshot, watch};
@@ -107,6 +107,7 @@ impl FileDriver {
         let dir = dir.as_ref();
         let (store, lock) = Store::lock(vfs, dir)?;
         crate::fence::refuse_if_fenced(&store)?;
+        let recovery = Instant::now();
         let snapshot = store.load()?;
         let fresh = store.existing_state_file()?.is_none();
         let origin = store.ensure_identity(now_ms(), fresh)?;
@@ -127,8 +128,13 @@ impl FileDriver {
                 "the dense file holds counters whose keys SeqKey cannot hold; they are kept unchanged and count toward the key cap"
             );
         }
-        let published = Arc::new(Published::new(&snapshot));
         let stats = Arc::new(StatCounters::default());
+        stats.metrics.opened(
+            recovery.elapsed(),
+            snapshot.dense.key_count(),
+            snapshot.leases.len(),
+        );
+        let published = Arc::new(Published::new(&snapshot));
         let (requests, queue) = mpsc::channel();
         let committer = Committer::new(store, snapshot, Arc::clone(&published), Arc::clone(&stats));
         let handle = std::thread::Builder::new()
@@ -277,11 +283,13 @@ impl FileDriver {
         request: impl FnOnce(oneshot::Sender<Result<T, CommitError>>) -> Request,
     ) -> Result<T, ConsensusError> {
         let (reply, answer) = oneshot::channel();
+        self.stats.metrics.queued();
         let sent = self
             .requests
             .as_ref()
             .is_some_and(|requests| requests.send(request(reply)).is_ok());
         if !sent {
+            self.stats.metrics.unqueued();
             return Err(self.committer_stopped());
         }
         match answer.await {

@@ -73,6 +73,16 @@
 //!   and once per batch `file_driver::{before,after}_dir_fsync`. Configured
 //!   as `return` they inject an I/O error (`return(enospc)`,
 //!   `return(erofs)`, `return(eacces)` choose its kind).
+//! - `metrics`: the driver records fsync and directory-fsync latency, batch
+//!   sizes, queue depth, write errors, poisoning, key and lease counts and
+//!   recovery at open through the `metrics` 0.24 facade; the names are in
+//!   [`metrics`]. Without the feature nothing is recorded
+//!   and nothing is compiled in.
+//! - `cli`: the `tsoracle-file` binary (`inspect`, `verify`, `seed`,
+//!   `init`, `export`).
+//! - `server`: adds `tsoracle-file serve`, the real `tsoracle-server` on a
+//!   [`FileDriver`] with Prometheus metrics and health checks (implies
+//!   `cli` and `metrics`).
 //! - `bt`: every [`FileDriverError`] captures a `std::backtrace::Backtrace`
 //!   ([`FileDriverError::backtrace`]).
 //! - `receipt`: the `receipt` module, the ecosystem's stopped-state
@@ -105,6 +115,7 @@ mod fence;
 pub mod identity_record;
 mod inspect;
 pub mod lease_record;
+pub mod metrics;
 #[cfg(feature = "receipt")]
 pub mod receipt;
 pub mod record;

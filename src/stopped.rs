@@ -16,6 +16,7 @@ use crate::{lease_record, record};
 
 /// The bytes of one file as read under the lock (`None`: absent).
 #[derive(Clone, Debug)]
+#[cfg_attr(not(feature = "receipt"), allow(dead_code))] // read by the receipt
 pub(crate) struct RawFile {
     pub(crate) name: &'static str,
     pub(crate) bytes: Option<Vec<u8>>,
@@ -53,6 +54,7 @@ pub struct StoppedDir {
     /// The opened, locked directory: markers are written through it.
     store: Store,
     /// `LOCK`, `dense`, `leases`, `state`, in the receipt's order.
+    #[cfg_attr(not(feature = "receipt"), allow(dead_code))]
     files: [RawFile; 4],
     high_water: Option<u64>,
     dense: Option<DenseState>,
@@ -188,6 +190,7 @@ impl StoppedDir {
         self.leases.as_deref().unwrap_or_default()
     }
 
+    #[cfg_attr(not(feature = "receipt"), allow(dead_code))]
     pub(crate) fn files(&self) -> &[RawFile; 4] {
         &self.files
     }

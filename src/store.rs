@@ -338,11 +338,12 @@ impl Store {
         self.sync_handle()
             .map_err(|err| FileDriverError::io(FileOp::FsyncDir, &self.dir, err))?;
         let files = read_files(self.handle.as_ref(), &self.dir)?;
+        let mut removed = 0;
         let temps = FileKind::ALL.map(FileKind::temp_name);
         let others = [IDENTITY_TEMP, "RETIRED.tmp", "SEEDING.tmp"];
         for temp in temps.into_iter().chain(others) {
             match self.handle.remove(temp) {
-                Ok(()) => {}
+                Ok(()) => removed += 1,
                 Err(err) if err.kind() == io::ErrorKind::NotFound => {}
                 Err(err) => {
                     return Err(FileDriverError::io(
@@ -353,6 +354,7 @@ impl Store {
                 }
             }
         }
+        crate::metrics::temp_files_removed(removed);
         Ok(Snapshot {
             high_water: files.high_water.unwrap_or(0),
             dense: files.dense.unwrap_or_default(),

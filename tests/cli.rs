@@ -301,7 +301,13 @@ fn export_carries_the_whole_state_as_the_driver_loads_it() {
 #[test]
 fn export_of_a_fresh_directory_is_what_a_driver_starts_from() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let run = tsoracle_file([OsStr::new("export"), dir.path().as_os_str()]);
+    // Asked for explicitly: without --allow-empty it is refused (see
+    // tests/operator_mistakes_are_refused.rs).
+    let run = tsoracle_file([
+        OsStr::new("export"),
+        OsStr::new("--allow-empty"),
+        dir.path().as_os_str(),
+    ]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let doc = json(&run.stdout);
     assert_eq!(doc["high_water"], 0);
@@ -585,12 +591,14 @@ fn seed_rejects_bad_values_before_touching_anything() {
     }
     assert!(!dir.exists(), "no bad seed created the directory");
 
-    // The maximum itself is accepted.
-    let max = PHYSICAL_MS_MAX.to_string();
-    let run = tsoracle_file([OsStr::new("seed"), dir.as_os_str(), OsStr::new(&max)]);
+    // The largest seed a server can still make progress from, with the
+    // default window ahead (3 s) and failover advance (1 s), is accepted
+    // (tests/operator_mistakes_are_refused.rs: one more is refused).
+    let last = (PHYSICAL_MS_MAX - 1 - 1000 - 3000).to_string();
+    let run = tsoracle_file([OsStr::new("seed"), dir.as_os_str(), OsStr::new(&last)]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(
-        run.stdout.contains("4199-11-24T01:22:57.663Z"),
+        run.stdout.contains("4199-11-24T01:22:53.662Z"),
         "{}",
         run.stdout
     );

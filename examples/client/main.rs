@@ -1,5 +1,6 @@
 //! Asks a running tsoracle server for timestamps and a dense block: run
-//! `cargo run --example embedded-server` in one terminal, then
+//! `cargo run --features server --bin tsoracle-file -- serve --init` (or
+//! `cargo run --example embedded-server`) in one terminal, then
 //! `cargo run --example client` in another.
 //!
 //! ```text
@@ -7,6 +8,7 @@
 //! ```
 
 use std::error::Error;
+use std::io::{self, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -40,6 +42,14 @@ async fn main() -> ExitCode {
     let args = Args::parse();
     match run(&args).await {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`client | head`): nothing left to tell.
+        Err(err)
+            if err
+                .downcast_ref::<io::Error>()
+                .is_some_and(|err| err.kind() == io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::FAILURE
+        }
         Err(err) => {
             eprintln!("client: error talking to {}: {err}", args.endpoint);
             eprintln!("(is `cargo run --example embedded-server` running?)");
@@ -60,24 +70,29 @@ fn show(ts: Timestamp) -> String {
 async fn run(args: &Args) -> Result<(), Box<dyn Error>> {
     let client = Client::connect(vec![args.endpoint.clone()]).await?;
 
+    // `println!` panics when stdout is closed; a write error ends the run
+    // instead (quietly, for a reader that went away).
+    let mut out = io::stdout();
     let first = client.get_ts().await?;
-    println!("timestamps from {}:", args.endpoint);
-    println!("  {}", show(first));
+    writeln!(out, "timestamps from {}:", args.endpoint)?;
+    writeln!(out, "  {}", show(first))?;
     for _ in 0..2 {
-        println!("  {}", show(client.get_ts().await?));
+        writeln!(out, "  {}", show(client.get_ts().await?))?;
     }
 
     let batch = client.get_ts_batch(5).await?;
-    println!("a batch of {}:", batch.len());
+    writeln!(out, "a batch of {}:", batch.len())?;
     for ts in &batch {
-        println!("  {}", show(*ts));
+        writeln!(out, "  {}", show(*ts))?;
     }
 
     let block = client.get_seq(&args.key, args.count).await?;
     let end = block.start + u64::from(block.count);
-    println!(
+    writeln!(
+        out,
         "dense block for {:?}: {}..{} ({} values, no gaps, never handed out again)",
         args.key, block.start, end, block.count
-    );
+    )?;
+    out.flush()?;
     Ok(())
 }

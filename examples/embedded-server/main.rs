@@ -41,12 +41,14 @@ struct Args {
     state_dir: PathBuf,
 
     /// How far ahead of the clock, in milliseconds, each durable high-water
-    /// write reaches (the server's `window_ahead`).
+    /// write reaches (the server's `window_ahead`): 1 to 3600000 (an hour;
+    /// a restart resumes from the durable high-water, so a larger window
+    /// could push timestamps that far ahead of real time for good).
     #[arg(
         long,
         env = "TSORACLE_WINDOW_MS",
         default_value_t = 3000,
-        value_parser = clap::value_parser!(u64).range(1..)
+        value_parser = clap::value_parser!(u64).range(1..=3_600_000)
     )]
     window_ms: u64,
 }

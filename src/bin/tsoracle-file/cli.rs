@@ -8,12 +8,20 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use std::time::Duration;
+
 use serde::Serialize;
+use tsoracle_core::PHYSICAL_MS_MAX;
 use tsoracle_driver_file::{StateDir, read_state_dir};
 
 /// Exit code of a subcommand that failed or refused (clap exits with 2 on
 /// a usage error before any subcommand runs).
 pub(crate) const EXIT_FAILURE: u8 = 1;
+
+/// Exit code of a usage error found after parsing (a combination of flags
+/// that cannot work), as clap's own usage errors.
+#[cfg_attr(not(feature = "server"), allow(dead_code))]
+pub(crate) const EXIT_USAGE: u8 = 2;
 
 /// What a subcommand prints on stdout when it succeeds.
 pub(crate) type CmdResult = Result<String, Failure>;
@@ -136,6 +144,104 @@ pub(crate) fn utc_text(ms: u64) -> String {
     utc(ms).unwrap_or_else(|| "after the year 9999".to_string())
 }
 
+/// The largest `--window-ahead` and `--failover-advance` accepted.
+///
+/// Each durable high-water write reaches this far past the clock, and a
+/// restarted oracle resumes from the durable high-water, so a larger value
+/// can push every later timestamp that far ahead of real time for good
+/// (and, near the 46-bit limit, leave no room to make progress). The
+/// server's defaults are 3 s and 1 s; an hour is far above any clock skew
+/// these values exist to absorb.
+pub(crate) const MAX_WINDOW: Duration = Duration::from_secs(3600);
+
+/// The default `--window-ahead`, as tsoracle-server's.
+pub(crate) const DEFAULT_WINDOW_AHEAD: &str = "3s";
+/// The default `--failover-advance`, as tsoracle-server's.
+pub(crate) const DEFAULT_FAILOVER_ADVANCE: &str = "1s";
+
+/// Parses a human duration (`3s`, `250ms`, `1m 30s`).
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|err| format!("{err} (a duration such as `3s`, `250ms` or `1m 30s`)"))
+}
+
+/// Parses `--window-ahead`: at least 1 ms, at most [`MAX_WINDOW`].
+pub(crate) fn parse_window_ahead(text: &str) -> Result<Duration, String> {
+    let window = parse_bounded(text)?;
+    if window < Duration::from_millis(1) {
+        return Err(
+            "the window ahead must be at least 1ms: every timestamp is issued \
+                    below a high-water written at least this far ahead of the clock"
+                .into(),
+        );
+    }
+    check_window_bound(text, window)?;
+    Ok(window)
+}
+
+/// Parses `--failover-advance`: at most [`MAX_WINDOW`].
+pub(crate) fn parse_failover_advance(text: &str) -> Result<Duration, String> {
+    let advance = parse_bounded(text)?;
+    check_window_bound(text, advance)?;
+    Ok(advance)
+}
+
+/// [`parse_duration`] for a value bounded by [`MAX_WINDOW`]: a number too
+/// large for a `Duration` at all is above the bound too.
+fn parse_bounded(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Err(humantime::DurationError::NumberOverflow) => Err(above_bound(text)),
+        _ => parse_duration(text),
+    }
+}
+
+fn check_window_bound(text: &str, value: Duration) -> Result<(), String> {
+    if value > MAX_WINDOW {
+        return Err(above_bound(text));
+    }
+    Ok(())
+}
+
+fn above_bound(value: &str) -> String {
+    format!(
+        "{value} is above the maximum of {}: each durable high-water write reaches \
+         this far past the clock and a restart resumes from it, so timestamps could \
+         run that far ahead of real time for good (defaults: window ahead \
+         {DEFAULT_WINDOW_AHEAD}, failover advance {DEFAULT_FAILOVER_ADVANCE})",
+        humantime::format_duration(MAX_WINDOW),
+    )
+}
+
+/// Whether a server starting from `high_water` can make progress: its
+/// first write after a (re)start reaches `high_water + 1 + failover
+/// advance`, the next one a window ahead of that, and neither may pass the
+/// 46-bit physical-millisecond maximum. `Err` says why not.
+pub(crate) fn check_headroom(
+    high_water: u64,
+    window_ahead: Duration,
+    failover_advance: Duration,
+) -> Result<(), String> {
+    let needed = 1 + millis(failover_advance) + millis(window_ahead);
+    let last_usable = PHYSICAL_MS_MAX.saturating_sub(needed);
+    if high_water > last_usable {
+        return Err(format!(
+            "a server starting from high-water {high_water} would have to persist up to \
+             {high_water} + 1 + failover advance {} + window ahead {} ms, above the 46-bit \
+             physical-millisecond maximum {PHYSICAL_MS_MAX} ({}): no server could make \
+             progress; the largest usable high-water with these settings is {last_usable}",
+            millis(failover_advance),
+            millis(window_ahead),
+            utc_text(PHYSICAL_MS_MAX),
+        ));
+    }
+    Ok(())
+}
+
+/// A duration in whole milliseconds (the bounds above keep it small).
+pub(crate) fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// Milliseconds since the Unix epoch, now.
 pub(crate) fn now_ms_since_epoch() -> u64 {
     SystemTime::now()
@@ -171,6 +277,39 @@ mod tests {
         assert_eq!(utc(i64::MAX as u64 + 1), None);
         assert_eq!(utc(u64::MAX), None);
         assert_eq!(utc_text(u64::MAX), "after the year 9999");
+    }
+
+    #[test]
+    fn windows_are_bounded_to_an_hour() {
+        assert_eq!(parse_window_ahead("3s"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_window_ahead("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_window_ahead("1h"), Ok(MAX_WINDOW));
+        for too_far in [
+            "1h 1ms",
+            "365days",
+            "100000000000000ms",
+            "18446744073709551615ms",
+        ] {
+            let err = parse_window_ahead(too_far).expect_err(too_far);
+            assert!(err.contains("above the maximum of 1h"), "{too_far}: {err}");
+        }
+        assert!(parse_window_ahead("0s").is_err());
+        assert_eq!(parse_failover_advance("0s"), Ok(Duration::ZERO));
+        assert!(parse_failover_advance("2h").is_err());
+        assert!(parse_duration("3").is_err(), "a unit is required");
+    }
+
+    #[test]
+    fn headroom_leaves_room_for_one_failover_and_one_window() {
+        let (window, advance) = (Duration::from_secs(3), Duration::from_secs(1));
+        let last = PHYSICAL_MS_MAX - 1 - 1000 - 3000;
+        assert_eq!(check_headroom(last, window, advance), Ok(()));
+        assert_eq!(check_headroom(0, window, advance), Ok(()));
+        let err = check_headroom(last + 1, window, advance).expect_err("no room");
+        assert!(err.contains(&format!(
+            "largest usable high-water with these settings is {last}"
+        )));
+        assert!(check_headroom(PHYSICAL_MS_MAX, window, advance).is_err());
     }
 
     #[test]

@@ -14,12 +14,18 @@
 //! - `verify DIR [--json]`: exit code 0 and `ok: DIR ...` when every file
 //!   decodes and checks, exit code 1 and a one-line reason naming the file
 //!   otherwise. For a cron job or a readiness probe.
-//! - `seed DIR VALUE`:
+//! - `seed DIR H`:
 //!   [`FileDriver::init_seeded`](tsoracle_driver_file::FileDriver::init_seeded);
 //!   refuses existing state.
-//! - `export DIR`: the whole state as JSON on stdout, for a migration to
-//!   another driver; `export DIR --receipt`: the ecosystem's stopped-state
-//!   receipt (`tsoracle.stopped-file-state` v1), taken under the lock.
+//! - `init DIR`: a new, empty oracle (a state file at high-water 0).
+//! - `export DIR [--allow-empty]`: the whole state as JSON on stdout, for
+//!   a migration to another driver; refuses a directory without state
+//!   unless `--allow-empty`. `export DIR --receipt`: the ecosystem's
+//!   stopped-state receipt (`tsoracle.stopped-file-state` v1), taken under
+//!   the lock.
+//! - `serve` (feature `server`): the real `tsoracle-server` on the
+//!   directory, with Prometheus metrics, `/healthz` and `/readyz` (see
+//!   `commands::serve`).
 //! - `migrate out DIR --to URL[,URL...]` and `migrate in NEWDIR --from
 //!   URL[,URL...] --keys-from RECEIPT` (feature `migrate`): carry the state
 //!   to a running oracle of any driver and back through the public client
@@ -52,10 +58,15 @@
 //!
 //! # Exit codes
 //!
-//! 0 success; 1 the directory cannot be read, its state is invalid or
-//! corrupt, or the request was refused (seeding over existing state, a seed
-//! out of range, the lock held by a running driver); 2 usage error (unknown
-//! subcommand or flag, missing argument, a value that is not a number).
+//! 0 success (`serve`: stopped by SIGINT or SIGTERM); 1 the directory
+//! cannot be read, its state is invalid or corrupt, or the request was
+//! refused (seeding over existing state, a seed from which no server could
+//! make progress, an export of a directory without state, `serve` on a
+//! missing or stateless directory without `--init`, the lock held by a
+//! running driver), or the server stopped on an error; 2 usage error
+//! (unknown subcommand or flag, missing argument, a value that is not a
+//! number or a duration, a window above one hour, lease TTL bounds that
+//! cannot work).
 //!
 //! # Layout
 //!
@@ -67,13 +78,17 @@
 
 mod cli;
 mod commands;
+#[cfg(feature = "server")]
+mod http;
 mod locks;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use commands::{export, inspect, migrate, seed, verify};
+#[cfg(feature = "server")]
+use commands::serve;
+use commands::{export, init, inspect, migrate, seed, verify};
 
 /// The field list of the `export` JSON, shared by the top-level and the
 /// `export` long help.
@@ -103,9 +118,12 @@ macro_rules! exit_codes {
         "EXIT CODES
   0  success
   1  the directory cannot be read, its state is invalid or corrupt, or the
-     request was refused (existing state, seed out of range, lock held)
+     request was refused (existing state, a seed from which no server could
+     make progress, an empty export, a missing directory for serve, lock
+     held), or the server stopped on an error
   2  usage error (unknown subcommand or flag, missing argument, a value
-     that is not a number)
+     that is not a number or a duration, a window above 1h, lease TTL
+     bounds that cannot work)
 "
     };
 }
@@ -114,9 +132,10 @@ macro_rules! exit_codes {
 #[command(
     name = "tsoracle-file",
     version,
-    about = "Inspect, verify, seed, export and migrate a tsoracle FileDriver state directory",
+    about = "Serve, inspect, verify, initialize, seed, export and migrate a tsoracle FileDriver state directory",
     long_about = concat!(
-        "Inspect, verify, seed, export and migrate a tsoracle FileDriver state directory.\n\n",
+        "Serve, inspect, verify, initialize, seed, export and migrate a tsoracle FileDriver ",
+        "state directory (serve needs the `server` feature, migrate the `migrate` feature).\n\n",
         "inspect, verify and export only read: they take no lock and change nothing, ",
         "so they are safe while a driver runs on the directory.\n\n",
         exit_codes!(),
@@ -155,22 +174,57 @@ enum Command {
         exit_codes!(),
     ))]
     Verify(verify::Args),
-    /// Start a fresh state directory at a high-water, refusing existing
-    /// state
+    /// Start a fresh state directory at a high-water H (physical
+    /// milliseconds), refusing existing state
     #[command(long_about = concat!(
-        "Start a fresh state directory (created if missing) whose high-water is VALUE, ",
+        "Start a fresh state directory (created if missing) whose high-water is H, ",
         "for an oracle that already issued timestamps under another driver: timestamps ",
-        "issued afterwards are above VALUE. Refuses (exit 1) when any of state, dense, ",
-        "leases exists, when a driver holds the directory, or when VALUE is above the ",
-        "46-bit physical-millisecond maximum.\n\n",
+        "issued afterwards are above H. H is physical milliseconds since the Unix epoch ",
+        "(the `high_water` of an export, or a timestamp's physical part), not a packed ",
+        "64-bit timestamp.\n\n",
+        "Refuses (exit 1) when any of state, dense, leases exists, when a driver holds ",
+        "the directory, or when no server could make progress from H: H + 1 + ",
+        "--failover-advance + --window-ahead must stay within the 46-bit ",
+        "physical-millisecond maximum 70368744177663 (4199-11-24T01:22:57.663Z).\n\n",
         exit_codes!(),
     ))]
     Seed(seed::Args),
+    /// Start a new, empty oracle (high-water 0) in a directory, refusing
+    /// existing state
+    #[command(long_about = concat!(
+        "Start a new oracle in DIR (created, with its parents, if missing): writes a ",
+        "state file at high-water 0, so `serve` knows the directory is an oracle's. ",
+        "serve refuses a missing or stateless directory unless it was initialized this ",
+        "way (or is given --init), so a mistyped path or an unmounted volume never ",
+        "silently starts a new oracle. Refuses (exit 1) existing state or a held lock.\n\n",
+        exit_codes!(),
+    ))]
+    Init(init::Args),
+    /// Run the tsoracle server on a state directory, with metrics and
+    /// health checks
+    #[cfg(feature = "server")]
+    #[command(long_about = concat!(
+        "Run the real tsoracle-server (3.2.2) on the state directory: gRPC on --listen, ",
+        "Prometheus metrics on http://--metrics-listen/metrics with /healthz (the ",
+        "process serves) and /readyz (the driver is not poisoned and the server is the ",
+        "serving leader; 503 otherwise). Flags and defaults follow `tsoracle serve file`; ",
+        "each can also be set from the environment variable shown. Durations take a ",
+        "unit: 3s, 250ms, 1m 30s.\n\n",
+        "A missing directory, or one that holds no state, is refused unless --init is ",
+        "given (or `tsoracle-file init DIR` was run). Once serving, prints ",
+        "`tsoracle-file: serving gRPC on ADDR, metrics on http://ADDR/metrics` on stdout. ",
+        "SIGINT or SIGTERM stops it gracefully (in-flight calls finish, the directory is ",
+        "unlocked) and it exits 0.\n\n",
+        exit_codes!(),
+    ))]
+    Serve(Box<serve::Args>),
     /// Print the whole state as JSON (see --help for the fields)
     #[command(long_about = concat!(
         "Print the whole state as JSON on stdout, so a migration to another driver ",
         "can carry the high-water, counters and leases over. Reads without taking ",
-        "the lock and changes nothing.\n\n",
+        "the lock and changes nothing. A directory that holds no state (no state, ",
+        "dense or leases file: a mistyped path?) is refused unless --allow-empty: its ",
+        "export would say high-water 0.\n\n",
         "With --receipt, prints instead the ecosystem's stopped-state receipt (schema ",
         "tsoracle.stopped-file-state version 1: the high-water, leases, dense counters ",
         "and the SHA-256 of each file), taken while holding the directory's lock, so ",
@@ -190,6 +244,9 @@ fn main() -> ExitCode {
         Command::Inspect(args) => inspect::exec(args),
         Command::Verify(args) => verify::exec(args),
         Command::Seed(args) => seed::exec(args),
+        Command::Init(args) => init::exec(args),
+        #[cfg(feature = "server")]
+        Command::Serve(args) => serve::exec(args),
         Command::Export(args) => export::exec(args),
         Command::Migrate(args) => migrate::exec(args),
     };

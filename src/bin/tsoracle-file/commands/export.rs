@@ -27,6 +27,10 @@ pub(crate) struct Args {
     /// directory's lock: refused while a server runs on it
     #[arg(long)]
     pub(crate) receipt: bool,
+    /// Export a directory that holds no state (no state, dense or leases
+    /// file) as high-water 0 instead of refusing it
+    #[arg(long)]
+    pub(crate) allow_empty: bool,
 }
 
 /// The `export` document: its field names are stable (fields may be added,
@@ -109,6 +113,21 @@ pub(crate) fn exec(args: &Args) -> CmdResult {
         return receipt(&args.dir);
     }
     let state = cli::read(&args.dir)?;
+    if state.high_water.is_none()
+        && state.dense.is_none()
+        && state.leases.is_none()
+        && !args.allow_empty
+    {
+        // A migration seeds the next oracle from this document: high-water
+        // 0 from a mistyped path would rewind it.
+        return Err(Failure::new(format!(
+            "refusing to export {}: it holds no oracle state (no state, dense or leases \
+             file), so the export would say high-water 0, and a migration seeded from it \
+             would hand out timestamps again; check the path, or pass --allow-empty to \
+             export an empty state on purpose",
+            args.dir.display()
+        )));
+    }
     let dense = match &state.dense {
         Some(dense) => DenseJson::new(dense),
         None => DenseJson {

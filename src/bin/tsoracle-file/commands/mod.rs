@@ -3,7 +3,10 @@
 //! its `exec`.
 
 pub(crate) mod export;
+pub(crate) mod init;
 pub(crate) mod inspect;
 pub(crate) mod migrate;
 pub(crate) mod seed;
+#[cfg(feature = "server")]
+pub(crate) mod serve;
 pub(crate) mod verify;

@@ -1,8 +1,11 @@
-//! `seed DIR H`: [`FileDriver::init_seeded`]; refuses existing state.
+//! `seed DIR H`: [`FileDriver::init_seeded`]; refuses existing state, and
+//! a high-water from which no server could make progress.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use tsoracle_driver_file::FileDriver;
+use tsoracle_core::PHYSICAL_MS_MAX;
+use tsoracle_driver_file::{FileDriver, FileDriverError};
 
 use crate::cli::{self, CmdResult, Failure};
 
@@ -11,14 +14,43 @@ use crate::cli::{self, CmdResult, Failure};
 pub(crate) struct Args {
     /// The state directory
     pub(crate) dir: PathBuf,
-    /// The high-water, physical milliseconds since the Unix epoch
+    /// The high-water H: physical milliseconds since the Unix epoch (not a
+    /// packed timestamp)
+    #[arg(value_name = "H")]
     pub(crate) value: u64,
+    /// The window ahead the server will run with: H must leave room for it
+    #[arg(long, value_name = "DURATION", default_value = cli::DEFAULT_WINDOW_AHEAD, value_parser = cli::parse_window_ahead)]
+    pub(crate) window_ahead: Duration,
+    /// The failover advance the server will run with: H must leave room
+    /// for it
+    #[arg(long, value_name = "DURATION", default_value = cli::DEFAULT_FAILOVER_ADVANCE, value_parser = cli::parse_failover_advance)]
+    pub(crate) failover_advance: Duration,
 }
 
 /// Seeds a fresh state directory.
 pub(crate) fn exec(args: &Args) -> CmdResult {
-    let Args { dir, value } = args;
-    FileDriver::init_seeded(dir, *value).map_err(|err| Failure::from_error(&err))?;
+    let Args { dir, value, .. } = args;
+    if *value <= PHYSICAL_MS_MAX {
+        cli::check_headroom(*value, args.window_ahead, args.failover_advance)
+            .map_err(|why| Failure::new(format!("refusing to seed {value}: {why}")))?;
+    }
+    FileDriver::init_seeded(dir, *value).map_err(|err| {
+        let mut refusal = Failure::from_error(&err);
+        // A packed timestamp is its physical milliseconds shifted left by
+        // 18 logical bits: say so when that is the likely mistake.
+        let physical = value >> 18;
+        if matches!(err, FileDriverError::SeedOutOfRange { .. })
+            && physical > 0
+            && physical <= PHYSICAL_MS_MAX
+        {
+            refusal.message.push_str(&format!(
+                "; H is physical milliseconds, not a packed timestamp (read as one, \
+                 {value} has physical part {physical}, {})",
+                cli::utc_text(physical)
+            ));
+        }
+        refusal
+    })?;
     Ok(format!(
         "seeded {}: high-water {value} ({}); timestamps issued from it will be above this\n",
         dir.display(),

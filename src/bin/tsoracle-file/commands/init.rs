@@ -1,0 +1,33 @@
+//! `init DIR`: start a new, empty oracle: the explicit step `serve` wants
+//! before it serves a directory that holds no state.
+
+use std::path::PathBuf;
+
+use tsoracle_driver_file::FileDriver;
+
+use crate::cli::{CmdResult, Failure};
+
+/// Arguments of `init`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// The state directory (created, with its parents, if missing)
+    pub(crate) dir: PathBuf,
+}
+
+/// Writes a `state` file at high-water 0, so the directory is known to be
+/// an oracle's. Refuses a directory that already holds state.
+pub(crate) fn exec(args: &Args) -> CmdResult {
+    init(&args.dir).map_err(|err| Failure::from_error(&err))?;
+    Ok(format!(
+        "initialized {}: a new oracle at high-water 0; serve it with \
+         `tsoracle-file serve --state-dir {}`\n",
+        args.dir.display(),
+        args.dir.display()
+    ))
+}
+
+/// A new oracle's state directory: [`FileDriver::init_seeded`] at 0, which
+/// takes the lock, refuses existing state and returns once it is durable.
+pub(crate) fn init(dir: &std::path::Path) -> Result<(), tsoracle_driver_file::FileDriverError> {
+    FileDriver::init_seeded(dir, 0)
+}

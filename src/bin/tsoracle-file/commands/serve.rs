@@ -1,0 +1,378 @@
+//! `serve`: the real `tsoracle-server` 3.2.2 on a [`FileDriver`], with
+//! Prometheus metrics and health checks on a second listener. Flags and
+//! defaults follow upstream's `tsoracle serve file`; each flag can also be
+//! set from the environment variable named in `--help`.
+//!
+//! Start-up, in order: logging; the metrics recorder (before the driver
+//! opens, so the driver's handles register with it); the signal handlers;
+//! the state directory check (a missing or stateless directory is refused
+//! unless `--init`); the driver (fails fast when another process holds the
+//! directory); the headroom check; both listeners; then the server. Once it
+//! fenced its first window and serves, one line goes to stdout:
+//! `tsoracle-file: serving gRPC on ADDR, metrics on http://ADDR/metrics`
+//! (or `metrics disabled`). SIGINT or SIGTERM stops it gracefully: in-flight
+//! calls finish, the driver is dropped and the directory unlocked before
+//! the process exits 0.
+
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tsoracle_consensus::ConsensusDriver;
+use tsoracle_driver_file::{FileDriver, FileDriverError, FileOp, read_state_dir};
+use tsoracle_server::{Server, ServingState};
+
+use super::init;
+use crate::cli::{self, CmdResult, Failure};
+use crate::http::{self, Health};
+
+/// Arguments of `serve`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Address to serve gRPC on; port 0 lets the OS pick a free port
+    #[arg(long, env = "TSORACLE_LISTEN", default_value = "127.0.0.1:50551")]
+    pub(crate) listen: SocketAddr,
+    /// Directory holding the oracle's durable state
+    #[arg(long, env = "TSORACLE_STATE_DIR", default_value = "./tsoracle-data")]
+    pub(crate) state_dir: PathBuf,
+    /// Create the state directory, as a new oracle at high-water 0, when it
+    /// is missing or holds no state (as `tsoracle-file init DIR` does);
+    /// without it such a directory is refused
+    #[arg(long, env = "TSORACLE_INIT")]
+    pub(crate) init: bool,
+    /// How far ahead of the clock each durable high-water write reaches
+    /// (at most 1h)
+    #[arg(long, env = "TSORACLE_WINDOW_AHEAD", value_name = "DURATION", default_value = cli::DEFAULT_WINDOW_AHEAD, value_parser = cli::parse_window_ahead)]
+    pub(crate) window_ahead: Duration,
+    /// How far past the recovered high-water a (re)started server fences
+    /// (at most 1h)
+    #[arg(long, env = "TSORACLE_FAILOVER_ADVANCE", value_name = "DURATION", default_value = cli::DEFAULT_FAILOVER_ADVANCE, value_parser = cli::parse_failover_advance)]
+    pub(crate) failover_advance: Duration,
+    /// Shortest lease TTL the server grants
+    #[arg(long, env = "TSORACLE_LEASE_TTL_FLOOR", value_name = "DURATION", default_value = "5s", value_parser = cli::parse_duration)]
+    pub(crate) lease_ttl_floor: Duration,
+    /// Longest lease TTL the server grants
+    #[arg(long, env = "TSORACLE_LEASE_TTL_CEILING", value_name = "DURATION", default_value = "300s", value_parser = cli::parse_duration)]
+    pub(crate) lease_ttl_ceiling: Duration,
+    /// Interval of the server's heartbeat log line; 0s disables it
+    #[arg(long, env = "TSORACLE_HEARTBEAT_INTERVAL", value_name = "DURATION", default_value = "10s", value_parser = cli::parse_duration)]
+    pub(crate) heartbeat_interval: Duration,
+    /// Log filter for stderr: a level (`info`, `debug`, ...) or
+    /// `target=level` directives, comma-separated
+    #[arg(long, env = "TSORACLE_LOG", value_name = "FILTER", default_value = "info", value_parser = parse_log)]
+    pub(crate) log: Targets,
+    /// Address of the HTTP listener for /metrics (Prometheus text format),
+    /// /healthz and /readyz; port 0 lets the OS pick
+    #[arg(
+        long,
+        env = "TSORACLE_METRICS_LISTEN",
+        default_value = "127.0.0.1:9551"
+    )]
+    pub(crate) metrics_listen: SocketAddr,
+    /// Do not open the metrics and health listener (and record no metrics)
+    #[arg(long, env = "TSORACLE_NO_METRICS")]
+    pub(crate) no_metrics: bool,
+    /// PEM certificate chain: serve gRPC over TLS (with --tls-key)
+    #[arg(
+        long,
+        env = "TSORACLE_TLS_CERT",
+        value_name = "PEM",
+        requires = "tls_key"
+    )]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert
+    #[arg(
+        long,
+        env = "TSORACLE_TLS_KEY",
+        value_name = "PEM",
+        requires = "tls_cert"
+    )]
+    pub(crate) tls_key: Option<PathBuf>,
+    /// PEM CA bundle: require client certificates signed by it (mutual TLS)
+    #[arg(
+        long,
+        env = "TSORACLE_TLS_CLIENT_CA",
+        value_name = "PEM",
+        requires = "tls_cert"
+    )]
+    pub(crate) tls_client_ca: Option<PathBuf>,
+}
+
+fn parse_log(text: &str) -> Result<Targets, String> {
+    text.parse::<Targets>()
+        .map_err(|err| format!("{err} (a level such as `info`, or `target=level,...`)"))
+}
+
+/// Runs the server until SIGINT or SIGTERM.
+pub(crate) fn exec(args: &Args) -> CmdResult {
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_target(false),
+        )
+        .with(args.log.clone())
+        .try_init()
+        .map_err(|err| Failure::new(format!("cannot set up logging: {err}")))?;
+
+    // Built with `failpoints`, the driver's failpoints are configured from
+    // the FAILPOINTS environment variable (`name=action;...`), for fault
+    // tests of the whole process.
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
+
+    // Settings the server would refuse only once it is built, checked
+    // before anything is created or opened.
+    if args.lease_ttl_floor.is_zero() || args.lease_ttl_floor > args.lease_ttl_ceiling {
+        let mut refusal = Failure::new(format!(
+            "--lease-ttl-floor ({}) must be above zero and at most --lease-ttl-ceiling ({})",
+            humantime::format_duration(args.lease_ttl_floor),
+            humantime::format_duration(args.lease_ttl_ceiling)
+        ));
+        refusal.code = cli::EXIT_USAGE;
+        return Err(refusal);
+    }
+    let metrics = if args.no_metrics {
+        None
+    } else {
+        let handle = PrometheusBuilder::new()
+            .install_recorder()
+            .map_err(|err| Failure::new(format!("cannot install the metrics recorder: {err}")))?;
+        Some(handle)
+    };
+    let tls = tls_config(args)?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| Failure::new(format!("cannot start the async runtime: {err}")))?;
+    // Install the SIGINT/SIGTERM handlers before anything else, so a stop
+    // request can never hit the default terminate-at-once disposition.
+    let signal = {
+        let _context = runtime.enter();
+        tsoracle_server::shutdown_signal()
+    };
+
+    let state_dir = std::path::absolute(&args.state_dir).unwrap_or(args.state_dir.clone());
+    prepare_state_dir(&state_dir, args.init)?;
+    let driver = FileDriver::open_or_init(&state_dir).map_err(|err| Failure::from_error(&err))?;
+    let recovered = driver.high_water();
+    if let Err(why) = cli::check_headroom(recovered, args.window_ahead, args.failover_advance) {
+        return Err(Failure::new(format!(
+            "refusing to serve {}: {why}",
+            state_dir.display()
+        )));
+    }
+
+    let served = runtime.block_on(serve(
+        args,
+        &state_dir,
+        Arc::clone(&driver),
+        metrics,
+        tls,
+        signal,
+    ));
+    // Dropping the runtime drops every task still holding a handle on the
+    // driver (connection tasks, the health listener), so ours is then the
+    // last one and dropping it joins the committer and unlocks the directory.
+    drop(runtime);
+    let high_water = driver.high_water();
+    let driver = Arc::try_unwrap(driver).map_err(|_| {
+        Failure::new("the driver is still shared after the server stopped; directory not unlocked")
+    })?;
+    drop(driver);
+    served?;
+    tracing::info!(
+        state_dir = %state_dir.display(),
+        high_water,
+        "shut down; driver closed and state directory unlocked"
+    );
+    Ok(String::new())
+}
+
+/// Refuses a directory that is missing or holds no state, unless `init`:
+/// serving one would start a new oracle at high-water 0, which after a
+/// mistyped path or an unmounted volume hands out timestamps again.
+fn prepare_state_dir(dir: &Path, init: bool) -> Result<(), Failure> {
+    let holds_state = match read_state_dir(dir) {
+        Ok(found) => found.high_water.is_some() || found.dense.is_some() || found.leases.is_some(),
+        Err(FileDriverError::Io {
+            op: FileOp::Inspect,
+            ref source,
+            ..
+        }) if source.kind() == std::io::ErrorKind::NotFound => false,
+        Err(err) => return Err(Failure::from_error(&err)),
+    };
+    if holds_state {
+        return Ok(());
+    }
+    if !init {
+        let what = if dir.exists() {
+            "holds no oracle state (no state, dense or leases file)"
+        } else {
+            "does not exist"
+        };
+        return Err(Failure::new(format!(
+            "refusing to serve {}: it {what}; serving it would start a new oracle at \
+             high-water 0. Check the path (and that its volume is mounted); to start a \
+             new oracle there, run `tsoracle-file init {}` first or pass --init",
+            dir.display(),
+            dir.display()
+        )));
+    }
+    init::init(dir).map_err(|err| Failure::from_error(&err))?;
+    tracing::info!(state_dir = %dir.display(), "initialized a new oracle at high-water 0");
+    Ok(())
+}
+
+/// The server's TLS settings from `--tls-*`, reading the files now so a
+/// bad path is reported before anything starts.
+fn tls_config(args: &Args) -> Result<Option<tonic::transport::ServerTlsConfig>, Failure> {
+    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+
+    // tonic parses the PEM only when the server starts; a file without the
+    // expected block is refused here, before anything is created.
+    let read = |path: &PathBuf, what: &str, block: &str| {
+        let bytes = std::fs::read(path)
+            .map_err(|err| Failure::new(format!("cannot read {what} {}: {err}", path.display())))?;
+        if !String::from_utf8_lossy(&bytes).contains(block) {
+            return Err(Failure::new(format!(
+                "{what} {} holds no PEM {} block",
+                path.display(),
+                block.trim_matches('-')
+            )));
+        }
+        Ok(bytes)
+    };
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+        return Ok(None);
+    };
+    let identity = Identity::from_pem(
+        read(cert, "--tls-cert", "-----BEGIN CERTIFICATE-----")?,
+        read(key, "--tls-key", "PRIVATE KEY-----")?,
+    );
+    let mut config = ServerTlsConfig::new().identity(identity);
+    if let Some(ca) = &args.tls_client_ca {
+        config = config.client_ca_root(Certificate::from_pem(read(
+            ca,
+            "--tls-client-ca",
+            "-----BEGIN CERTIFICATE-----",
+        )?));
+    }
+    Ok(Some(config))
+}
+
+async fn serve(
+    args: &Args,
+    state_dir: &Path,
+    driver: Arc<FileDriver>,
+    metrics: Option<PrometheusHandle>,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+    signal: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), Failure> {
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|err| Failure::new(format!("cannot listen on {}: {err}", args.listen)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|err| Failure::new(format!("cannot read the gRPC listener's address: {err}")))?;
+
+    let mut builder = Server::builder()
+        .consensus_driver(Arc::clone(&driver) as Arc<dyn ConsensusDriver>)
+        .window_ahead(args.window_ahead)
+        .failover_advance(args.failover_advance)
+        .lease_ttl_floor(args.lease_ttl_floor)
+        .lease_ttl_ceiling(args.lease_ttl_ceiling)
+        .heartbeat_interval(args.heartbeat_interval);
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls);
+    }
+    let server = builder.build().map_err(|err| {
+        Failure::new(format!(
+            "invalid server settings: {err} (--lease-ttl-floor {}, --lease-ttl-ceiling {})",
+            humantime::format_duration(args.lease_ttl_floor),
+            humantime::format_duration(args.lease_ttl_ceiling)
+        ))
+    })?;
+    let mut serving = server.subscribe();
+
+    // One stop signal for both listeners.
+    let (stop, stopped) = watch::channel(false);
+    let shutdown = async move {
+        signal.await;
+        let _ = stop.send(true);
+    };
+
+    let mut http_task = None;
+    let metrics_addr = match metrics {
+        Some(handle) => {
+            let http_listener = TcpListener::bind(args.metrics_listen).await.map_err(|err| {
+                Failure::new(format!(
+                    "cannot listen on {} for metrics: {err} (--metrics-listen, or --no-metrics)",
+                    args.metrics_listen
+                ))
+            })?;
+            let bound = http_listener.local_addr().map_err(|err| {
+                Failure::new(format!("cannot read the metrics listener's address: {err}"))
+            })?;
+            let health = Arc::new(Health::new(Arc::clone(&driver), server.subscribe(), handle));
+            http_task = Some(tokio::spawn(http::serve(http_listener, health, stopped)));
+            Some(bound)
+        }
+        None => None,
+    };
+    let mut serve = tokio::spawn(server.serve_with_listener(listener, shutdown));
+
+    // Announce only once the server fenced its first window and answers
+    // calls: a script (or a test) waiting for the line may call at once.
+    let outcome = tokio::select! {
+        ready = serving.wait_for(|state| matches!(state, ServingState::Serving)) => {
+            // `wait_for` returns a read guard on the serving state; keep only
+            // the flag, since the server's shutdown path writes that state.
+            if ready.map(|_| ()).is_ok() {
+                announce(addr, metrics_addr);
+                tracing::info!(
+                    state_dir = %state_dir.display(),
+                    recovered_high_water = driver.high_water(),
+                    window_ahead = %humantime::format_duration(args.window_ahead),
+                    "listening on {addr}"
+                );
+            }
+            (&mut serve).await
+        }
+        // Stopped (a signal, or an error) before it ever served.
+        outcome = &mut serve => outcome,
+    };
+    if let Some(task) = http_task {
+        task.abort();
+    }
+    match outcome {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(err)) => Err(Failure::new(format!(
+            "the server stopped: {}",
+            cli::error_chain(&err)
+        ))),
+        Err(join) => Err(Failure::new(format!("the server task failed: {join}"))),
+    }
+}
+
+/// The readiness line on stdout.
+fn announce(addr: SocketAddr, metrics: Option<SocketAddr>) {
+    let metrics = match metrics {
+        Some(metrics) => format!("metrics on http://{metrics}/metrics"),
+        None => "metrics disabled".to_string(),
+    };
+    let mut stdout = std::io::stdout().lock();
+    // A closed stdout must not stop the server: the log has the same news.
+    let _ = writeln!(stdout, "tsoracle-file: serving gRPC on {addr}, {metrics}")
+        .and_then(|()| stdout.flush());
+}

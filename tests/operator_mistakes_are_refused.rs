@@ -1,0 +1,305 @@
+//! Mistakes a new operator makes, each refused at the door with a message
+//! that says what is wrong, instead of being accepted and failing later
+//! (or silently):
+//!
+//! - seeding a high-water from which no server can make progress (the
+//!   46-bit maximum was accepted, and then no server could start);
+//! - seeding a packed timestamp where physical milliseconds are meant;
+//! - exporting a directory that holds no state (a mistyped path exported
+//!   `"high_water": 0`, exactly what a migration would seed from);
+//! - a window ahead beyond an hour on the embedded-server example;
+//! - the client example on a closed stdout (`client | head`) panicked.
+//!
+//! `serve`'s own refusals (a missing directory without `--init`, windows
+//! beyond an hour, no headroom) are in `tests/serve.rs`.
+//!
+//! The example tests run `target/<profile>/examples/*`, which `cargo test`
+//! builds; with `cargo test --test operator_mistakes_are_refused` alone,
+//! build them first (`cargo build --examples`).
+
+mod common;
+
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use tsoracle_consensus::ConsensusDriver;
+use tsoracle_driver_file::{FileDriver, LEADER_EPOCH};
+
+/// The bound on any single wait; reached only when something is broken.
+const BOUND: Duration = Duration::from_secs(60);
+
+const PHYSICAL_MS_MAX: u64 = (1 << 46) - 1;
+
+/// The largest seed a server with the default window ahead (3 s) and
+/// failover advance (1 s) can make progress from.
+const LAST_USABLE: u64 = PHYSICAL_MS_MAX - 1 - 1000 - 3000;
+
+fn tsoracle_file<I, S>(args: I) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let output = Command::new(env!("CARGO_BIN_EXE_tsoracle-file"))
+        .args(args)
+        .output()
+        .expect("run tsoracle-file");
+    assert!(
+        !String::from_utf8_lossy(&output.stderr).contains("panicked"),
+        "the CLI panicked: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn seed_refuses_a_high_water_from_which_no_server_can_make_progress() {
+    let parent = tempfile::tempdir().expect("temp dir");
+    let dir = parent.path().join("oracle");
+    for value in [PHYSICAL_MS_MAX, PHYSICAL_MS_MAX - 1, LAST_USABLE + 1] {
+        let output = tsoracle_file([
+            OsStr::new("seed"),
+            dir.as_os_str(),
+            OsStr::new(&value.to_string()),
+        ]);
+        let text = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{value}: {text}");
+        assert!(text.contains("no server could make progress"), "{text}");
+        assert!(
+            text.contains(&format!(
+                "the largest usable high-water with these settings is {LAST_USABLE}"
+            )),
+            "{text}"
+        );
+        assert!(!dir.exists(), "a refused seed created nothing");
+    }
+
+    // The bound follows the window the server will run with.
+    let output = tsoracle_file([
+        OsStr::new("seed"),
+        dir.as_os_str(),
+        OsStr::new(&LAST_USABLE.to_string()),
+        OsStr::new("--window-ahead"),
+        OsStr::new("1m"),
+    ]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(!dir.exists());
+
+    // The last usable seed is accepted, and a server's first advances from
+    // it (a failover advance, then a window) are within range.
+    let output = tsoracle_file([
+        OsStr::new("seed"),
+        dir.as_os_str(),
+        OsStr::new(&LAST_USABLE.to_string()),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let driver = FileDriver::open_or_init(&dir).expect("open the seeded directory");
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime")
+        .block_on(async {
+            let fenced = LAST_USABLE + 1 + 1000;
+            assert_eq!(
+                driver.persist_high_water(fenced, LEADER_EPOCH).await.ok(),
+                Some(fenced)
+            );
+            assert_eq!(
+                driver
+                    .persist_high_water(fenced + 3000, LEADER_EPOCH)
+                    .await
+                    .ok(),
+                Some(PHYSICAL_MS_MAX)
+            );
+        });
+}
+
+#[test]
+fn seed_says_h_is_physical_milliseconds_not_a_packed_timestamp() {
+    let parent = tempfile::tempdir().expect("temp dir");
+    let dir = parent.path().join("oracle");
+    // A timestamp of 2025-11-24T16:00:00Z as the server packs it: the
+    // physical milliseconds shifted left by 18 logical bits.
+    let physical = 1_764_000_000_000u64;
+    let packed = physical << 18;
+    let output = tsoracle_file([
+        OsStr::new("seed"),
+        dir.as_os_str(),
+        OsStr::new(&packed.to_string()),
+    ]);
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("H is physical milliseconds, not a packed timestamp"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("physical part {physical}")),
+        "{text}"
+    );
+    assert!(text.contains("2025-11-24T16:00:00.000Z"), "{text}");
+    assert!(!dir.exists());
+}
+
+#[test]
+fn export_of_a_directory_without_state_is_refused_unless_asked_for() {
+    // An empty directory, and one a driver opened without ever writing
+    // (only its LOCK file): a mistyped path or an unmounted volume.
+    let empty = tempfile::tempdir().expect("temp dir");
+    let opened = tempfile::tempdir().expect("temp dir");
+    drop(FileDriver::open_or_init(opened.path()).expect("open"));
+    for dir in [empty.path(), opened.path()] {
+        let before = common::dir_contents(dir);
+        let output = tsoracle_file([OsStr::new("export"), dir.as_os_str()]);
+        let text = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{text}");
+        assert!(output.stdout.is_empty(), "no JSON to seed a migration from");
+        assert!(text.contains("holds no oracle state"), "{text}");
+        assert!(text.contains("--allow-empty"), "{text}");
+        assert!(text.contains(&dir.display().to_string()), "{text}");
+
+        let output = tsoracle_file([
+            OsStr::new("export"),
+            OsStr::new("--allow-empty"),
+            dir.as_os_str(),
+        ]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        let doc: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+        assert_eq!(doc["high_water"], 0);
+        assert_eq!(common::dir_contents(dir), before, "export wrote nothing");
+    }
+}
+
+/// `target/<profile>/examples/NAME`, built by `cargo test`.
+fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    // The test binary is target/<profile>/deps/<name>-<hash>.
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary inside target/<profile>/deps");
+    let bin = profile_dir
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.is_file(),
+        "example binary {} is missing: run `cargo test` (which builds the examples) \
+         or `cargo build --examples` first",
+        bin.display()
+    );
+    bin
+}
+
+/// Kills and reaps the child when dropped, so a failed test leaves
+/// nothing running.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits for `child` to exit within the bound.
+fn exit_within_bound(child: Child) -> Output {
+    let (done, exited) = mpsc::channel();
+    let pid = child.id();
+    std::thread::spawn(move || {
+        let _ = done.send(child.wait_with_output());
+    });
+    exited
+        .recv_timeout(BOUND)
+        .unwrap_or_else(|_| {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid")),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            panic!("the process kept running instead of exiting")
+        })
+        .expect("wait for the process")
+}
+
+#[test]
+fn the_example_server_refuses_a_window_beyond_an_hour() {
+    let parent = tempfile::tempdir().expect("temp dir");
+    let dir = parent.path().join("oracle");
+    for window_ms in ["100000000000000", "18446744073709551615", "3600001"] {
+        let child = Command::new(example("embedded-server"))
+            .args(["--listen", "127.0.0.1:0", "--window-ms", window_ms])
+            .arg("--state-dir")
+            .arg(&dir)
+            .env_remove("TSORACLE_WINDOW_MS")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the example server");
+        let output = exit_within_bound(child);
+        let text = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{window_ms}: {text}");
+        assert!(text.contains("--window-ms"), "{text}");
+        assert!(!dir.exists(), "a refused start created nothing");
+    }
+}
+
+#[test]
+fn the_client_example_exits_quietly_when_stdout_is_closed() {
+    let parent = tempfile::tempdir().expect("temp dir");
+    let mut server = Command::new(example("embedded-server"))
+        .args(["--listen", "127.0.0.1:0", "--state-dir"])
+        .arg(parent.path().join("oracle"))
+        .env_remove("TSORACLE_LISTEN")
+        .env_remove("TSORACLE_STATE_DIR")
+        .env_remove("TSORACLE_WINDOW_MS")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the example server");
+    let stderr_pipe = server.stderr.take().expect("piped stderr");
+    let server = Reaped(server);
+    let (lines, received) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr_pipe).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let addr = loop {
+        let line = received
+            .recv_timeout(BOUND)
+            .expect("the example server says `listening on`");
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            break rest
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_string();
+        }
+    };
+
+    // `client | head -0`: the reading end is closed before the client
+    // writes its first line, so every write fails with EPIPE.
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let client = Command::new(example("client"))
+        .args(["--endpoint", &format!("http://{addr}")])
+        .env_remove("TSORACLE_ENDPOINT")
+        .stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the client example");
+    let output = exit_within_bound(client);
+    let text = stderr(&output);
+    assert!(!text.contains("panicked"), "the client panicked: {text}");
+    assert_eq!(text, "", "a reader that went away needs no message");
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    drop(server);
+}

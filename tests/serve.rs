@@ -1,0 +1,655 @@
+//! `tsoracle-file serve` as an operator runs it: a separate process on a
+//! loopback port, called with the real client, its `/metrics`, `/healthz`
+//! and `/readyz` scraped over HTTP, stopped with SIGTERM or SIGINT; and the
+//! start-up mistakes it refuses (a missing or stateless directory without
+//! `--init`, a window beyond an hour, a high-water with no room left).
+//!
+//! With `failpoints` as well, a failed fsync injected through the
+//! `FAILPOINTS` environment variable poisons the driver of the running
+//! process, and `/readyz` turns to 503 while `/healthz` stays 200.
+//!
+//! Every wait is on a thing (the readiness line on stdout, an exit, an HTTP
+//! answer) under a generous bound; all traffic stays on 127.0.0.1.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+#[cfg(feature = "failpoints")]
+use std::time::Instant;
+
+use nix::sys::signal::Signal;
+use tsoracle_client::Client;
+#[cfg(feature = "failpoints")]
+use tsoracle_driver_file::read_state_dir;
+use tsoracle_driver_file::{FileDriver, metrics, record};
+
+/// The bound on any single wait; reached only when something is broken.
+const BOUND: Duration = Duration::from_secs(60);
+
+const BIN: &str = env!("CARGO_BIN_EXE_tsoracle-file");
+
+/// The environment variables `serve` reads, cleared so the caller's
+/// environment cannot change a test.
+const SERVE_ENV: [&str; 15] = [
+    "TSORACLE_LISTEN",
+    "TSORACLE_STATE_DIR",
+    "TSORACLE_INIT",
+    "TSORACLE_WINDOW_AHEAD",
+    "TSORACLE_FAILOVER_ADVANCE",
+    "TSORACLE_LEASE_TTL_FLOOR",
+    "TSORACLE_LEASE_TTL_CEILING",
+    "TSORACLE_HEARTBEAT_INTERVAL",
+    "TSORACLE_LOG",
+    "TSORACLE_METRICS_LISTEN",
+    "TSORACLE_NO_METRICS",
+    "TSORACLE_TLS_CERT",
+    "TSORACLE_TLS_KEY",
+    "TSORACLE_TLS_CLIENT_CA",
+    "FAILPOINTS",
+];
+
+fn command(args: &[&str], dir: &Path) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .arg("--state-dir")
+        .arg(dir)
+        .args(args)
+        .stdin(Stdio::null());
+    for name in SERVE_ENV {
+        command.env_remove(name);
+    }
+    command
+}
+
+/// A `serve` process that has not been reaped yet.
+struct Serving {
+    child: Option<Child>,
+    grpc: SocketAddr,
+    /// `None` with `--no-metrics`.
+    http: Option<SocketAddr>,
+    /// Everything the process wrote to stderr, once it closed it.
+    stderr: mpsc::Receiver<String>,
+}
+
+impl Serving {
+    /// Starts `serve` and waits for its readiness line on stdout.
+    fn start(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Serving {
+        let mut command = command(args, dir);
+        command.envs(env.iter().copied());
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tsoracle-file serve");
+        let (send_stderr, stderr) = mpsc::channel();
+        let mut pipe = child.stderr.take().expect("piped stderr");
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            let _ = send_stderr.send(text);
+        });
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (lines, received) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = lines.send(line);
+            }
+        });
+        let mut serving = Serving {
+            child: Some(child),
+            grpc: "0.0.0.0:0".parse().expect("placeholder"),
+            http: None,
+            stderr,
+        };
+        let line = received.recv_timeout(BOUND).unwrap_or_else(|_| {
+            if let Some(child) = serving.child.as_mut() {
+                let _ = child.kill();
+            }
+            panic!(
+                "no readiness line; stderr: {}",
+                serving.stderr.recv_timeout(BOUND).unwrap_or_default()
+            )
+        });
+        // tsoracle-file: serving gRPC on ADDR, metrics on http://ADDR/metrics
+        let grpc = line
+            .split("serving gRPC on ")
+            .nth(1)
+            .and_then(|rest| rest.split(',').next())
+            .unwrap_or_else(|| panic!("unexpected readiness line {line:?}"));
+        serving.grpc = grpc.parse().expect("gRPC address");
+        serving.http = if line.ends_with(", metrics disabled") {
+            None
+        } else {
+            let http = line
+                .split("metrics on http://")
+                .nth(1)
+                .and_then(|rest| rest.strip_suffix("/metrics"))
+                .unwrap_or_else(|| panic!("unexpected readiness line {line:?}"));
+            Some(http.parse().expect("metrics address"))
+        };
+        serving
+    }
+
+    async fn client(&self) -> Client {
+        Client::connect(vec![format!("http://{}", self.grpc)])
+            .await
+            .expect("build a client")
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.http.expect("serving metrics"), path)
+    }
+
+    /// Sends `signal` and waits for the exit; returns the status and stderr.
+    fn stop(mut self, signal: Signal) -> (ExitStatus, String) {
+        let child = self.child.as_mut().expect("not reaped");
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+        nix::sys::signal::kill(pid, signal).expect("signal serve");
+        let status = wait_bounded(self.child.take().expect("not reaped"));
+        // The stderr reader ends at EOF, once the process is gone.
+        let stderr = self
+            .stderr
+            .recv_timeout(BOUND)
+            .expect("stderr closes when the process exits");
+        (status, stderr)
+    }
+}
+
+impl Drop for Serving {
+    /// A test that fails midway must not leave a server running.
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Waits for `child` to exit within the bound (killing it otherwise).
+fn wait_bounded(mut child: Child) -> ExitStatus {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+    let (done, exited) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(child.wait());
+    });
+    match exited.recv_timeout(BOUND) {
+        Ok(status) => status.expect("wait for serve"),
+        Err(_) => {
+            // Do not leave it running; the waiter thread reaps it.
+            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+            panic!("serve did not exit within the bound");
+        }
+    }
+}
+
+/// Runs `serve` expecting it to refuse to start: its exit code and stderr.
+fn refused(args: &[&str], dir: &Path) -> (i32, String) {
+    let mut child = command(args, dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start tsoracle-file serve");
+    let mut pipe = child.stderr.take().expect("piped stderr");
+    let (send_stderr, stderr) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = pipe.read_to_string(&mut text);
+        let _ = send_stderr.send(text);
+    });
+    let status = wait_bounded(child);
+    let stderr = stderr.recv_timeout(BOUND).expect("stderr closes at exit");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    (status.code().unwrap_or(-1), stderr)
+}
+
+/// One HTTP/1.1 GET on a fresh connection: status code and body.
+fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect_timeout(&addr, BOUND).expect("connect to /metrics");
+    stream.set_read_timeout(Some(BOUND)).expect("timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send request");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .expect("read the response");
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no header end in {response:?}"));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"));
+    (status, body.to_string())
+}
+
+/// The value of the Prometheus sample `series` (name and labels, exactly
+/// as rendered) in `text`.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+fn init(dir: &Path) {
+    let output = Command::new(BIN)
+        .arg("init")
+        .arg(dir)
+        .output()
+        .expect("run tsoracle-file init");
+    assert!(
+        output.status.success(),
+        "init: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_answers_calls_metrics_and_probes_then_stops_on_sigterm() {
+    let parent = tempfile::tempdir().expect("temp dir");
+    let dir = parent.path().join("oracle");
+    init(&dir);
+    let server = Serving::start(&[], &dir, &[]);
+
+    let client = server.client().await;
+    let mut last = 0;
+    for _ in 0..20 {
+        let ts = client.get_ts().await.expect("get_ts").0;
+        assert!(ts > last, "timestamps increase");
+        last = ts;
+    }
+    for name in ["orders", "users"] {
+        client.get_seq(name, 5).await.expect("get_seq");
+    }
+    drop(client);
+
+    assert_eq!(server.get("/healthz"), (200, "ok\n".to_string()));
+    assert_eq!(server.get("/readyz"), (200, "ready\n".to_string()));
+    assert_eq!(server.get("/nowhere").0, 404);
+    let (status, text) = server.get("/metrics");
+    assert_eq!(status, 200);
+    // Every metric of the driver is exported, under Prometheus names.
+    for name in metrics::ALL {
+        let exported = name.replace('.', "_");
+        assert!(
+            text.contains(&format!("# TYPE {exported} ")),
+            "{exported} missing from:\n{text}"
+        );
+        assert!(
+            text.contains(&format!("# HELP {exported} ")),
+            "{exported} has no help line:\n{text}"
+        );
+    }
+    // Values that follow from the calls made.
+    assert_eq!(sample(&text, "tsoracle_file_driver_dense_keys"), Some(2.0));
+    assert_eq!(sample(&text, "tsoracle_file_driver_poisoned"), Some(0.0));
+    assert_eq!(sample(&text, "tsoracle_file_driver_queue_depth"), Some(0.0));
+    assert!(
+        sample(&text, "tsoracle_file_driver_dir_fsync_seconds_count").unwrap_or(0.0) >= 3.0,
+        "the fence and two dense writes each fsynced the directory:\n{text}"
+    );
+    // The server's own metrics come through the same recorder.
+    assert_eq!(sample(&text, "tsoracle_get_ts_requests_total"), Some(20.0));
+    assert_eq!(sample(&text, "tsoracle_get_seq_requests_total"), Some(2.0));
+
+    let (status, stderr) = server.stop(Signal::SIGTERM);
+    assert!(status.success(), "exit {status}: {stderr}");
+    assert!(
+        stderr.contains("shut down; driver closed and state directory unlocked"),
+        "{stderr}"
+    );
+    // Unlocked, and what was handed out is covered.
+    let driver = FileDriver::open_or_init(&dir).expect("reopen after SIGTERM");
+    assert!(driver.high_water() >= tsoracle_core::Timestamp(last).physical_ms());
+}
+
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_turns_not_ready_when_a_failed_fsync_poisons_the_driver() {
+    let parent = tempfile::tempdir().expect("temp dir");
+    let dir = parent.path().join("oracle");
+    init(&dir);
+    // The start-up fence writes the state file once; the next file fsync
+    // (the dense write below) fails as a dying disk's would.
+    let server = Serving::start(
+        &[],
+        &dir,
+        &[("FAILPOINTS", "file_driver::before_temp_fsync=1*off->return")],
+    );
+    assert_eq!(server.get("/readyz"), (200, "ready\n".to_string()));
+
+    let client = server.client().await;
+    client
+        .get_seq("orders", 1)
+        .await
+        .expect_err("the fsync of the dense file fails");
+    drop(client);
+
+    let deadline = Instant::now() + BOUND;
+    let (status, body) = loop {
+        let (status, body) = server.get("/readyz");
+        if status != 200 || Instant::now() >= deadline {
+            break (status, body);
+        }
+        tokio::task::yield_now().await;
+    };
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("poisoned"), "{body}");
+    // The process still serves HTTP: alive, not ready.
+    assert_eq!(server.get("/healthz"), (200, "ok\n".to_string()));
+    let (_, text) = server.get("/metrics");
+    assert_eq!(sample(&text, "tsoracle_file_driver_poisoned"), Some(1.0));
+    assert_eq!(
+        sample(
+            &text,
+            "tsoracle_file_driver_write_errors_total{op=\"fsync_temp\",effect=\"poisoning\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+
+    let (status, stderr) = server.stop(Signal::SIGINT);
+    assert!(status.success(), "exit {status}: {stderr}");
+    // The poisoned write never reached the live file: a restart is healthy.
+    let found = read_state_dir(&dir).expect("readable");
+    assert!(found.dense.is_none(), "the failed dense write was not kept");
+}
+
+#[test]
+fn serve_refuses_a_missing_or_stateless_directory_without_init() {
+    let parent = tempfile::tempdir().expect("temp dir");
+    let missing = parent.path().join("typo").join("oracle");
+    let (code, stderr) = refused(&[], &missing);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("does not exist"), "{stderr}");
+    assert!(stderr.contains("tsoracle-file init"), "{stderr}");
+    assert!(stderr.contains("--init"), "{stderr}");
+    assert!(!parent.path().join("typo").exists(), "nothing was created");
+
+    // An existing directory without state (an unmounted volume's mount
+    // point, a fresh mkdir) is refused the same way, and left empty.
+    let empty = tempfile::tempdir().expect("temp dir");
+    let (code, stderr) = refused(&[], empty.path());
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("holds no oracle state"), "{stderr}");
+    assert_eq!(common::dir_contents(empty.path()).len(), 0);
+
+    // --init creates it, explicitly.
+    let server = Serving::start(&["--init"], &missing, &[]);
+    let (status, stderr) = server.stop(Signal::SIGINT);
+    assert!(status.success(), "exit {status}: {stderr}");
+    assert!(
+        stderr.contains("initialized a new oracle at high-water 0"),
+        "{stderr}"
+    );
+    // From then on it is an oracle's directory: no --init needed.
+    let server = Serving::start(&[], &missing, &[]);
+    let (status, stderr) = server.stop(Signal::SIGTERM);
+    assert!(status.success(), "exit {status}: {stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_metrics_serves_grpc_without_the_http_listener() {
+    let parent = tempfile::tempdir().expect("temp dir");
+    let dir = parent.path().join("oracle");
+    let server = Serving::start(&["--init", "--no-metrics"], &dir, &[]);
+    assert_eq!(
+        server.http, None,
+        "the readiness line says metrics disabled"
+    );
+    let client = server.client().await;
+    client.get_ts().await.expect("get_ts");
+    drop(client);
+    let (status, stderr) = server.stop(Signal::SIGTERM);
+    assert!(status.success(), "exit {status}: {stderr}");
+}
+
+#[test]
+fn serve_refuses_windows_beyond_an_hour_before_touching_anything() {
+    let parent = tempfile::tempdir().expect("temp dir");
+    let dir = parent.path().join("oracle");
+    for (flag, value) in [
+        ("--window-ahead", "18446744073709551615ms"),
+        ("--window-ahead", "100000000000000ms"),
+        ("--window-ahead", "365days"),
+        ("--window-ahead", "61m"),
+        ("--failover-advance", "2h"),
+    ] {
+        let (code, stderr) = refused(&["--init", flag, value], &dir);
+        assert_eq!(code, 2, "{flag} {value}: {stderr}");
+        assert!(
+            stderr.contains("above the maximum of 1h"),
+            "{flag} {value}: {stderr}"
+        );
+    }
+    let (code, stderr) = refused(&["--init", "--window-ahead", "0s"], &dir);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("at least 1ms"), "{stderr}");
+    assert!(!dir.exists(), "a refused start created nothing");
+}
+
+#[test]
+fn serve_refuses_a_high_water_with_no_room_to_make_progress() {
+    const PHYSICAL_MS_MAX: u64 = (1 << 46) - 1;
+    let dir = tempfile::tempdir().expect("temp dir");
+    // As an older seed could leave it: the 46-bit maximum itself.
+    std::fs::write(dir.path().join("state"), record::encode(PHYSICAL_MS_MAX)).expect("state");
+    let before = common::dir_contents(dir.path());
+    let (code, stderr) = refused(&[], dir.path());
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("no server could make progress"), "{stderr}");
+    assert_eq!(common::dir_contents(dir.path())["state"], before["state"]);
+}
+
+#[test]
+fn serve_flags_fall_back_to_environment_variables() {
+    let parent = tempfile::tempdir().expect("temp dir");
+    let dir = parent.path().join("oracle");
+    let mut command = Command::new(BIN);
+    command.arg("serve");
+    for name in SERVE_ENV {
+        command.env_remove(name);
+    }
+    let output = command
+        .env("TSORACLE_STATE_DIR", &dir)
+        .env("TSORACLE_WINDOW_AHEAD", "2h")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run serve");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("above the maximum of 1h"), "{stderr}");
+
+    let output = Command::new(BIN)
+        .args(["serve", "--help"])
+        .output()
+        .expect("serve --help");
+    let help = String::from_utf8_lossy(&output.stdout);
+    // One block per option: its `  --flag <VALUE>` line and the lines
+    // indented under it.
+    let mut blocks: Vec<String> = Vec::new();
+    for line in help.lines() {
+        let indent = line.len() - line.trim_start().len();
+        if (2..=6).contains(&indent) && line.trim_start().starts_with('-') {
+            blocks.push(String::new());
+        }
+        if let Some(block) = blocks.last_mut() {
+            block.push_str(line.trim());
+            block.push('\n');
+        }
+    }
+    for (flag, default) in [
+        ("--listen", "127.0.0.1:50551"),
+        ("--state-dir", "./tsoracle-data"),
+        ("--window-ahead", "3s"),
+        ("--failover-advance", "1s"),
+        ("--lease-ttl-floor", "5s"),
+        ("--lease-ttl-ceiling", "300s"),
+        ("--heartbeat-interval", "10s"),
+        ("--log", "info"),
+        ("--metrics-listen", "127.0.0.1:9551"),
+    ] {
+        let block = blocks
+            .iter()
+            .find(|block| block.starts_with(&format!("{flag} ")))
+            .unwrap_or_else(|| panic!("{flag} missing from:\n{help}"));
+        assert!(
+            block.contains(&format!("[default: {default}]")),
+            "{flag}: {block}"
+        );
+    }
+    for name in SERVE_ENV
+        .iter()
+        .filter(|name| name.starts_with("TSORACLE_"))
+    {
+        assert!(help.contains(&format!("[env: {name}")), "{name} missing");
+    }
+}
+
+/// A client whose channels speak TLS to `addr`, trusting the test CA and
+/// presenting `identity` when given.
+async fn tls_client(addr: SocketAddr, identity: Option<(&str, &str)>) -> Client {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+
+    let tls = fixture_dir().join("tls");
+    let mut config = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(
+            std::fs::read(tls.join("ca.pem")).expect("CA"),
+        ))
+        .domain_name("localhost");
+    if let Some((cert, key)) = identity {
+        config = config.identity(Identity::from_pem(
+            std::fs::read(tls.join(cert)).expect("client cert"),
+            std::fs::read(tls.join(key)).expect("client key"),
+        ));
+    }
+    tsoracle_client::ClientBuilder::endpoints(vec![format!("https://{addr}")])
+        .channel_connector(move |endpoint: &str| {
+            let endpoint = endpoint.to_string();
+            let config = config.clone();
+            async move {
+                let channel = Endpoint::from_shared(endpoint)?
+                    .tls_config(config)?
+                    .connect()
+                    .await?;
+                Ok::<_, tsoracle_client::BoxError>(channel)
+            }
+        })
+        .build()
+        .await
+        .expect("build a TLS client")
+}
+
+fn fixture_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_speaks_tls_and_mutual_tls_with_the_given_certificates() {
+    let parent = tempfile::tempdir().expect("temp dir");
+    let dir = parent.path().join("oracle");
+    let tls = fixture_dir().join("tls");
+    let path = |name: &str| tls.join(name).to_string_lossy().into_owned();
+    let (cert, key, ca) = (path("server.pem"), path("server.key"), path("ca.pem"));
+
+    let server = Serving::start(
+        &["--init", "--tls-cert", &cert, "--tls-key", &key],
+        &dir,
+        &[],
+    );
+    let client = tls_client(server.grpc, None).await;
+    let first = client.get_ts().await.expect("get_ts over TLS").0;
+    assert!(client.get_ts().await.expect("get_ts over TLS").0 > first);
+    drop(client);
+    // Plaintext is not served on a TLS port.
+    let plain = server.client().await;
+    plain
+        .get_ts()
+        .await
+        .expect_err("a plaintext call to a TLS server fails");
+    drop(plain);
+    let (status, stderr) = server.stop(Signal::SIGTERM);
+    assert!(status.success(), "exit {status}: {stderr}");
+
+    // Mutual TLS: a client certificate signed by --tls-client-ca is needed.
+    let server = Serving::start(
+        &[
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--tls-client-ca",
+            &ca,
+        ],
+        &dir,
+        &[],
+    );
+    let client = tls_client(server.grpc, Some(("client.pem", "client.key"))).await;
+    client
+        .get_ts()
+        .await
+        .expect("get_ts with a client certificate");
+    drop(client);
+    let anonymous = tls_client(server.grpc, None).await;
+    anonymous
+        .get_ts()
+        .await
+        .expect_err("no client certificate, no timestamp");
+    drop(anonymous);
+    let (status, stderr) = server.stop(Signal::SIGTERM);
+    assert!(status.success(), "exit {status}: {stderr}");
+
+    // A key without its certificate is a usage error.
+    let (code, stderr) = refused(&["--tls-key", &key], &dir);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--tls-cert"), "{stderr}");
+
+    // Files that are not what they claim are refused before a new oracle
+    // is created: a key given as the certificate, a missing file.
+    let missing = parent.path().join("not-yet");
+    let (code, stderr) = refused(&["--init", "--tls-cert", &key, "--tls-key", &key], &missing);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("holds no PEM BEGIN CERTIFICATE block"),
+        "{stderr}"
+    );
+    let nowhere = path("nowhere.pem");
+    let (code, stderr) = refused(
+        &["--init", "--tls-cert", &nowhere, "--tls-key", &key],
+        &missing,
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("cannot read --tls-cert"), "{stderr}");
+    assert!(!missing.exists(), "nothing was created");
+}
+
+#[test]
+fn serve_refuses_lease_bounds_that_cannot_work_before_touching_anything() {
+    let parent = tempfile::tempdir().expect("temp dir");
+    let dir = parent.path().join("oracle");
+    for (floor, ceiling) in [("10m", "1m"), ("0s", "300s")] {
+        let (code, stderr) = refused(
+            &[
+                "--init",
+                "--lease-ttl-floor",
+                floor,
+                "--lease-ttl-ceiling",
+                ceiling,
+            ],
+            &dir,
+        );
+        assert_eq!(code, 2, "{floor} {ceiling}: {stderr}");
+        assert!(stderr.contains("--lease-ttl-floor"), "{stderr}");
+    }
+    assert!(!dir.exists(), "nothing was created");
+}
