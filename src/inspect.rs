@@ -32,6 +32,12 @@ pub struct StateDir {
     /// and where it was last opened; `None` when the file is missing (no
     /// driver of this crate has opened the directory yet).
     pub origin: Option<Origin>,
+    /// Whether a `RETIRED` marker is present: the state was migrated to
+    /// another oracle and every open refuses the directory.
+    pub retired: bool,
+    /// Whether a `SEEDING` marker is present: an interrupted seed that every
+    /// open refuses.
+    pub seeding: bool,
     /// Whether a `LOCK` file exists (it says nothing about who holds it).
     pub has_lock_file: bool,
     /// Leftover `*.tmp` files of interrupted writes, which the next open
@@ -105,6 +111,8 @@ pub fn read_state_dir(dir: impl AsRef<Path>) -> Result<StateDir, FileDriverError
         dense: files.dense,
         leases: files.leases,
         has_lock_file: exists(LOCK_FILE)?,
+        retired: exists(crate::fence::RETIRED_FILE)?,
+        seeding: exists(crate::fence::SEEDING_FILE)?,
         leftover_temp_files,
     })
 }

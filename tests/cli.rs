@@ -712,3 +712,89 @@ fn usage_errors_exit_2_and_help_documents_exit_codes_and_export_fields() {
         assert!(run.stdout.contains(needle), "{needle}: {}", run.stdout);
     }
 }
+
+// ---------------------------------------------------------------------------
+// What inspect and export show of ownership (issue 9): the lock still held
+// after `rm LOCK`, a copy told from its original, keys SeqKey cannot hold.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn inspect_sees_the_directory_lock_after_lock_is_deleted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("oracle");
+    let driver = FileDriver::open_or_init(&dir).unwrap();
+    std::fs::remove_file(dir.join("LOCK")).unwrap();
+    let run = tsoracle_file(["inspect".as_ref(), "--json".as_ref(), dir.as_os_str()]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let doc = json(&run.stdout);
+    assert_eq!(doc["lock"]["held"], Value::Bool(true), "{doc}");
+    assert_eq!(
+        doc["lock"]["holder_pids"][0],
+        Value::from(std::process::id()),
+        "{doc}"
+    );
+    drop(driver);
+}
+
+#[test]
+fn inspect_tells_a_copy_from_its_original() {
+    let tmp = tempfile::tempdir().unwrap();
+    let original = tmp.path().join("original");
+    drop(FileDriver::open_or_init(&original).unwrap());
+    let copy = tmp.path().join("copy");
+    std::fs::create_dir(&copy).unwrap();
+    for name in ["IDENTITY", "LOCK"] {
+        std::fs::copy(original.join(name), copy.join(name)).unwrap();
+    }
+    let look = |dir: &Path| {
+        let run = tsoracle_file(["inspect".as_ref(), "--json".as_ref(), dir.as_os_str()]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        json(&run.stdout)
+    };
+    let (a, b) = (look(&original), look(&copy));
+    assert_eq!(
+        a["origin"]["id"], b["origin"]["id"],
+        "copies share the origin"
+    );
+    assert_eq!(a["origin"]["id"].as_str().unwrap().len(), 32);
+    assert_ne!(a["identity"], b["identity"]);
+    assert_eq!(a["origin"]["opened_here"], Value::Bool(true));
+    assert_eq!(b["origin"]["opened_here"], Value::Bool(false));
+    let text = tsoracle_file(["inspect".as_ref(), copy.as_os_str()]).stdout;
+    assert!(
+        text.contains("this is a copy, a restore or a move"),
+        "{text}"
+    );
+}
+
+#[test]
+fn inspect_and_export_show_keys_seqkey_cannot_hold() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut body = b"TSOD\x01".to_vec();
+    body.extend_from_slice(&10u64.to_le_bytes());
+    body.extend_from_slice(&2u32.to_le_bytes());
+    for (name, value) in [(&b""[..], 5u64), (&b"orders"[..], 9)] {
+        body.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        body.extend_from_slice(name);
+        body.extend_from_slice(&value.to_le_bytes());
+    }
+    let crc = crc32c::crc32c(&body);
+    body.extend_from_slice(&crc.to_le_bytes());
+    std::fs::write(tmp.path().join("dense"), body).unwrap();
+
+    let run = tsoracle_file(["export".as_ref(), tmp.path().as_os_str()]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let doc = json(&run.stdout);
+    assert_eq!(doc["dense"]["counters"]["orders"], Value::from(9u64));
+    assert_eq!(
+        doc["dense"]["unaddressable"][""],
+        Value::from(5u64),
+        "{doc}"
+    );
+    let text = tsoracle_file(["inspect".as_ref(), tmp.path().as_os_str()]).stdout;
+    assert!(text.contains("2 counter(s)"), "{text}");
+    assert!(
+        text.contains("\"\" = 5 (kept, but no call can reach it"),
+        "{text}"
+    );
+}

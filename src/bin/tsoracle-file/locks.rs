@@ -68,14 +68,27 @@ impl LockStatus {
     }
 }
 
-/// Looks the `LOCK` file up in the kernel's lock table. Never locks it,
-/// not even briefly: a probe that took the lock could make a driver that
-/// starts at that moment fail with `AlreadyLocked`.
-pub(crate) fn lock_status(lock_path: &Path, has_lock_file: bool) -> LockStatus {
-    if !has_lock_file {
-        return LockStatus::NoLockFile;
+/// Looks the state directory and its `LOCK` file up in the kernel's lock
+/// table: a driver flocks both, and the directory's lock is still held
+/// after someone deleted `LOCK`. Never locks either, not even briefly: a
+/// probe that took the lock could make a driver that starts at that moment
+/// fail with `AlreadyLocked`.
+pub(crate) fn lock_status(dir: &Path, has_lock_file: bool) -> LockStatus {
+    let on_dir = match std::fs::metadata(dir) {
+        Ok(meta) => platform::lock_status(&meta),
+        Err(err) => LockStatus::Unknown(format!("cannot stat {}: {err}", dir.display())),
+    };
+    if matches!(on_dir, LockStatus::Held { .. }) {
+        return on_dir;
     }
-    match std::fs::metadata(lock_path) {
+    if !has_lock_file {
+        return match on_dir {
+            LockStatus::NotHeld => LockStatus::NoLockFile,
+            other => other,
+        };
+    }
+    let lock_path = dir.join(tsoracle_driver_file::LOCK_FILE);
+    match std::fs::metadata(&lock_path) {
         Ok(meta) => platform::lock_status(&meta),
         Err(err) if err.kind() == io::ErrorKind::NotFound => LockStatus::NoLockFile,
         Err(err) => LockStatus::Unknown(format!("cannot stat {}: {err}", lock_path.display())),

@@ -62,6 +62,11 @@ pub(crate) struct DenseJson {
     pub(crate) cap: u64,
     /// Each dense key and its next unissued value, sorted by key.
     pub(crate) counters: BTreeMap<String, u64>,
+    /// Counters whose keys `SeqKey` cannot hold (empty, or longer than 128
+    /// bytes), which no call can reach but another tool may; absent when
+    /// there are none.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) unaddressable: BTreeMap<String, u64>,
 }
 
 impl DenseJson {
@@ -70,6 +75,11 @@ impl DenseJson {
             cap: dense.cap,
             counters: dense
                 .counters
+                .iter()
+                .map(|(key, value)| (key.as_str().to_string(), *value))
+                .collect(),
+            unaddressable: dense
+                .unaddressable
                 .iter()
                 .map(|(key, value)| (key.as_str().to_string(), *value))
                 .collect(),
@@ -133,6 +143,7 @@ pub(crate) fn exec(args: &Args) -> CmdResult {
         None => DenseJson {
             cap: DEFAULT_KEY_CAP,
             counters: BTreeMap::new(),
+            unaddressable: BTreeMap::new(),
         },
     };
     let doc = ExportDoc {

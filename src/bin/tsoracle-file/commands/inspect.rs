@@ -6,8 +6,9 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 use tsoracle_core::LeaseRecord;
+use tsoracle_driver_file::StateDir;
 use tsoracle_driver_file::dense_record::DEFAULT_KEY_CAP;
-use tsoracle_driver_file::{LOCK_FILE, StateDir};
+use tsoracle_driver_file::identity_record::Origin;
 
 use super::export::{DenseJson, LeaseJson};
 use crate::cli::{self, CmdResult};
@@ -46,6 +47,46 @@ pub(crate) struct InspectDoc {
     pub(crate) leases: Option<Vec<InspectLease>>,
     pub(crate) lock: LockJson,
     pub(crate) leftover_temp_files: Vec<String>,
+    /// The directory's device and inode (every copy has its own); `null`
+    /// where the platform has none.
+    pub(crate) identity: Option<IdentityJson>,
+    /// The `IDENTITY` file: the origin id every copy of this oracle shares;
+    /// `null` when there is none.
+    pub(crate) origin: Option<OriginJson>,
+    /// Whether a `RETIRED` marker refuses every open (migrated away).
+    pub(crate) retired: bool,
+    /// Whether a `SEEDING` marker refuses every open (an interrupted seed).
+    pub(crate) seeding: bool,
+}
+
+/// The `identity` object of `inspect --json`.
+#[derive(Debug, Serialize)]
+pub(crate) struct IdentityJson {
+    pub(crate) device: u64,
+    pub(crate) inode: u64,
+}
+
+/// The `origin` object of `inspect --json`.
+#[derive(Debug, Serialize)]
+pub(crate) struct OriginJson {
+    /// 32 lowercase hexadecimal digits.
+    pub(crate) id: String,
+    pub(crate) created_ms: u64,
+    pub(crate) created_utc: Option<String>,
+    /// Where the directory was last opened by a driver.
+    pub(crate) device: u64,
+    pub(crate) inode: u64,
+    /// Whether that is this directory; `false`: this one is a copy, a
+    /// restore or a move of that one, not opened since.
+    pub(crate) opened_here: Option<bool>,
+}
+
+/// Whether the origin's recorded place is the directory itself; `None`
+/// where there is no identity to compare with.
+fn opened_here(state: &StateDir, origin: &Origin) -> Option<bool> {
+    state
+        .identity
+        .map(|here| (here.device, here.inode) == (origin.device, origin.inode))
 }
 
 /// A lease as `inspect --json` shows it: the `export` fields, its expiry
@@ -63,7 +104,7 @@ pub(crate) struct InspectLease {
 pub(crate) fn exec(args: &Args) -> CmdResult {
     let state = cli::read(&args.dir)?;
     let now = args.now_ms.unwrap_or_else(cli::now_ms_since_epoch);
-    let lock = locks::lock_status(&args.dir.join(LOCK_FILE), state.has_lock_file);
+    let lock = locks::lock_status(&args.dir, state.has_lock_file);
     if args.json {
         Ok(cli::json_pretty(&document(&state, now, &lock)))
     } else {
@@ -96,6 +137,20 @@ fn document(state: &StateDir, now: u64, lock: &LockStatus) -> InspectDoc {
             .iter()
             .map(|path| path.to_string_lossy().into_owned())
             .collect(),
+        identity: state.identity.map(|id| IdentityJson {
+            device: id.device,
+            inode: id.inode,
+        }),
+        origin: state.origin.map(|origin| OriginJson {
+            id: origin.id_hex(),
+            created_ms: origin.created_ms,
+            created_utc: cli::utc(origin.created_ms),
+            device: origin.device,
+            inode: origin.inode,
+            opened_here: opened_here(state, &origin),
+        }),
+        retired: state.retired,
+        seeding: state.seeding,
     }
 }
 
@@ -114,11 +169,18 @@ fn text(state: &StateDir, now: u64, lock: &LockStatus) -> String {
         Some(dense) => {
             line(format!(
                 "dense:       {} counter(s), key cap {}",
-                dense.counters.len(),
+                dense.key_count(),
                 dense.cap
             ));
             for (key, value) in &dense.counters {
                 line(format!("  {} = {value}", key.as_str()));
+            }
+            for (key, value) in &dense.unaddressable {
+                line(format!(
+                    "  {:?} = {value} (kept, but no call can reach it: SeqKey refuses a key {})",
+                    key.as_str(),
+                    key.reason()
+                ));
             }
         }
         None => line(format!(
@@ -149,6 +211,34 @@ fn text(state: &StateDir, now: u64, lock: &LockStatus) -> String {
         None => line("leases:      none (no leases file)".into()),
     }
     line(format!("lock:        {}", lock.describe()));
+    if let Some(id) = state.identity {
+        line(format!(
+            "identity:    {id} (every copy of a directory has its own)"
+        ));
+    }
+    match &state.origin {
+        Some(origin) => {
+            line(format!(
+                "origin:      {}, created {} ({})",
+                origin.id_hex(),
+                cli::utc_text(origin.created_ms),
+                origin.created_ms
+            ));
+            if opened_here(state, origin) == Some(false) {
+                line(format!(
+                    "             last opened at device {:#x} inode {}, not here: this is a copy, a restore or a move of that directory; copies share the origin id, and at most one of them may ever serve",
+                    origin.device, origin.inode
+                ));
+            }
+        }
+        None => line("origin:      none (no IDENTITY file: made by another tool, or never opened by this crate)".into()),
+    }
+    if state.retired {
+        line("status:      RETIRED: migrated to another oracle; every open refuses it".into());
+    }
+    if state.seeding {
+        line("status:      SEEDING: an interrupted seed; every open refuses it (remove the directory and seed again)".into());
+    }
     if state.leftover_temp_files.is_empty() {
         line("temp files:  none".into());
     } else {
