@@ -335,7 +335,7 @@ impl Committer {
                         return Err(failure.error);
                     }
                     tracing::warn!(
-                        error = %crate::error::chain(&failure.error),
+                        error = %crate::error::error_chain(&failure.error),
                         retryable = failure.error.is_transient(),
                         "write failed before its rename; the live file is unchanged and the callers of this batch get the error"
                     );
@@ -411,7 +411,7 @@ impl Committer {
     /// batch. Memory keeps the last durable values; nothing more is written.
     fn poison(&mut self, error: FileDriverError, fold: Fold) {
         tracing::error!(
-            error = %crate::error::chain(&error),
+            error = %crate::error::error_chain(&error),
             "write failed where acknowledging is no longer safe (a failed fsync, a failure after the rename, or a displaced directory): the driver refuses every write until it is reopened"
         );
         let first = Arc::new(error);

@@ -387,8 +387,19 @@ impl FileDriverError {
     }
 }
 
-/// The error and its causes on one line, `: `-separated, for logs.
-pub(crate) fn chain(err: &dyn std::error::Error) -> String {
+/// An error and its whole [`source`](std::error::Error::source) chain on
+/// one line, joined with `": "`: how this crate logs a failure, and a
+/// ready-made line for a program that reports one.
+///
+/// ```
+/// use tsoracle_driver_file::{FileDriver, error_chain};
+///
+/// let file = tempfile::NamedTempFile::new()?;
+/// let err = FileDriver::open_or_init(file.path().join("state")).unwrap_err();
+/// assert!(error_chain(&err).ends_with("is not a directory"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn error_chain(err: &dyn std::error::Error) -> String {
     let mut line = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {

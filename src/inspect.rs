@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use tsoracle_core::LeaseRecord;
 
 use crate::dense_record::DenseState;
-use crate::error::{Bt, FileDriverError, FileOp};
+use crate::error::{FileDriverError, FileOp};
 use crate::identity_record::{self, Origin};
 use crate::store::{self, FileKind, IDENTITY_FILE, LOCK_FILE};
 use crate::vfs::{DirIdentity, Entry, StdFs, Vfs};
@@ -68,20 +68,7 @@ pub struct StateDir {
 pub fn read_state_dir(dir: impl AsRef<Path>) -> Result<StateDir, FileDriverError> {
     let dir = dir.as_ref();
     let vfs = StdFs;
-    match vfs.probe(dir) {
-        Ok(Entry::Directory) => {}
-        Ok(Entry::Other) => {
-            return Err(FileDriverError::NotADirectory {
-                path: dir.to_path_buf(),
-                backtrace: Bt::capture(),
-            });
-        }
-        Ok(Entry::Missing) => {
-            let err = std::io::Error::new(std::io::ErrorKind::NotFound, "no such directory");
-            return Err(FileDriverError::io(FileOp::Inspect, dir, err));
-        }
-        Err(err) => return Err(FileDriverError::io(FileOp::Inspect, dir, err)),
-    }
+    store::require_dir(&vfs, dir)?;
     let handle = vfs
         .open_dir(dir)
         .map_err(|err| FileDriverError::io(FileOp::OpenDir, dir, err))?;

@@ -132,7 +132,7 @@ pub mod guide {}
 
 pub use committer::CommitStats;
 pub use driver::{FileDriver, LEADER_EPOCH};
-pub use error::{Bt, FileDriverError, FileOp};
+pub use error::{Bt, FileDriverError, FileOp, error_chain};
 pub use fence::{RETIRED_FILE, SEEDING_FILE};
 pub use inspect::{StateDir, read_state_dir};
 #[cfg(feature = "receipt")]

@@ -11,7 +11,7 @@ use crate::dense_record::{self, DenseState};
 use crate::error::{Bt, FileDriverError, FileOp};
 use crate::fence::{self, RETIRED_FILE, SEEDING_FILE};
 use crate::store::{DirLock, LOCK_FILE, Store};
-use crate::vfs::{Entry, StdFs, Vfs};
+use crate::vfs::{StdFs, Vfs};
 use crate::{lease_record, record};
 
 /// The bytes of one file as read under the lock (`None`: absent).
@@ -101,20 +101,7 @@ impl StoppedDir {
         vfs: Arc<dyn Vfs>,
     ) -> Result<StoppedDir, FileDriverError> {
         let dir = dir.as_ref();
-        match vfs.probe(dir) {
-            Ok(Entry::Directory) => {}
-            Ok(Entry::Other) => {
-                return Err(FileDriverError::NotADirectory {
-                    path: dir.to_path_buf(),
-                    backtrace: Bt::capture(),
-                });
-            }
-            Ok(Entry::Missing) => {
-                let err = std::io::Error::new(std::io::ErrorKind::NotFound, "no such directory");
-                return Err(FileDriverError::io(FileOp::Inspect, dir, err));
-            }
-            Err(err) => return Err(FileDriverError::io(FileOp::Inspect, dir, err)),
-        }
+        crate::store::require_dir(vfs.as_ref(), dir)?;
         let (store, lock) = Store::lock(vfs, dir)?;
         if fence::exists(&store, SEEDING_FILE)? {
             return Err(FileDriverError::SeedingInterrupted {

@@ -667,6 +667,23 @@ fn sync_parent(vfs: &dyn Vfs, parent: &Path, just_created: bool) -> Result<(), F
     }
 }
 
+/// Checks that `dir` exists and is a directory, for the callers that must
+/// not create it (reading a directory, holding a stopped one).
+pub(crate) fn require_dir(vfs: &dyn Vfs, dir: &Path) -> Result<(), FileDriverError> {
+    match vfs.probe(dir) {
+        Ok(Entry::Directory) => Ok(()),
+        Ok(Entry::Other) => Err(FileDriverError::NotADirectory {
+            path: dir.to_path_buf(),
+            backtrace: Bt::capture(),
+        }),
+        Ok(Entry::Missing) => {
+            let err = io::Error::new(io::ErrorKind::NotFound, "no such directory");
+            Err(FileDriverError::io(FileOp::Inspect, dir, err))
+        }
+        Err(err) => Err(FileDriverError::io(FileOp::Inspect, dir, err)),
+    }
+}
+
 /// Refuses a state directory that its group or others may write: anyone
 /// who can write it can replace the state files, or `LOCK`, and make the
 /// oracle hand out values twice. PostgreSQL and etcd refuse theirs too.

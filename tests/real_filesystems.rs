@@ -213,18 +213,7 @@ async fn durability(mounted: &Mounted) -> String {
     drop(reopened);
 
     // A writer killed mid-flight: nothing it acknowledged is lost.
-    let gate = fork_gate();
-    let mut child = ChildProcess::spawn(
-        CHILD_TEST,
-        &[(ROLE_VAR, "writer"), (DIR_VAR, dir.to_str().unwrap())],
-        &gate,
-    );
-    drop(gate);
-    let mut acked = 0u64;
-    for _ in 0..200 {
-        let line = child.next_report().expect("writer reports");
-        acked = line.strip_prefix("acked ").unwrap().parse().unwrap();
-    }
+    let (mut child, acked) = start_writer(&dir, 200);
     child.kill_and_wait();
     mounted.remount();
     let _gate = fork_gate();
@@ -247,7 +236,9 @@ async fn durability(mounted: &Mounted) -> String {
     )
 }
 
-fn crash_filesystem(mounted: &Mounted, dir: &Path) -> String {
+/// Starts a child writing increasing high-waters into `dir` and waits for
+/// its first `acks` acknowledgements; returns it and the last one.
+fn start_writer(dir: &Path, acks: usize) -> (ChildProcess, u64) {
     let gate = fork_gate();
     let mut child = ChildProcess::spawn(
         CHILD_TEST,
@@ -256,10 +247,15 @@ fn crash_filesystem(mounted: &Mounted, dir: &Path) -> String {
     );
     drop(gate);
     let mut acked = 0u64;
-    for _ in 0..100 {
+    for _ in 0..acks {
         let line = child.next_report().expect("writer reports");
-        acked = line.strip_prefix("acked ").unwrap().parse().unwrap();
+        acked = line.strip_prefix("acked ").expect(&line).parse().unwrap();
     }
+    (child, acked)
+}
+
+fn crash_filesystem(mounted: &Mounted, dir: &Path) -> String {
+    let (mut child, mut acked) = start_writer(dir, 100);
     let point = mounted.point.to_str().unwrap();
     if let Err(why) = run("xfs_io", &["-x", "-c", "shutdown", point]) {
         child.kill_and_wait();

@@ -77,14 +77,7 @@ pub fn full_leases() -> Vec<tsoracle_core::LeaseRecord> {
 /// An error and its whole `source()` chain, joined with ": ", for message
 /// checks.
 pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut cause = err.source();
-    while let Some(err) = cause {
-        text.push_str(": ");
-        text.push_str(&err.to_string());
-        cause = err.source();
-    }
-    text
+    tsoracle_driver_file::error_chain(err)
 }
 
 /// Pauses the committer at a failpoint until dropped. Declare it after the

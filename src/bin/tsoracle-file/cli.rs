@@ -62,17 +62,7 @@ impl Failure {
     }
 }
 
-/// An error and its `source()` chain on one line, joined with `": "`.
-pub(crate) fn error_chain(err: &(dyn Error + 'static)) -> String {
-    let mut line = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        line.push_str(": ");
-        line.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    line
-}
+pub(crate) use tsoracle_driver_file::error_chain;
 
 /// Prints a subcommand's result and turns it into the process exit code.
 /// A reader that went away (`| head`) ends the output quietly.
