@@ -57,11 +57,24 @@
 //! does not let a second driver in, while a peer that knows only `LOCK`
 //! is still excluded by it. All later I/O goes through the opened
 //! directory's descriptor (see [`crate::vfs`]), so a driver never writes
-//! into a directory it did not lock. Before a batch is acknowledged the
-//! committer checks that the path still leads to that directory and that
-//! `LOCK` is still the file it locked; if not, it stops acknowledging for
-//! good ([`FileDriverError::Displaced`]): the next server started on the
-//! path would not see what it wrote.
+//! into a directory it did not lock. Two checks guard what a driver does
+//! once someone has deleted `LOCK` (so that a peer knowing only `LOCK` may
+//! have taken over) or moved the directory away:
+//!
+//! 1. Before each rename, `LOCK` must still be the file it locked: a
+//!    displaced driver never renames its older value over the state a peer
+//!    has acknowledged since.
+//! 2. After the directory fsync and before anything is published or
+//!    acknowledged, the path must still lead to the opened directory and
+//!    `LOCK` must still be the file it locked. The `LOCK` half closes the
+//!    race the first check leaves: a peer that took over between check 1
+//!    and the rename read the old state and may overwrite ours later, so
+//!    our value must not be acknowledged. A peer that takes over after
+//!    check 2 opens after our directory fsync and reads our value.
+//!
+//! Either check failing stops the driver for good
+//! ([`FileDriverError::Displaced`]): the next server started on the path
+//! would not see what it wrote. Each costs one `stat`.
 
 use std::io;
 use std::path::{Path, PathBuf};
