@@ -51,6 +51,10 @@
 //!   else `null`), `holder_hex` (the holder bytes in lowercase hex, always
 //!   present), `holder_epoch`, `ttl_ms`, `ts_upper_bound`, `expires_at_ms`
 //!   and `superseded` (a boolean).
+//! - `dense.unaddressable` (only when there are such keys): keys `SeqKey`
+//!   cannot hold (empty, over 128 bytes), each with its next value.
+//! - `origin_id` (only when the directory has an `IDENTITY`): its origin id,
+//!   32 hex digits, shared by every copy of this oracle.
 //!
 //! Every number is an unsigned 64-bit integer written exactly; consumers
 //! that parse JSON numbers as doubles lose precision above 2^53 (the
@@ -103,10 +107,14 @@ macro_rules! export_fields {
                     (0 when there is no `state` file, as a driver loads it)
     dense.cap       key-cardinality cap (10000 when there is no `dense` file)
     dense.counters  object: dense key -> next unissued value
+    dense.unaddressable  object, only when present: keys SeqKey cannot
+                    hold (empty, over 128 bytes) -> next unissued value
     leases          array in ascending lease_id of objects with:
       lease_id, holder (UTF-8 string, or null when the bytes are not UTF-8),
       holder_hex (the holder bytes in lowercase hex), holder_epoch, ttl_ms,
       ts_upper_bound, expires_at_ms, superseded (boolean)
+    origin_id       only when the directory has an IDENTITY: its origin id
+                    (32 hex digits), shared by every copy of this oracle
   Numbers are exact unsigned 64-bit integers.
 "
     };

@@ -48,6 +48,10 @@ pub(crate) struct ExportDoc {
     pub(crate) dense: DenseJson,
     /// The lease set, ascending by `lease_id`.
     pub(crate) leases: Vec<LeaseJson>,
+    /// The origin id of the directory's `IDENTITY` (32 hex digits), shared
+    /// by every copy of this oracle; absent when it has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) origin_id: Option<String>,
 }
 
 /// The `format` of an [`ExportDoc`].
@@ -158,6 +162,7 @@ pub(crate) fn exec(args: &Args) -> CmdResult {
             .iter()
             .map(LeaseJson::new)
             .collect(),
+        origin_id: state.origin.as_ref().map(|origin| origin.id_hex()),
     };
     Ok(cli::json_pretty(&doc))
 }
