@@ -229,10 +229,12 @@ impl FileDriver {
                 backtrace: Bt::capture(),
             });
         }
-        store
-            .stage(FileKind::State, &record::encode(seed_physical_ms))
-            .map_err(|failure| failure.error)?;
-        store.sync_dir()?;
+        let state = FileKind::State;
+        store.write_whole(
+            state.temp_name(),
+            state.name(),
+            &record::encode(seed_physical_ms),
+        )?;
         // Seeded where a server restarted on the path will find it?
         store.check_owner()?;
         store.ensure_identity(now_ms(), true).map(drop)

@@ -105,12 +105,7 @@ pub(crate) fn write_marker(
     name: &str,
     content: &[u8],
 ) -> Result<(), FileDriverError> {
-    // The same four steps as the state files: a crash leaves the marker
-    // whole or absent.
-    store
-        .stage_named(&format!("{name}.tmp"), name, content)
-        .map_err(|failure| failure.error)?;
-    store.sync_dir().map(drop)
+    store.write_whole(&format!("{name}.tmp"), name, content)
 }
 
 pub(crate) fn remove_marker(store: &Store, name: &str) -> Result<(), FileDriverError> {

@@ -422,19 +422,26 @@ impl Store {
                 FileDriverError::io(FileOp::WriteTemp, self.path(IDENTITY_TEMP), err)
             })?,
         };
-        self.write_identity(&origin)?;
+        self.write_whole(
+            IDENTITY_TEMP,
+            IDENTITY_FILE,
+            &identity_record::encode(&origin),
+        )?;
         Ok(Some(origin))
     }
 
-    /// Writes `IDENTITY` (steps 1 to 4 of the protocol) without touching
-    /// the state files.
-    pub(crate) fn write_identity(&self, origin: &Origin) -> Result<(), FileDriverError> {
-        self.stage_named(
-            IDENTITY_TEMP,
-            IDENTITY_FILE,
-            &identity_record::encode(origin),
-        )
-        .map_err(|failure| failure.error)?;
+    /// Replaces one file of the directory durably, outside a batch: steps 1
+    /// to 4 of the protocol for `name` alone (the seed's `state`,
+    /// `IDENTITY`, the markers of `crate::fence`). A crash leaves the file
+    /// whole or as it was.
+    pub(crate) fn write_whole(
+        &self,
+        temp_name: &str,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<(), FileDriverError> {
+        self.stage_named(temp_name, name, bytes)
+            .map_err(|failure| failure.error)?;
         self.sync_dir().map(drop)
     }
 
@@ -460,9 +467,9 @@ impl Store {
         self.stage_named(kind.temp_name(), kind.name(), bytes)
     }
 
-    /// [`Store::stage`] for any file of the directory, by name (`IDENTITY`,
-    /// the markers of `crate::fence`).
-    pub(crate) fn stage_named(
+    /// [`Store::stage`] for any file of the directory, by name (see
+    /// [`Store::write_whole`]).
+    fn stage_named(
         &self,
         temp_name: &str,
         name: &str,
