@@ -97,7 +97,8 @@ pub(crate) fn read_marker(store: &Store, name: &str) -> Result<Option<String>, F
     }
 }
 
-/// Writes the marker `name` durably: `name.tmp` created exclusively, fsync,
+/// Writes the marker `name` durably (`name.tmp` is listed among the temp
+/// files open removes, `store::temp_files`): created exclusively, fsync,
 /// rename, directory fsync. When this returns, the marker survives a power
 /// cut.
 pub(crate) fn write_marker(

@@ -8,7 +8,7 @@ use tsoracle_core::LeaseRecord;
 use crate::dense_record::DenseState;
 use crate::error::{FileDriverError, FileOp};
 use crate::identity_record::{self, Origin};
-use crate::store::{self, FileKind, IDENTITY_FILE, LOCK_FILE};
+use crate::store::{self, IDENTITY_FILE, LOCK_FILE};
 use crate::vfs::{DirIdentity, Entry, StdFs, Vfs};
 
 /// What a state directory holds, as [`read_state_dir`] found it.
@@ -80,9 +80,9 @@ pub fn read_state_dir(dir: impl AsRef<Path>) -> Result<StateDir, FileDriverError
             .map_err(|err| FileDriverError::io(FileOp::Inspect, dir.join(name), err))
     };
     let mut leftover_temp_files = Vec::new();
-    for kind in FileKind::ALL {
-        if exists(kind.temp_name())? {
-            leftover_temp_files.push(dir.join(kind.temp_name()));
+    for temp in store::temp_files() {
+        if exists(temp)? {
+            leftover_temp_files.push(dir.join(temp));
         }
     }
     Ok(StateDir {

@@ -100,6 +100,22 @@ pub const IDENTITY_FILE: &str = "IDENTITY";
 
 const IDENTITY_TEMP: &str = "IDENTITY.tmp";
 
+/// The temp name of every file this crate replaces (the three state files,
+/// `IDENTITY`, and the markers `RETIRED` and `SEEDING` of `crate::fence`,
+/// whose temps are `NAME.tmp`): the debris open removes, and what
+/// `read_state_dir` reports as leftover.
+pub(crate) fn temp_files() -> [&'static str; 6] {
+    let [state, dense, leases] = FileKind::ALL.map(FileKind::temp_name);
+    [
+        state,
+        dense,
+        leases,
+        IDENTITY_TEMP,
+        "RETIRED.tmp",
+        "SEEDING.tmp",
+    ]
+}
+
 /// A new origin: 16 random bytes from the operating system.
 fn new_origin(now_ms: u64, device: u64, inode: u64) -> io::Result<Origin> {
     let mut id = [0u8; 16];
@@ -352,9 +368,7 @@ impl Store {
             .map_err(|err| FileDriverError::io(FileOp::FsyncDir, &self.dir, err))?;
         let files = read_files(self.handle.as_ref(), &self.dir)?;
         let mut removed = 0;
-        let temps = FileKind::ALL.map(FileKind::temp_name);
-        let others = [IDENTITY_TEMP, "RETIRED.tmp", "SEEDING.tmp"];
-        for temp in temps.into_iter().chain(others) {
+        for temp in temp_files() {
             match self.handle.remove(temp) {
                 Ok(()) => removed += 1,
                 Err(err) if err.kind() == io::ErrorKind::NotFound => {}
