@@ -20,7 +20,7 @@ use crate::committer::{CommitError, CommitStats, Committer, Published, Request, 
 use crate::error::{Bt, FileDriverError, to_consensus};
 use crate::identity_record::Origin;
 use crate::record;
-use crate::store::{DirLock, FileKind, Store};
+use crate::store::{DirLock, FileKind, Snapshot, Store};
 use crate::vfs::{StdFs, Vfs};
 
 /// The epoch this driver reports: a single node is always the leader of
@@ -108,9 +108,9 @@ impl FileDriver {
         let (store, lock) = Store::lock(vfs, dir)?;
         crate::fence::refuse_if_fenced(&store)?;
         let recovery = Instant::now();
-        let snapshot = store.load()?;
-        let fresh = store.existing_state_file()?.is_none();
-        let origin = store.ensure_identity(now_ms(), fresh)?;
+        let files = store.load()?;
+        let origin = store.ensure_identity(now_ms(), !files.hold_state())?;
+        let snapshot = Snapshot::from(files);
         if !snapshot.dense.unaddressable.is_empty() {
             // Valid, kept and rewritten as they are, but no call can reach
             // them: worth one line in the log.

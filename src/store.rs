@@ -355,10 +355,12 @@ impl Store {
     }
 
     /// Reads and validates all three files, then removes `*.tmp` debris.
+    /// Returns them as found ([`Snapshot::from`] gives what a driver
+    /// serves), so the caller also knows which exist.
     ///
     /// Debris is removed only after every file decoded, so a directory that
     /// is refused as corrupt is left exactly as it was found.
-    pub(crate) fn load(&self) -> Result<Snapshot, FileDriverError> {
+    pub(crate) fn load(&self) -> Result<Files, FileDriverError> {
         failpoint("file_driver::open")
             .map_err(|err| FileDriverError::io(FileOp::Read, &self.dir, err))?;
         // A process that died between a rename and its directory fsync left
@@ -382,11 +384,7 @@ impl Store {
             }
         }
         crate::metrics::temp_files_removed(removed);
-        Ok(Snapshot {
-            high_water: files.high_water.unwrap_or(0),
-            dense: files.dense.unwrap_or_default(),
-            leases: files.leases.unwrap_or_default(),
-        })
+        Ok(files)
     }
 
     /// Reads `IDENTITY`, and writes it when it records another directory
@@ -575,6 +573,26 @@ pub(crate) struct Files {
     pub(crate) high_water: Option<u64>,
     pub(crate) dense: Option<DenseState>,
     pub(crate) leases: Option<Vec<LeaseRecord>>,
+}
+
+impl Files {
+    /// Whether any of the three files exists: a directory without one holds
+    /// no state yet.
+    pub(crate) fn hold_state(&self) -> bool {
+        self.high_water.is_some() || self.dense.is_some() || self.leases.is_some()
+    }
+}
+
+impl From<Files> for Snapshot {
+    /// What a missing file means: high-water 0, no counters (default cap),
+    /// no leases.
+    fn from(files: Files) -> Self {
+        Snapshot {
+            high_water: files.high_water.unwrap_or(0),
+            dense: files.dense.unwrap_or_default(),
+            leases: files.leases.unwrap_or_default(),
+        }
+    }
 }
 
 /// Reads and decodes `state`, `dense` and `leases` of the opened directory
