@@ -10,7 +10,7 @@ use tsoracle_core::LeaseRecord;
 use crate::dense_record::{self, DenseState};
 use crate::error::{Bt, FileDriverError, FileOp};
 use crate::fence::{self, RETIRED_FILE, SEEDING_FILE};
-use crate::store::{DirLock, LOCK_FILE, Store};
+use crate::store::{DirLock, FileKind, LOCK_FILE, Store, decode_named};
 use crate::vfs::{StdFs, Vfs};
 use crate::{lease_record, record};
 
@@ -20,6 +20,17 @@ use crate::{lease_record, record};
 pub(crate) struct RawFile {
     pub(crate) name: &'static str,
     pub(crate) bytes: Option<Vec<u8>>,
+}
+
+impl RawFile {
+    /// These bytes decoded as the file they came from in `dir`.
+    fn decode<T>(
+        &self,
+        dir: &Path,
+        decode: impl FnOnce(&[u8]) -> Result<T, crate::record::RecordError>,
+    ) -> Result<Option<T>, FileDriverError> {
+        decode_named(dir, self.name, self.bytes.as_deref(), decode)
+    }
 }
 
 /// A state directory whose lock this value holds, with its files read and
@@ -119,33 +130,14 @@ impl StoppedDir {
                 .map_err(|err| FileDriverError::io(FileOp::Read, dir.join(name), err))?;
             Ok(RawFile { name, bytes })
         };
-        let files = [
-            read(LOCK_FILE)?,
-            read("dense")?,
-            read("leases")?,
-            read("state")?,
-        ];
+        let [state, dense, leases] = FileKind::ALL.map(FileKind::name);
+        let files = [read(LOCK_FILE)?, read(dense)?, read(leases)?, read(state)?];
         // Decode the very bytes that are hashed, so a receipt's values and
         // its checksums describe one and the same content.
-        let corrupt = |name: &str| {
-            let path = dir.join(name);
-            move |err| FileDriverError::corrupt(path, err)
-        };
-        let dense = files[1]
-            .bytes
-            .as_deref()
-            .map(|bytes| dense_record::decode(bytes).map_err(corrupt("dense")))
-            .transpose()?;
-        let leases = files[2]
-            .bytes
-            .as_deref()
-            .map(|bytes| lease_record::decode(bytes).map_err(corrupt("leases")))
-            .transpose()?;
-        let high_water = files[3]
-            .bytes
-            .as_deref()
-            .map(|bytes| record::decode(bytes).map_err(corrupt("state")))
-            .transpose()?;
+        let [_, dense_raw, leases_raw, state_raw] = &files;
+        let dense = dense_raw.decode(dir, dense_record::decode)?;
+        let leases = leases_raw.decode(dir, lease_record::decode)?;
+        let high_water = state_raw.decode(dir, record::decode)?;
         Ok(StoppedDir {
             dir: dir.to_path_buf(),
             store,

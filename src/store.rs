@@ -623,14 +623,23 @@ pub(crate) fn read_decoded_named<T>(
     name: &str,
     decode: impl FnOnce(&[u8]) -> Result<T, crate::record::RecordError>,
 ) -> Result<Option<T>, FileDriverError> {
-    let path = dir.join(name);
     match handle.read(name) {
-        Ok(None) => Ok(None),
-        Ok(Some(bytes)) => decode(&bytes)
-            .map(Some)
-            .map_err(|err| FileDriverError::corrupt(path, err)),
-        Err(err) => Err(FileDriverError::io(FileOp::Read, path, err)),
+        Ok(bytes) => decode_named(dir, name, bytes.as_deref(), decode),
+        Err(err) => Err(FileDriverError::io(FileOp::Read, dir.join(name), err)),
     }
+}
+
+/// Decodes the bytes of the file `name` of `dir`, already read (`None`:
+/// the file is missing); a defect is [`FileDriverError::Corrupt`] naming it.
+pub(crate) fn decode_named<T>(
+    dir: &Path,
+    name: &str,
+    bytes: Option<&[u8]>,
+    decode: impl FnOnce(&[u8]) -> Result<T, crate::record::RecordError>,
+) -> Result<Option<T>, FileDriverError> {
+    bytes
+        .map(|bytes| decode(bytes).map_err(|err| FileDriverError::corrupt(dir.join(name), err)))
+        .transpose()
 }
 
 /// The directory a path's entry lives in. A relative path's last component
