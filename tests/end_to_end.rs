@@ -12,10 +12,12 @@
 //! `cargo test` builds; with `cargo test --test end_to_end` alone, build it
 //! first (`cargo build --example embedded-server`) or an old one is used.
 
+mod common;
+
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
@@ -408,26 +410,6 @@ async fn graceful_restarts_never_rewind_timestamps_or_sequences() {
 // The example binary, across a process boundary
 // ---------------------------------------------------------------------------
 
-/// `target/<profile>/examples/embedded-server`, built by `cargo test`.
-fn example_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    // The test binary is target/<profile>/deps/end_to_end-<hash>.
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binary inside target/<profile>/deps");
-    let bin = profile_dir
-        .join("examples")
-        .join(format!("embedded-server{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        bin.is_file(),
-        "example binary {} is missing: run `cargo test` (which builds the examples) \
-         or `cargo build --example embedded-server` first",
-        bin.display()
-    );
-    bin
-}
-
 /// One running `embedded-server` process, its stderr read line by line.
 struct ChildServer {
     /// `None` once reaped.
@@ -438,7 +420,7 @@ struct ChildServer {
 
 impl ChildServer {
     fn spawn(dir: &Path) -> ChildServer {
-        let mut child = Command::new(example_binary())
+        let mut child = Command::new(common::example_binary("embedded-server"))
             .args(["--listen", "127.0.0.1:0", "--state-dir"])
             .arg(dir)
             // The defaults from the environment must not leak into the test.

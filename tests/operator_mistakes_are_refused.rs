@@ -21,7 +21,6 @@ mod common;
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -176,26 +175,6 @@ fn export_of_a_directory_without_state_is_refused_unless_asked_for() {
     }
 }
 
-/// `target/<profile>/examples/NAME`, built by `cargo test`.
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    // The test binary is target/<profile>/deps/<name>-<hash>.
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binary inside target/<profile>/deps");
-    let bin = profile_dir
-        .join("examples")
-        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        bin.is_file(),
-        "example binary {} is missing: run `cargo test` (which builds the examples) \
-         or `cargo build --examples` first",
-        bin.display()
-    );
-    bin
-}
-
 /// Kills and reaps the child when dropped, so a failed test leaves
 /// nothing running.
 struct Reaped(Child);
@@ -231,7 +210,7 @@ fn the_example_server_refuses_a_window_beyond_an_hour() {
     let parent = tempfile::tempdir().expect("temp dir");
     let dir = parent.path().join("oracle");
     for window_ms in ["100000000000000", "18446744073709551615", "3600001"] {
-        let child = Command::new(example("embedded-server"))
+        let child = Command::new(common::example_binary("embedded-server"))
             .args(["--listen", "127.0.0.1:0", "--window-ms", window_ms])
             .arg("--state-dir")
             .arg(&dir)
@@ -252,7 +231,7 @@ fn the_example_server_refuses_a_window_beyond_an_hour() {
 #[test]
 fn the_client_example_exits_quietly_when_stdout_is_closed() {
     let parent = tempfile::tempdir().expect("temp dir");
-    let mut server = Command::new(example("embedded-server"))
+    let mut server = Command::new(common::example_binary("embedded-server"))
         .args(["--listen", "127.0.0.1:0", "--state-dir"])
         .arg(parent.path().join("oracle"))
         .env_remove("TSORACLE_LISTEN")
@@ -288,7 +267,7 @@ fn the_client_example_exits_quietly_when_stdout_is_closed() {
     // writes its first line, so every write fails with EPIPE.
     let (reader, writer) = std::io::pipe().expect("a pipe");
     drop(reader);
-    let client = Command::new(example("client"))
+    let client = Command::new(common::example_binary("client"))
         .args(["--endpoint", &format!("http://{addr}")])
         .env_remove("TSORACLE_ENDPOINT")
         .stdin(Stdio::null())

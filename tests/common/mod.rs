@@ -206,3 +206,24 @@ pub async fn assert_dense_totals(
         );
     }
 }
+
+/// `target/<profile>/examples/NAME`, the example binaries `cargo test`
+/// builds beside the test binaries.
+pub fn example_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    // The test binary is target/<profile>/deps/<name>-<hash>.
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary inside target/<profile>/deps");
+    let bin = profile_dir
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.is_file(),
+        "example binary {} is missing: run `cargo test` (which builds the examples) \
+         or `cargo build --examples` first",
+        bin.display()
+    );
+    bin
+}
