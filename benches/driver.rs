@@ -162,15 +162,26 @@ where
 fn persist_throughput(cfg: &Config, rt: &tokio::runtime::Runtime, tasks: usize) -> Throughput {
     let driver =
         FileDriver::open_or_init(cfg.fresh_dir(&format!("persist-{tasks}"))).expect("open");
-    // Every call asks for a value above all earlier ones, as a server extending
-    // its window does; a call overtaken by a larger one is answered from memory.
-    let clock = Arc::new(AtomicU64::new(1_000_000));
     let calls = if tasks == 1 {
         cfg.calls_per_run() / 4
     } else {
         cfg.calls_per_run()
     };
-    concurrent(rt, &driver, tasks, calls, move |driver, _| {
+    persist_increasing(rt, &driver, tasks, calls, 1_000_000)
+}
+
+/// `calls` `persist_high_water` calls from `tasks` tasks, each asking for a
+/// value above all earlier ones (from `start` up), as a server extending its
+/// window does; a call overtaken by a larger one is answered from memory.
+fn persist_increasing(
+    rt: &tokio::runtime::Runtime,
+    driver: &Arc<FileDriver>,
+    tasks: usize,
+    calls: usize,
+    start: u64,
+) -> Throughput {
+    let clock = Arc::new(AtomicU64::new(start));
+    concurrent(rt, driver, tasks, calls, move |driver, _| {
         let clock = Arc::clone(&clock);
         async move {
             let value = clock.fetch_add(1, Ordering::Relaxed);
@@ -317,18 +328,8 @@ fn metrics_cost(cfg: &Config, rt: &tokio::runtime::Runtime) {
         let mut pair = [0.0; 2];
         for turn in 0..2 {
             let side = (run + turn) % 2;
-            let clock = Arc::new(AtomicU64::new(value + 1));
+            let t = persist_increasing(rt, &drivers[side], 64, calls, value + 1);
             value += calls as u64 + 1;
-            let t = concurrent(rt, &drivers[side], 64, calls, move |driver, _| {
-                let clock = Arc::clone(&clock);
-                async move {
-                    let value = clock.fetch_add(1, Ordering::Relaxed);
-                    driver
-                        .persist_high_water(value, LEADER_EPOCH)
-                        .await
-                        .expect("persist");
-                }
-            });
             pair[side] = t.calls_per_sec;
             rates[side].push(t.calls_per_sec);
         }
