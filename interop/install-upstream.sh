@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Prints the path of the upstream `tsoracle` binary (crate tsoracle, version
-# below, openraft driver only), building it first when the cache lacks it.
+# below, with the drivers and tools the interop test runs: `serve openraft`,
+# `serve paxos`, `serve file` and `export file`), building it first when the
+# cache lacks it.
 #
 # The cache lives outside the clone, under a name that carries the exact
 # version:
@@ -13,11 +15,12 @@
 # the interop test; nothing of it is linked into the library.
 set -euo pipefail
 
-VERSION=2.3.3
+VERSION=${TSORACLE_UPSTREAM_VERSION:-2.4.0}
+FEATURES=file,openraft,paxos,stopped-state-export
 here=$(CDPATH= cd -- "$(dirname -- "$0")" && pwd)
 repo=$(dirname -- "$here")
 cache=${TSORACLE_UPSTREAM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tsoracle-upstream}
-root="$cache/tsoracle-$VERSION-build"
+root="$cache/tsoracle-$VERSION-${FEATURES//,/-}"
 bin="$root/bin/tsoracle"
 
 is_good() {
@@ -38,18 +41,25 @@ if is_good; then
     exit 0
 fi
 
-if ! { ldconfig -p 2>/dev/null | grep -q 'libclang'; } || ! command -v c++ >/dev/null; then
+# Detect libclang the way clang-sys's build looks for it (find-libclang.sh),
+# not by `ldconfig -p | grep libclang`, which libclang-cpp satisfies.
+if ! libclang=$(bash "$here/find-libclang.sh") || ! command -v c++ >/dev/null; then
     echo "install-upstream: installing libclang-dev and clang (RocksDB's build needs them)" >&2
     sudo=""
     if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
     $sudo apt-get update -qq >&2
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libclang-dev clang >&2
+    libclang=$(bash "$here/find-libclang.sh") || {
+        echo "install-upstream: no libclang.so clang-sys can use after installing libclang-dev" >&2
+        exit 1
+    }
 fi
+echo "install-upstream: libclang at $libclang" >&2
 
 echo "install-upstream: building tsoracle $VERSION into $root (about 13 minutes on 2 cores)" >&2
 started=$(date +%s)
-PROTOC="$repo/tools/protoc" cargo install tsoracle --version "=$VERSION" --locked \
-    --no-default-features --features openraft --root "$root" >&2
+LIBCLANG_PATH=$(dirname -- "$libclang") PROTOC="$repo/tools/protoc" cargo install tsoracle --version "=$VERSION" --locked \
+    --no-default-features --features "$FEATURES" --root "$root" >&2
 echo "install-upstream: built in $(( $(date +%s) - started )) s" >&2
 is_good || { echo "install-upstream: $bin is not tsoracle $VERSION after the build" >&2; exit 1; }
 echo "$bin"
