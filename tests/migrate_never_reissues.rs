@@ -36,13 +36,43 @@ fn key(name: &str) -> SeqKey {
     SeqKey::try_new(name).expect("key")
 }
 
+/// A driver with timestamps only, like upstream's paxos driver: dense
+/// sequences and leases are the trait's defaults, unsupported.
+struct TimestampsOnly(Arc<FileDriver>);
+
+#[async_trait::async_trait]
+impl ConsensusDriver for TimestampsOnly {
+    fn leadership_events(
+        &self,
+    ) -> std::pin::Pin<Box<dyn futures::Stream<Item = tsoracle_consensus::LeaderState> + Send>>
+    {
+        self.0.leadership_events()
+    }
+    async fn load_high_water(&self) -> Result<u64, tsoracle_consensus::ConsensusError> {
+        self.0.load_high_water().await
+    }
+    async fn persist_high_water(
+        &self,
+        at_least: u64,
+        epoch: tsoracle_core::Epoch,
+    ) -> Result<u64, tsoracle_consensus::ConsensusError> {
+        self.0.persist_high_water(at_least, epoch).await
+    }
+}
+
 /// A tsoracle server on a `FileDriver` in `dir`; stop it with the sender.
 async fn serve(dir: &Path) -> (String, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
-    let driver = FileDriver::open_or_init(dir).expect("open target");
+    serve_driver(FileDriver::open_or_init(dir).expect("open target")).await
+}
+
+/// A tsoracle server on `driver`; stop it with the sender.
+async fn serve_driver(
+    driver: Arc<dyn ConsensusDriver>,
+) -> (String, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let server = Server::builder()
-        .consensus_driver(driver as Arc<dyn ConsensusDriver>)
+        .consensus_driver(driver)
         .build()
         .expect("server");
     let mut serving = server.subscribe();
@@ -281,6 +311,46 @@ async fn a_wait_beyond_the_limit_is_refused_before_anything_changes() {
     // The target's counter was not advanced: its first value is still 0.
     let client = Client::connect(vec![url]).await.expect("client");
     assert_eq!(client.get_seq("orders", 1).await.expect("orders").start, 0);
+    FileDriver::open_or_init(&source).expect("the source still serves");
+
+    let _ = stop.send(());
+    timeout(BOUND, handle).await.expect("stop").expect("join");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_without_dense_sequences_is_refused_before_anything_changes() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let source = tmp.path().join("source");
+    FileDriver::init_from(
+        &source,
+        &Seed::new(now_ms() + 1_500).with_counter(key("orders"), 1_000),
+    )
+    .expect("seed the source");
+    let target = FileDriver::open_or_init(tmp.path().join("target")).expect("open target");
+    let (url, stop, handle) = serve_driver(Arc::new(TimestampsOnly(target))).await;
+
+    let (ok, _, stderr) = tsoracle_file(&[
+        "migrate",
+        "out",
+        source.to_str().expect("utf-8"),
+        "--to",
+        &url,
+    ]);
+    assert!(!ok, "a target without dense sequences was accepted");
+    assert!(
+        stderr.contains("has no dense sequences")
+            && stderr.contains("dense sequences are not supported by this consensus driver")
+            && stderr.contains("nothing was changed")
+            && stderr.contains("is not marked RETIRED"),
+        "{stderr}"
+    );
+    assert!(
+        !source.join("RETIRED").exists(),
+        "a refused migration marked the source"
+    );
+    let stopped = tsoracle_driver_file::StoppedDir::lock(&source).expect("lock the source");
+    assert_eq!(stopped.retired_note().expect("read marker"), None);
+    drop(stopped);
     FileDriver::open_or_init(&source).expect("the source still serves");
 
     let _ = stop.send(());

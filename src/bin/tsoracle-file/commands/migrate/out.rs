@@ -247,7 +247,20 @@ async fn carry(
     let must_exceed = source
         .committed_reservation_high_water_physical_ms
         .max(source.maximum_lease_upper_bound_physical_ms.unwrap_or(0));
-    let physical = target.timestamp().await?.physical_ms();
+    // Nothing is marked or advanced yet: a refusal here leaves DIR as it was.
+    let untouched = |failure: Failure| {
+        let state = if rerun {
+            "is still marked RETIRED by the earlier run"
+        } else {
+            "is not marked RETIRED and may still serve"
+        };
+        Failure::new(format!(
+            "{}; nothing was changed: {} {state}",
+            failure.message,
+            args.dir.display()
+        ))
+    };
+    let physical = target.timestamp().await.map_err(untouched)?.physical_ms();
     let behind = (must_exceed + 1).saturating_sub(physical);
     if Duration::from_millis(behind) > Duration::from_secs(args.wait_limit) {
         return Err(Failure::new(format!(
@@ -264,7 +277,11 @@ async fn carry(
     }
     let mut chunk = args.max_seq_count;
     if let Some((key, _)) = source.dense_next_unallocated.iter().next() {
-        target.advance_to(key, 0, &mut chunk).await?;
+        // An oracle without dense sequences (paxos) is refused here.
+        target
+            .advance_to(key, 0, &mut chunk)
+            .await
+            .map_err(untouched)?;
     }
     if !rerun {
         stopped

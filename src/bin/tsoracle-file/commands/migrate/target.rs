@@ -16,8 +16,20 @@ use tsoracle_core::Timestamp;
 
 use crate::cli::Failure;
 
-/// The message upstream's server gives while the dense format is off.
-const NOT_ACTIVATED: &str = "dense sequence format not yet activated";
+/// The messages upstream's server gives while a format is off: what it
+/// refuses, the words that say so, and the format that serves it.
+const NOT_ACTIVATED: [(&str, &str, u32); 2] = [
+    (
+        "dense sequences",
+        "dense sequence format not yet activated",
+        5,
+    ),
+    ("leases", "lease format not yet activated", 7),
+];
+
+/// What upstream's server answers (`UNIMPLEMENTED`) when its driver has no
+/// dense sequences at all (upstream's paxos driver).
+const DENSE_UNSUPPORTED: &str = "dense sequences are not supported";
 
 /// How often an ambiguous `get_seq` (`SeqUncertain`) is re-probed per key
 /// before giving up.
@@ -116,14 +128,28 @@ impl Target {
         })
     }
 
-    /// A failure naming the endpoints and, for an oracle whose dense format
-    /// is not activated, the exact command that activates it.
+    /// A failure naming the endpoints and, for an oracle whose dense or
+    /// lease format is not activated, the exact command that activates it.
     pub(crate) fn failure(&self, doing: &str, err: &ClientError) -> Failure {
         if let ClientError::Rpc(status) = err
-            && status.code() == Code::FailedPrecondition
-            && status.message().contains(NOT_ACTIVATED)
+            && status.code() == Code::Unimplemented
+            && status.message().contains(DENSE_UNSUPPORTED)
         {
-            let version = required_version(status.message()).unwrap_or(5);
+            return Failure::new(format!(
+                "{doing}: the oracle at {} has no dense sequences ({}): it can neither hold dense \
+                 counters nor give them back; use an oracle whose driver serves them (openraft \
+                 with the dense format activated, or a file server)",
+                self.endpoints.join(","),
+                status.message()
+            ));
+        }
+        if let ClientError::Rpc(status) = err
+            && status.code() == Code::FailedPrecondition
+            && let Some((what, _, format)) = NOT_ACTIVATED
+                .iter()
+                .find(|(_, words, _)| status.message().contains(words))
+        {
+            let version = required_version(status.message()).unwrap_or(*format);
             let admin = self
                 .admin
                 .clone()
@@ -134,7 +160,7 @@ impl Target {
                 .map(|leader| format!(" (the leader serves clients at {leader})"))
                 .unwrap_or_default();
             return Failure::new(format!(
-                "{doing}: the oracle at {} refuses dense sequences: {}; activate the format once, \
+                "{doing}: the oracle at {} refuses {what}: {}; activate the format once, \
                  against the admin address (--admin-listen) of its current leader{leader}, with \
                  `tsoracle admin activate-format --endpoint {admin} --target {version}` \
                  (a follower answers NOT_LEADER, exit 3: try the next node's admin address), \
