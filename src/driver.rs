@@ -24,8 +24,15 @@ use crate::store::{DirLock, FileKind, Snapshot, Store};
 use crate::vfs::{StdFs, Vfs};
 
 /// The epoch this driver reports: a single node is always the leader of
-/// the one and only term.
-pub const LEADER_EPOCH: Epoch = Epoch(1);
+/// the one and only term, epoch 0 ([`Epoch::ZERO`]).
+///
+/// Zero is what the published file driver reports, and what upstream
+/// tsoracle-server's own tests of a file-backed server pin (a `GetSeq`
+/// reply's epoch is `(0, 0)`). Every reply carries the epoch and clients only
+/// ever move a cached epoch up, so a driver that reported another value
+/// would show users who switch drivers epochs upstream never produces.
+/// (Releases of this crate before 0.2 reported `Epoch(1)`.)
+pub const LEADER_EPOCH: Epoch = Epoch::ZERO;
 
 /// A [`ConsensusDriver`] that keeps the oracle's state in one directory on
 /// one disk, for a single `tsoracle-server` process.

@@ -105,6 +105,8 @@
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
+// docs.rs (`--cfg docsrs`, nightly) marks feature-gated items with their feature.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod codec;
 mod committer;
@@ -117,6 +119,7 @@ mod inspect;
 pub mod lease_record;
 pub mod metrics;
 #[cfg(feature = "receipt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "receipt")))]
 pub mod receipt;
 pub mod record;
 pub mod seed;
@@ -136,6 +139,7 @@ pub use error::{Bt, FileDriverError, FileOp, error_chain};
 pub use fence::{RETIRED_FILE, SEEDING_FILE};
 pub use inspect::{StateDir, read_state_dir};
 #[cfg(feature = "receipt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "receipt")))]
 pub use receipt::StoppedStateReceipt;
 pub use seed::Seed;
 pub use stopped::StoppedDir;

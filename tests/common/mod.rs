@@ -227,3 +227,11 @@ pub fn example_binary(name: &str) -> PathBuf {
     );
     bin
 }
+
+/// Milliseconds since the Unix epoch by the system clock.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as u64
+}
