@@ -134,9 +134,9 @@ pub use committer::CommitStats;
 pub use driver::{FileDriver, LEADER_EPOCH};
 pub use error::{Bt, FileDriverError, FileOp, error_chain};
 pub use fence::{RETIRED_FILE, SEEDING_FILE};
-pub use inspect::{StateDir, read_state_dir};
+pub use inspect::{OriginSource, StateDir, read_state_dir, read_state_dir_with};
 #[cfg(feature = "receipt")]
 pub use receipt::StoppedStateReceipt;
 pub use seed::Seed;
 pub use stopped::StoppedDir;
-pub use store::{FAILPOINTS, IDENTITY_FILE, LOCK_FILE};
+pub use store::{FAILPOINTS, IDENTITY_FILE, IDENTITY_XATTR, LOCK_FILE};
