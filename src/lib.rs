@@ -51,7 +51,11 @@
 //! `state` (the 17-byte high-water [`record`]), `dense` (the
 //! [`dense_record`] counters) and `leases` (the [`lease_record`] set), in the
 //! byte format the tsoracle ecosystem already uses: point this crate at an
-//! existing directory and carry on.
+//! existing directory and carry on, and back: it holds nothing else, so
+//! upstream's own tools (`tsoracle export file`, `serve file`) accept it.
+//! Where a directory comes from (the [`identity_record`], which tells
+//! copies of one oracle apart) is an extended attribute of the directory
+//! itself, [`IDENTITY_XATTR`], where the filesystem has them.
 //!
 //! Every file is replaced by writing `X.tmp`, fsyncing it, renaming it over
 //! `X` and fsyncing the directory. One committer thread performs all writes:

@@ -579,7 +579,7 @@ impl Store {
                 tracing::warn!(
                     file = %self.path(IDENTITY_FILE).display(),
                     error = %err,
-                    "cannot remove the IDENTITY file an earlier version wrote (its identity is in the directory's extended attribute now); upstream's tools refuse the directory while it is there, and the next open tries again"
+                    "cannot remove the IDENTITY file an earlier version wrote; upstream's tools refuse the directory while it is there, and the next open tries again"
                 );
                 return Ok(());
             }

@@ -422,6 +422,53 @@ async fn a_failed_attribute_write_never_stops_an_open() {
 }
 
 #[test]
+fn an_identity_file_that_cannot_be_removed_is_left_for_the_next_open() {
+    let fs = sim_legacy();
+    let dir = sim_dir();
+    fs.fail_next(
+        OpKind::Remove,
+        Some(IDENTITY_FILE),
+        io::ErrorKind::PermissionDenied,
+    );
+    let driver = FileDriver::open_or_init_with(&dir, Arc::new(fs.clone())).unwrap();
+    assert_eq!(fs.pending_faults(), 0, "the unlink was tried");
+    assert_eq!(driver.origin(), Some(sim_origin()));
+    drop(driver);
+    assert_eq!(sim_entries(&fs, &dir), ["IDENTITY", "LOCK", "state"]);
+    assert_eq!(sim_identity(&fs, &dir), Some(sim_origin()), "carried");
+    drop(FileDriver::open_or_init_with(&dir, Arc::new(fs.clone())).unwrap());
+    assert_eq!(sim_entries(&fs, &dir), ["LOCK", "state"]);
+}
+
+#[test]
+fn a_failed_directory_fsync_while_carrying_stops_the_open_and_keeps_the_file() {
+    let dir = sim_dir();
+    let reference = sim_legacy();
+    drop(FileDriver::open_or_init_with(&dir, Arc::new(reference.clone())).unwrap());
+    let log = reference.op_log();
+    let set = log
+        .iter()
+        .position(|op| op.kind == OpKind::SetXattr)
+        .expect("the attribute is set");
+    let fsync = set + 1;
+    assert_eq!(log[fsync].kind, OpKind::SyncDir, "{log:?}");
+
+    let fs = sim_legacy();
+    fs.fail_at(fsync as u64, io::ErrorKind::Other);
+    match FileDriver::open_or_init_with(&dir, Arc::new(fs.clone())) {
+        Err(FileDriverError::Io { op, path, .. }) => {
+            assert_eq!(op, tsoracle_driver_file::FileOp::FsyncDir);
+            assert_eq!(path, dir);
+        }
+        other => panic!("expected Io(FsyncDir), got {other:?}"),
+    }
+    assert!(
+        sim_entries(&fs, &dir).contains(&IDENTITY_FILE.to_owned()),
+        "not unlinked before the attribute was durable"
+    );
+}
+
+#[test]
 fn an_attribute_that_cannot_be_read_is_refused() {
     let fs = sim();
     let dir = sim_dir();
