@@ -8,7 +8,9 @@
 //! - `inspect DIR [--json] [--now-ms MS]`: the high-water (as an integer and
 //!   as a UTC time), every dense counter and the key cap, every lease with
 //!   its status (`live`, `expired` when `expires_at_ms <= now`, or
-//!   `superseded`), whether a process holds the directory lock, and any
+//!   `superseded`), whether a process holds the directory lock, the
+//!   directory's identity (its origin id, from the extended attribute
+//!   `user.tsoracle.identity`, and whether this is a copy), and any
 //!   leftover `*.tmp` files. Reads without taking the lock and changes
 //!   nothing.
 //! - `verify DIR [--json]`: exit code 0 and `ok: DIR ...` when every file

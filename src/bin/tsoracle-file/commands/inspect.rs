@@ -1,6 +1,8 @@
 //! `inspect DIR [--json] [--now-ms MS]`: the high-water, every dense
-//! counter and the key cap, every lease with its status, the lock holder
-//! and leftover temp files. Reads without taking the lock.
+//! counter and the key cap, every lease with its status, the lock holder,
+//! the directory's identity (from its extended attribute, or an `IDENTITY`
+//! file an earlier version left) and leftover temp files. Reads without
+//! taking the lock.
 
 use std::path::PathBuf;
 
