@@ -252,10 +252,14 @@ impl FileDriver {
         &self.dir
     }
 
-    /// Where this state directory comes from: its `IDENTITY` (see
+    /// Where this state directory comes from: its identity, kept in the
+    /// directory's extended attribute
+    /// [`IDENTITY_XATTR`](crate::IDENTITY_XATTR) (see
     /// [`identity_record`](crate::identity_record)). Copies of one oracle
     /// share the origin id. `None` for a directory another tool made, which
-    /// this crate opens without writing anything until a state write.
+    /// this crate opens without writing anything until a state write, and
+    /// on a filesystem without extended attributes (or where the attribute
+    /// could not be set: logged).
     pub fn origin(&self) -> Option<Origin> {
         self.origin
     }
