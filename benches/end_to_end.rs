@@ -1,5 +1,6 @@
 //! End to end: the real `tsoracle-server` on a `FileDriver`, driven over
-//! loopback gRPC by the real `tsoracle-client` from 32 tasks.
+//! loopback gRPC by the real `tsoracle-client` from 32 tasks: `get_ts`,
+//! `get_seq` and lease renewals (with the fsyncs each cost).
 //!
 //! `cargo bench --bench end_to_end` (add `-- --quick`, or set
 //! `TSORACLE_BENCH_QUICK=1`, for a short run). The state directory is made
@@ -103,6 +104,39 @@ async fn main() {
     })
     .await;
     let after = driver.stats();
+    // Lease renewals: one 10 s lease per task, renewed round-robin. Each
+    // renewal may raise the high-water to cover its new upper bound; how
+    // far ahead of the clock that leaves it is printed with the rate.
+    let mut lease_ids = Vec::new();
+    for task in 0..TASKS {
+        let holder = format!("bench-holder-{task}");
+        let lease = clients[task % CLIENTS]
+            .acquire_lease(holder.as_bytes(), 1, Duration::from_secs(10))
+            .await
+            .expect("acquire_lease");
+        lease_ids.push(lease.lease_id);
+    }
+    let lease_ids = Arc::new(lease_ids);
+    let turn = Arc::new(AtomicU64::new(0));
+    let renewals = calls / 10;
+    let leases_before = driver.stats();
+    let renew = drive(&clients, renewals, move |client| {
+        let (lease_ids, turn) = (Arc::clone(&lease_ids), Arc::clone(&turn));
+        async move {
+            let at = turn.fetch_add(1, Ordering::Relaxed) as usize % lease_ids.len();
+            client
+                .renew_lease(lease_ids[at])
+                .await
+                .expect("renew_lease");
+        }
+    })
+    .await;
+    let leases_after = driver.stats();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as u64;
+    let ahead_s = driver.high_water().saturating_sub(now_ms) as f64 / 1000.0;
 
     println!(
         "# tsoracle-driver-file end to end ({})",
@@ -123,6 +157,11 @@ async fn main() {
         calls / 5,
         after.file_writes - mid.file_writes,
         after.fsyncs - mid.fsyncs,
+    );
+    println!(
+        "| renew_lease (10 s TTL, {TASKS} leases), {renewals} calls | {renew:.0} calls/s | {} file writes ({} fsyncs); high-water {ahead_s:.1} s ahead of the clock after |",
+        leases_after.file_writes - leases_before.file_writes,
+        leases_after.fsyncs - leases_before.fsyncs,
     );
 
     let _ = stop.send(());

@@ -24,8 +24,15 @@ use crate::store::{DirLock, FileKind, Snapshot, Store};
 use crate::vfs::{StdFs, Vfs};
 
 /// The epoch this driver reports: a single node is always the leader of
-/// the one and only term.
-pub const LEADER_EPOCH: Epoch = Epoch(1);
+/// the one and only term, epoch 0 ([`Epoch::ZERO`]).
+///
+/// Zero is what the published file driver reports, and what upstream
+/// tsoracle-server's own tests of a file-backed server pin (a `GetSeq`
+/// reply's epoch is `(0, 0)`). Every reply carries the epoch and clients only
+/// ever move a cached epoch up, so a driver that reported another value
+/// would show users who switch drivers epochs upstream never produces.
+/// (Releases of this crate before 0.2 reported `Epoch(1)`.)
+pub const LEADER_EPOCH: Epoch = Epoch::ZERO;
 
 /// A [`ConsensusDriver`] that keeps the oracle's state in one directory on
 /// one disk, for a single `tsoracle-server` process.
@@ -245,10 +252,14 @@ impl FileDriver {
         &self.dir
     }
 
-    /// Where this state directory comes from: its `IDENTITY` (see
+    /// Where this state directory comes from: its identity, kept in the
+    /// directory's extended attribute
+    /// [`IDENTITY_XATTR`](crate::IDENTITY_XATTR) (see
     /// [`identity_record`](crate::identity_record)). Copies of one oracle
     /// share the origin id. `None` for a directory another tool made, which
-    /// this crate opens without writing anything until a state write.
+    /// this crate opens without writing anything until a state write, and
+    /// on a filesystem without extended attributes (or where the attribute
+    /// could not be set: logged).
     pub fn origin(&self) -> Option<Origin> {
         self.origin
     }

@@ -77,6 +77,9 @@ pub enum FileOp {
     CheckOwner,
     /// Removing a marker file (`RETIRED`, `SEEDING`).
     RemoveMarker,
+    /// Reading the state directory's identity, its extended attribute
+    /// [`IDENTITY_XATTR`](crate::IDENTITY_XATTR).
+    ReadIdentity,
 }
 
 impl FileOp {
@@ -94,6 +97,7 @@ impl FileOp {
             FileOp::OpenDir => "open directory",
             FileOp::CheckOwner => "check the owner of",
             FileOp::RemoveMarker => "remove marker file",
+            FileOp::ReadIdentity => "read the identity attribute of",
         }
     }
 }
@@ -144,6 +148,29 @@ pub enum FileDriverError {
     Corrupt {
         /// The file.
         path: PathBuf,
+        /// What is wrong with it.
+        #[source]
+        source: RecordError,
+        /// Where the error was made.
+        backtrace: Bt,
+    },
+    /// The state directory's identity, its extended attribute
+    /// [`IDENTITY_XATTR`](crate::IDENTITY_XATTR), is not a valid record.
+    /// Nothing was changed. The identity carries nothing the oracle's
+    /// values depend on, so removing the attribute is safe (`setfattr -x`);
+    /// a directory that holds state then opens without an identity, one
+    /// that holds none gets a new one.
+    #[error(
+        "the identity of state directory {} (extended attribute {}) is corrupt; nothing the oracle serves depends on it, it only tells copies apart: remove it with `setfattr -x {} {}` to open the directory without one",
+        .dir.display(),
+        crate::IDENTITY_XATTR,
+        crate::IDENTITY_XATTR,
+        .dir.display()
+    )]
+    CorruptIdentity {
+        /// The state directory, whose attribute
+        /// [`IDENTITY_XATTR`](crate::IDENTITY_XATTR) is damaged.
+        dir: PathBuf,
         /// What is wrong with it.
         #[source]
         source: RecordError,
@@ -371,6 +398,7 @@ impl FileDriverError {
             FileDriverError::AlreadyLocked { backtrace, .. }
             | FileDriverError::Io { backtrace, .. }
             | FileDriverError::Corrupt { backtrace, .. }
+            | FileDriverError::CorruptIdentity { backtrace, .. }
             | FileDriverError::NotADirectory { backtrace, .. }
             | FileDriverError::StateExists { backtrace, .. }
             | FileDriverError::SeedOutOfRange { backtrace, .. }

@@ -1,20 +1,44 @@
-//! The `IDENTITY` file: where a state directory comes from, so that two
-//! copies of one oracle can be told for what they are.
+//! A state directory's identity: where it comes from, so that two copies of
+//! one oracle can be told for what they are.
 //!
 //! Pure functions over bytes: nothing here touches the filesystem.
 //!
-//! A driver writes `IDENTITY` the first time it opens a directory that has
-//! none (a new oracle, or one an older tool made), with a random origin id,
-//! and records the device and inode of the directory it sits in. A copy of
-//! the directory (a `cp -a`, a restored backup, a copy on another machine)
-//! carries the same origin id, but sits in another directory: the next open
-//! logs that it runs on a copy, a restore or a move of the origin, and
-//! records the new place. Two directories with one origin id are copies of
-//! one oracle: at most one of them may ever serve again.
+//! # Where it is kept
 //!
-//! The file carries nothing the oracle's values depend on: a damaged one is
-//! refused like any other (nothing is guessed), and deleting it is safe (the
-//! next open writes a new origin).
+//! In the extended attribute [`IDENTITY_XATTR`](crate::IDENTITY_XATTR)
+//! (`user.tsoracle.identity`) of the state directory itself, set and read
+//! through the opened directory's descriptor. Not in a file inside it:
+//! upstream's tools (`tsoracle export file`, `serve file`) refuse a state
+//! directory that holds anything but `LOCK`, `state`, `dense` and `leases`.
+//! Earlier versions of this crate wrote the same record as an `IDENTITY`
+//! file ([`IDENTITY_FILE`](crate::IDENTITY_FILE)); opening such a directory
+//! carries the file into the attribute, then removes the file, so that the
+//! identity is in one or the other (or both) whenever a crash strikes.
+//!
+//! Where the filesystem has no user extended attributes (ramfs, vfat, most
+//! network filesystems, tmpfs before Linux 6.6, Windows) the driver works
+//! without an identity, and an `IDENTITY` file found there is removed: it
+//! would keep upstream's tools from reading the directory, and nothing the
+//! oracle serves depends on it.
+//!
+//! # What it records
+//!
+//! A driver records an identity the first time it opens a directory that
+//! holds no state yet (a new oracle), with a random origin id, and the
+//! device and inode of the directory. A copy of the directory carries the
+//! same origin id when the copy keeps extended attributes (`cp -a`,
+//! `rsync -X`, `tar --xattrs`; a plain `cp -r` does not), but sits in
+//! another directory: the next open logs that it runs on a copy, a restore
+//! or a move of the origin, and records the new place. Two directories with
+//! one origin id are copies of one oracle: at most one of them may ever
+//! serve again. A directory that holds state but no identity (another
+//! tool's, or a copy that lost its attributes) is opened without writing
+//! one.
+//!
+//! The record carries nothing the oracle's values depend on: a damaged one
+//! is refused like a damaged state file (nothing is guessed), and removing
+//! it is safe (a directory without state gets a new origin at its next
+//! open). Failing to set it never keeps a driver from opening.
 //!
 //! | field | size |
 //! |---|---|
@@ -40,25 +64,25 @@ use std::fmt;
 use crate::codec::{self, CRC_LEN, Reader};
 use crate::record::RecordError;
 
-/// The four bytes every `IDENTITY` file starts with.
+/// The four bytes every identity record starts with.
 pub const MAGIC: [u8; 4] = *b"TSOI";
 
 /// The layout version this crate reads and writes.
 pub const VERSION: u8 = 1;
 
-/// Exact length of an `IDENTITY` file.
+/// Exact length of an identity record.
 pub const RECORD_LEN: usize = 4 + 1 + 16 + 8 + 8 + 8 + CRC_LEN;
 
-/// What an `IDENTITY` file holds.
+/// What an identity record holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Origin {
     /// Random, written once: shared by every copy of the directory.
     pub id: [u8; 16],
     /// When it was written, Unix milliseconds.
     pub created_ms: u64,
-    /// The device of the directory the file was last opened in.
+    /// The device of the directory the record was last opened in.
     pub device: u64,
-    /// The inode of the directory the file was last opened in.
+    /// The inode of the directory the record was last opened in.
     pub inode: u64,
 }
 
@@ -82,7 +106,7 @@ impl fmt::Display for Origin {
     }
 }
 
-/// Encodes an `IDENTITY` file.
+/// Encodes an identity record (the attribute's value).
 pub fn encode(origin: &Origin) -> Vec<u8> {
     let mut out = Vec::with_capacity(RECORD_LEN);
     out.extend_from_slice(&MAGIC);
@@ -95,7 +119,8 @@ pub fn encode(origin: &Origin) -> Vec<u8> {
     out
 }
 
-/// Decodes an `IDENTITY` file.
+/// Decodes an identity record (the attribute's value, or an `IDENTITY`
+/// file's bytes).
 ///
 /// # Errors
 ///

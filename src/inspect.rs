@@ -7,9 +7,32 @@ use tsoracle_core::LeaseRecord;
 
 use crate::dense_record::DenseState;
 use crate::error::{FileDriverError, FileOp};
-use crate::identity_record::{self, Origin};
-use crate::store::{self, IDENTITY_FILE, LOCK_FILE};
+use crate::identity_record::Origin;
+use crate::store::{self, LOCK_FILE, XattrOrigin};
 use crate::vfs::{DirIdentity, Entry, StdFs, Vfs};
+
+/// Where [`StateDir::origin`] was found, or why there is none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OriginSource {
+    /// The directory's extended attribute
+    /// [`IDENTITY_XATTR`](crate::IDENTITY_XATTR), where this crate keeps it.
+    Xattr,
+    /// An `IDENTITY` file that an earlier version of this crate wrote into
+    /// the directory (the attribute is missing, or the filesystem has
+    /// none). Upstream's tools refuse a directory that holds it; the next
+    /// open carries it into the attribute and removes it (on a filesystem
+    /// without extended attributes it only removes it).
+    IdentityFile,
+    /// No identity, on a filesystem that has extended attributes: a
+    /// directory another tool made, one this crate never opened, or a copy
+    /// made without its extended attributes (`cp -r`, `rsync` without
+    /// `-X`).
+    Missing,
+    /// No identity: the filesystem (or the platform) has no user extended
+    /// attributes, so the directory cannot keep one.
+    Unsupported,
+}
 
 /// What a state directory holds, as [`read_state_dir`] found it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,10 +51,16 @@ pub struct StateDir {
     /// The directory's device and inode: different for every copy of a
     /// directory (see [`DirIdentity`]); `None` where the platform has none.
     pub identity: Option<DirIdentity>,
-    /// Its `IDENTITY` file: the origin id every copy of this oracle shares,
-    /// and where it was last opened; `None` when the file is missing (no
-    /// driver of this crate has opened the directory yet).
+    /// Its identity: the origin id every copy of this oracle shares, and
+    /// where it was last opened; `None` when it has none
+    /// ([`StateDir::origin_source`] says why).
     pub origin: Option<Origin>,
+    /// Where [`StateDir::origin`] was read from, or why there is none.
+    pub origin_source: OriginSource,
+    /// Whether an `IDENTITY` file of an earlier version of this crate is in
+    /// the directory, which upstream's tools refuse; the next open removes
+    /// it (after carrying it into the attribute, when that is missing).
+    pub identity_file: bool,
     /// Whether a `RETIRED` marker is present: the state was migrated to
     /// another oracle and every open refuses the directory.
     pub retired: bool,
@@ -45,9 +74,10 @@ pub struct StateDir {
     pub leftover_temp_files: Vec<PathBuf>,
 }
 
-/// Reads and checks every file of the state directory `dir` without taking
-/// its lock and without changing anything, even while a driver runs on it:
-/// live files are only ever replaced whole, by rename.
+/// Reads and checks every file of the state directory `dir`, and its
+/// identity attribute, without taking its lock and without changing
+/// anything, even while a driver runs on it: live files are only ever
+/// replaced whole, by rename, and the attribute in one step.
 ///
 /// ```
 /// use tsoracle_driver_file::{FileDriver, read_state_dir};
@@ -63,12 +93,25 @@ pub struct StateDir {
 /// # Errors
 ///
 /// [`FileDriverError::Corrupt`] naming the first file that does not decode,
+/// [`FileDriverError::CorruptIdentity`] for a damaged identity attribute,
 /// [`FileDriverError::NotADirectory`], or [`FileDriverError::Io`] (a missing
 /// directory is `Io` with [`FileOp::Inspect`] and kind `NotFound`).
 pub fn read_state_dir(dir: impl AsRef<Path>) -> Result<StateDir, FileDriverError> {
+    read_state_dir_with(dir, &StdFs)
+}
+
+/// [`read_state_dir`] on another [`Vfs`], for tests that simulate a
+/// filesystem (one without extended attributes, say).
+///
+/// # Errors
+///
+/// As [`read_state_dir`].
+pub fn read_state_dir_with(
+    dir: impl AsRef<Path>,
+    vfs: &dyn Vfs,
+) -> Result<StateDir, FileDriverError> {
     let dir = dir.as_ref();
-    let vfs = StdFs;
-    store::require_dir(&vfs, dir)?;
+    store::require_dir(vfs, dir)?;
     let handle = vfs
         .open_dir(dir)
         .map_err(|err| FileDriverError::io(FileOp::OpenDir, dir, err))?;
@@ -85,15 +128,19 @@ pub fn read_state_dir(dir: impl AsRef<Path>) -> Result<StateDir, FileDriverError
             leftover_temp_files.push(dir.join(temp));
         }
     }
+    let stored = store::read_identity(handle.as_ref(), dir)?;
+    let (origin, origin_source) = match (stored.xattr, stored.file) {
+        (XattrOrigin::Present(origin), _) => (Some(origin), OriginSource::Xattr),
+        (_, Some(origin)) => (Some(origin), OriginSource::IdentityFile),
+        (XattrOrigin::Absent, None) => (None, OriginSource::Missing),
+        (XattrOrigin::Unsupported, None) => (None, OriginSource::Unsupported),
+    };
     Ok(StateDir {
         dir: dir.to_path_buf(),
         identity: handle.identity(),
-        origin: store::read_decoded_named(
-            handle.as_ref(),
-            dir,
-            IDENTITY_FILE,
-            identity_record::decode,
-        )?,
+        origin,
+        origin_source,
+        identity_file: stored.file.is_some(),
         high_water: files.high_water,
         dense: files.dense,
         leases: files.leases,

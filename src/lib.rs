@@ -51,7 +51,11 @@
 //! `state` (the 17-byte high-water [`record`]), `dense` (the
 //! [`dense_record`] counters) and `leases` (the [`lease_record`] set), in the
 //! byte format the tsoracle ecosystem already uses: point this crate at an
-//! existing directory and carry on.
+//! existing directory and carry on, and back: it holds nothing else, so
+//! upstream's own tools (`tsoracle export file`, `serve file`) accept it.
+//! Where a directory comes from (the [`identity_record`], which tells
+//! copies of one oracle apart) is an extended attribute of the directory
+//! itself, [`IDENTITY_XATTR`], where the filesystem has them.
 //!
 //! Every file is replaced by writing `X.tmp`, fsyncing it, renaming it over
 //! `X` and fsyncing the directory. One committer thread performs all writes:
@@ -105,6 +109,8 @@
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
+// docs.rs (`--cfg docsrs`, nightly) marks feature-gated items with their feature.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod codec;
 mod committer;
@@ -117,6 +123,7 @@ mod inspect;
 pub mod lease_record;
 pub mod metrics;
 #[cfg(feature = "receipt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "receipt")))]
 pub mod receipt;
 pub mod record;
 pub mod seed;
@@ -134,9 +141,10 @@ pub use committer::CommitStats;
 pub use driver::{FileDriver, LEADER_EPOCH};
 pub use error::{Bt, FileDriverError, FileOp, error_chain};
 pub use fence::{RETIRED_FILE, SEEDING_FILE};
-pub use inspect::{StateDir, read_state_dir};
+pub use inspect::{OriginSource, StateDir, read_state_dir, read_state_dir_with};
 #[cfg(feature = "receipt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "receipt")))]
 pub use receipt::StoppedStateReceipt;
 pub use seed::Seed;
 pub use stopped::StoppedDir;
-pub use store::{FAILPOINTS, IDENTITY_FILE, LOCK_FILE};
+pub use store::{FAILPOINTS, IDENTITY_FILE, IDENTITY_XATTR, LOCK_FILE};

@@ -21,6 +21,17 @@
 //! symbolic link, and temp files are created exclusively, so nothing
 //! planted in the directory is written through.
 //!
+//! # Extended attributes
+//!
+//! The directory's identity (see [`crate::identity_record`]) is kept in an
+//! extended attribute of the directory itself, not in a file inside it, so
+//! that the directory holds exactly the files upstream's tools accept.
+//! [`VfsDir::get_xattr`], [`VfsDir::set_xattr`] and
+//! [`VfsDir::remove_xattr`] work on the opened handle (`fgetxattr`,
+//! `fsetxattr`, `fremovexattr` on Linux and macOS); where a filesystem or
+//! platform has none they answer [`io::ErrorKind::Unsupported`] and the
+//! driver works without an identity.
+//!
 //! [`FileDriver::open_or_init`]: crate::FileDriver::open_or_init
 
 use std::fmt;
@@ -257,6 +268,63 @@ pub trait VfsDir: Send + Sync + fmt::Debug {
     fn identity(&self) -> Option<DirIdentity> {
         None
     }
+
+    /// Reads the extended attribute `name` of the directory itself (not of
+    /// a file in it), through the opened handle, never by path; `Ok(None)`
+    /// when the directory has no attribute of that name.
+    ///
+    /// The default answers [`io::ErrorKind::Unsupported`], as a filesystem
+    /// without extended attributes does: an implementation that wraps
+    /// another must forward all three attribute calls, or the directories
+    /// it opens have no identity (see [`crate::identity_record`]).
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::Unsupported`] where the filesystem or the platform
+    /// has no user extended attributes (`ENOTSUP`, `EOPNOTSUPP`: tmpfs
+    /// before Linux 6.6, ramfs, vfat, most network filesystems, Windows);
+    /// any other error of the read.
+    fn get_xattr(&self, name: &str) -> io::Result<Option<Vec<u8>>> {
+        let _ = name;
+        Err(xattrs_unsupported())
+    }
+
+    /// Sets the extended attribute `name` of the directory itself to
+    /// `value`, creating or replacing it in one step (a reader sees the old
+    /// value or the new one, never a mix). Like a rename, the change is
+    /// durable only after [`VfsDir::sync`].
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::Unsupported`] as for [`VfsDir::get_xattr`] (the
+    /// default); any other error of the write (`ENOSPC`, `EDQUOT`, `EPERM`,
+    /// `EROFS`).
+    fn set_xattr(&self, name: &str, value: &[u8]) -> io::Result<()> {
+        let _ = (name, value);
+        Err(xattrs_unsupported())
+    }
+
+    /// Removes the extended attribute `name` of the directory itself.
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::NotFound`] when there is none;
+    /// [`io::ErrorKind::Unsupported`] as for [`VfsDir::get_xattr`] (the
+    /// default); any other error of the removal.
+    fn remove_xattr(&self, name: &str) -> io::Result<()> {
+        let _ = name;
+        Err(xattrs_unsupported())
+    }
+}
+
+/// The error a [`VfsDir`] answers on a filesystem or platform without user
+/// extended attributes: kind [`io::ErrorKind::Unsupported`], which is what
+/// the driver looks at.
+pub fn xattrs_unsupported() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "the filesystem has no extended attributes",
+    )
 }
 
 /// The real filesystem: `std::fs`, and on Unix `rustix`'s `*at` calls on

@@ -741,29 +741,142 @@ fn inspect_tells_a_copy_from_its_original() {
     let tmp = tempfile::tempdir().unwrap();
     let original = tmp.path().join("original");
     drop(FileDriver::open_or_init(&original).unwrap());
+    // A copy as an operator makes one: `cp -a` keeps the extended
+    // attributes, and with them the identity.
     let copy = tmp.path().join("copy");
-    std::fs::create_dir(&copy).unwrap();
-    for name in ["IDENTITY", "LOCK"] {
-        std::fs::copy(original.join(name), copy.join(name)).unwrap();
-    }
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(&original)
+        .arg(&copy)
+        .status()
+        .expect("run cp -a");
+    assert!(status.success());
     let look = |dir: &Path| {
         let run = tsoracle_file(["inspect".as_ref(), "--json".as_ref(), dir.as_os_str()]);
         assert_eq!(run.code, 0, "{}", run.stderr);
         json(&run.stdout)
     };
     let (a, b) = (look(&original), look(&copy));
+    assert_ne!(a["identity"], b["identity"]);
+    let text = tsoracle_file(["inspect".as_ref(), copy.as_os_str()]).stdout;
+    let export = |dir: &Path| {
+        let run = tsoracle_file(["export".as_ref(), "--allow-empty".as_ref(), dir.as_os_str()]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        json(&run.stdout)
+    };
+    if !common::xattrs_supported_in(tmp.path()) {
+        // No extended attributes: no identity to compare, and inspect says
+        // why.
+        for doc in [&a, &b] {
+            assert_eq!(doc["origin"], Value::Null, "{doc}");
+            assert_eq!(doc["origin_source"], "unsupported", "{doc}");
+        }
+        assert!(
+            text.contains(
+                "origin:      none (no identity: the filesystem has no extended attributes)"
+            ),
+            "{text}"
+        );
+        assert_eq!(export(&original).get("origin_id"), None);
+        return;
+    }
     assert_eq!(
         a["origin"]["id"], b["origin"]["id"],
         "copies share the origin"
     );
     assert_eq!(a["origin"]["id"].as_str().unwrap().len(), 32);
-    assert_ne!(a["identity"], b["identity"]);
     assert_eq!(a["origin"]["opened_here"], Value::Bool(true));
     assert_eq!(b["origin"]["opened_here"], Value::Bool(false));
-    let text = tsoracle_file(["inspect".as_ref(), copy.as_os_str()]).stdout;
+    for doc in [&a, &b] {
+        assert_eq!(doc["origin_source"], "xattr", "{doc}");
+        assert_eq!(doc["identity_file"], Value::Bool(false), "{doc}");
+    }
     assert!(
         text.contains("this is a copy, a restore or a move"),
         "{text}"
+    );
+    for dir in [&original, &copy] {
+        assert_eq!(export(dir)["origin_id"], a["origin"]["id"]);
+    }
+
+    // A copy without its extended attributes (`cp -r`) has no identity.
+    let bare = tmp.path().join("bare");
+    std::fs::create_dir(&bare).unwrap();
+    std::fs::copy(original.join("LOCK"), bare.join("LOCK")).unwrap();
+    let c = look(&bare);
+    assert_eq!(c["origin"], Value::Null);
+    assert_eq!(c["origin_source"], "missing");
+    let text = tsoracle_file(["inspect".as_ref(), bare.as_os_str()]).stdout;
+    assert!(
+        text.contains("copied without its extended attributes"),
+        "{text}"
+    );
+}
+
+#[test]
+fn inspect_shows_an_identity_file_of_an_earlier_version_and_refuses_a_damaged_attribute() {
+    use tsoracle_driver_file::identity_record::{self, Origin};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("oracle");
+    FileDriver::init_seeded(&dir, 1_700_000_000_000).unwrap();
+    let origin = Origin {
+        id: *b"earlier-version!",
+        created_ms: 1_764_000_000_000,
+        device: 1,
+        inode: 2,
+    };
+    let supported = common::xattrs_supported_in(tmp.path());
+    if supported {
+        common::set_identity_xattr(&dir, None);
+    }
+    std::fs::write(dir.join("IDENTITY"), identity_record::encode(&origin)).unwrap();
+    let run = tsoracle_file(["inspect".as_ref(), "--json".as_ref(), dir.as_os_str()]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let doc = json(&run.stdout);
+    assert_eq!(doc["origin"]["id"], origin.id_hex());
+    assert_eq!(doc["origin_source"], "identity-file");
+    assert_eq!(doc["identity_file"], Value::Bool(true));
+    let text = tsoracle_file(["inspect".as_ref(), dir.as_os_str()]).stdout;
+    assert!(
+        text.contains("kept in an IDENTITY file by an earlier version"),
+        "{text}"
+    );
+    let run = tsoracle_file(["export".as_ref(), dir.as_os_str()]);
+    assert_eq!(json(&run.stdout)["origin_id"], origin.id_hex());
+
+    // Opened once: the file is gone, and the identity is in the attribute
+    // (or, without extended attributes, gone with it).
+    drop(FileDriver::open_or_init(&dir).unwrap());
+    assert!(!dir.join("IDENTITY").exists());
+    let doc = json(&tsoracle_file(["inspect".as_ref(), "--json".as_ref(), dir.as_os_str()]).stdout);
+    assert_eq!(doc["identity_file"], Value::Bool(false));
+    if !supported {
+        assert_eq!(doc["origin_source"], "unsupported");
+        return;
+    }
+    assert_eq!(doc["origin_source"], "xattr");
+    assert_eq!(doc["origin"]["id"], origin.id_hex());
+    assert_eq!(doc["origin"]["opened_here"], Value::Bool(true));
+
+    // A damaged attribute: inspect fails with one line naming the
+    // directory and the attribute.
+    let mut bytes = common::identity_xattr(&dir).unwrap();
+    bytes[0] = b'X';
+    common::set_identity_xattr(&dir, Some(&bytes));
+    let run = tsoracle_file(["inspect".as_ref(), dir.as_os_str()]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(
+        run.stderr.contains(&format!(
+            "the identity of state directory {}",
+            dir.display()
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("user.tsoracle.identity"),
+        "{}",
+        run.stderr
     );
 }
 

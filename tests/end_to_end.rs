@@ -1,5 +1,5 @@
-//! The real `tsoracle-server` 3.2.2 on a [`FileDriver`], driven by the real
-//! `tsoracle-client` 1.3.0 over loopback: timestamps, batches, dense
+//! The real `tsoracle-server` (3.3) on a [`FileDriver`], driven by the real
+//! `tsoracle-client` (1.3) over loopback: timestamps, batches, dense
 //! sequences and leases; a graceful restart in process; and, across a process
 //! boundary, the `embedded-server` example killed with SIGKILL round after
 //! round, stopped with SIGTERM / SIGINT, and refused a locked directory.
@@ -281,6 +281,59 @@ async fn get_seq_blocks_from_many_tasks_tile_each_key() {
             end
         );
     }
+    server.shutdown(dir.path()).await;
+}
+
+/// What a client sees of the epoch is what the published file driver shows:
+/// 0 everywhere (upstream's own `get_seq_returns_contiguous_blocks` test of a
+/// file-backed server pins a `GetSeq` reply's epoch to `(0, 0)`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_carry_epoch_zero_as_the_published_file_driver_does() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = boot(dir.path()).await;
+    let client = server.client().await;
+    let block = client.get_seq("orders", 3).await.expect("get_seq");
+    assert_eq!(block.epoch, 0, "GetSeq epoch");
+    let lease = client
+        .acquire_lease(b"epoch-holder", 1, Duration::from_secs(30))
+        .await
+        .expect("acquire");
+    assert_eq!(lease.epoch, tsoracle_core::Epoch(0), "AcquireLease epoch");
+    let renewal = client.renew_lease(lease.lease_id).await.expect("renew");
+    assert_eq!(renewal.epoch, tsoracle_core::Epoch(0), "RenewLease epoch");
+    drop(client);
+    server.shutdown(dir.path()).await;
+}
+
+/// tsoracle-server 3.3 renews a lease to `max(committed, now + ttl)`; 3.2
+/// asked `max(committed + 1, now) + ttl`, so each renewal pushed the durable
+/// high-water a TTL further ahead of the clock (97 renewals of a 10 s lease
+/// in 3 s put it 969 s ahead). Many renewals must leave it within one TTL
+/// (plus the server's window) of the clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_renewals_keep_the_high_water_within_one_ttl_of_the_clock() {
+    const RENEWALS: u32 = 50;
+    let ttl = Duration::from_secs(10);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = boot(dir.path()).await;
+    let client = server.client().await;
+    let lease = client
+        .acquire_lease(b"renewing-holder", 1, ttl)
+        .await
+        .expect("acquire");
+    for _ in 0..RENEWALS {
+        client.renew_lease(lease.lease_id).await.expect("renew");
+    }
+    let now = common::now_ms();
+    let ahead = server.driver.high_water().saturating_sub(now);
+    // The window ahead is the server's default, 3 s; 50 renewals under the
+    // old arithmetic would be 50 TTLs (500 s) ahead.
+    let bound = ttl.as_millis() as u64 + 3_000 + 1_000;
+    assert!(
+        ahead <= bound,
+        "after {RENEWALS} renewals of a {ttl:?} lease the high-water is {ahead} ms ahead of the clock (bound {bound} ms)"
+    );
+    drop(client);
     server.shutdown(dir.path()).await;
 }
 

@@ -194,12 +194,14 @@ fn of_many_processes_opening_one_directory_exactly_one_wins() {
 fn seeding_is_refused_while_another_process_runs_a_driver() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let dir = tmp.path();
-    // The holder writes nothing but its IDENTITY: only the lock stands
-    // between the seeders and a directory without state.
+    // The holder writes nothing but LOCK (its identity is an attribute of
+    // the directory): only the lock stands between the seeders and a
+    // directory without state.
     let mut holder = start_together("open", dir, &[0]);
     assert_eq!(outcomes(&mut holder), ["won"]);
     let before = dir_contents(dir);
-    assert_eq!(before.keys().collect::<Vec<_>>(), ["IDENTITY", "LOCK"]);
+    assert_eq!(before.keys().collect::<Vec<_>>(), ["LOCK"]);
+    let attributes = common::dir_xattrs(dir);
 
     let seeds: Vec<u64> = (0..SEEDERS as u64)
         .map(|index| 1_700_000_000_000 + index)
@@ -215,9 +217,11 @@ fn seeding_is_refused_while_another_process_runs_a_driver() {
         Err(FileDriverError::AlreadyLocked { .. })
     ));
     assert_eq!(dir_contents(dir), before, "a refused seeding wrote nothing");
+    assert_eq!(common::dir_xattrs(dir), attributes, "nor set an attribute");
     finish(seeders);
     finish(holder);
     assert_eq!(dir_contents(dir), before, "the holder wrote nothing");
+    assert_eq!(common::dir_xattrs(dir), attributes);
 
     // The refusal was the lock's: with the holder gone, seeding works.
     let _gate = fork_gate();
@@ -259,7 +263,7 @@ fn of_many_processes_seeding_one_fresh_directory_exactly_one_succeeds() {
         let contents = dir_contents(&dir);
         assert_eq!(
             contents.keys().collect::<Vec<_>>(),
-            ["IDENTITY", "LOCK", "state"],
+            ["LOCK", "state"],
             "round {round}: the seed and nothing else"
         );
         assert_eq!(

@@ -367,13 +367,17 @@ async fn a_symlinked_state_directory_works_through_its_real_path() {
 // them apart.
 // ---------------------------------------------------------------------------
 
-/// Copies one directory's regular files into a new private directory.
+/// Copies one directory's regular files into a new private directory,
+/// with its extended attributes, as `cp -a` does.
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir(to).unwrap();
     std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o700)).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
         std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+    if let Some(identity) = common::identity_xattr(from) {
+        common::set_identity_xattr(to, Some(&identity));
     }
 }
 
@@ -385,9 +389,19 @@ async fn copies_share_their_origin_and_each_open_records_where_it_runs() {
     let copy = tmp.path().join("copy");
     let driver = FileDriver::open_or_init(&original).unwrap();
     driver.persist_high_water(100, LEADER_EPOCH).await.unwrap();
-    let origin = driver.origin().expect("a new oracle gets an origin");
+    let origin = driver.origin();
     drop(driver);
     let _gate = fork_gate();
+    if !common::xattrs_supported_in(tmp.path()) {
+        // No extended attributes: no identity, so nothing tells copies
+        // apart; the oracle still serves.
+        assert_eq!(origin, None);
+        copy_dir(&original, &copy);
+        assert_eq!(read_state_dir(&copy).unwrap().origin, None);
+        assert_eq!(FileDriver::open_or_init(&copy).unwrap().high_water(), 100);
+        return;
+    }
+    let origin = origin.expect("a new oracle gets an origin");
 
     let found = read_state_dir(&original).unwrap();
     assert_eq!(found.origin, Some(origin));
@@ -404,7 +418,7 @@ async fn copies_share_their_origin_and_each_open_records_where_it_runs() {
     assert_ne!(
         (copied_origin.device, copied_origin.inode),
         (copy_here.device, copy_here.inode),
-        "the copy's IDENTITY still names the original's place"
+        "the copy's identity still names the original's place"
     );
 
     // Opening the copy records its place, keeping the origin id.
@@ -417,39 +431,79 @@ async fn copies_share_their_origin_and_each_open_records_where_it_runs() {
         (copy_here.device, copy_here.inode)
     );
     drop(on_copy);
+    assert_eq!(read_state_dir(&copy).unwrap().origin, Some(reopened));
+    assert_eq!(
+        common::entry_names(&copy),
+        ["LOCK", "state"],
+        "recorded in the attribute, not in a file"
+    );
     // The original is untouched by it.
     assert_eq!(read_state_dir(&original).unwrap().origin, Some(origin));
 }
 
 #[test]
 fn a_directory_made_by_another_tool_is_opened_without_writing_an_identity() {
-    let dir = common::copy_fixture("full");
-    let before = dir_contents(dir.path());
-    let _gate = fork_gate();
-    let driver = FileDriver::open_or_init(dir.path()).unwrap();
-    assert_eq!(driver.origin(), None);
-    drop(driver);
-    assert_eq!(dir_contents(dir.path()), before);
+    for fixture in ["full", "highwater", "seeded"] {
+        let dir = common::copy_fixture(fixture);
+        let before = dir_contents(dir.path());
+        let attributes = common::dir_xattrs(dir.path());
+        let _gate = fork_gate();
+        let driver = FileDriver::open_or_init(dir.path()).unwrap();
+        assert_eq!(driver.origin(), None);
+        drop(driver);
+        let mut after = dir_contents(dir.path());
+        if fixture == "seeded" {
+            // The reference seeded directory has no LOCK; opening makes
+            // the empty sentinel, as FORMAT.md's table says.
+            assert_eq!(after.remove("LOCK").as_deref(), Some(&b""[..]));
+        }
+        assert_eq!(after, before, "{fixture}");
+        assert_eq!(
+            common::dir_xattrs(dir.path()),
+            attributes,
+            "{fixture}: no attribute set either"
+        );
+    }
 }
 
 #[test]
 fn a_damaged_identity_is_refused_and_deleting_it_is_safe() {
+    use tsoracle_driver_file::identity_record;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("oracle");
     let _gate = fork_gate();
     drop(FileDriver::open_or_init(&dir).unwrap());
-    let mut bytes = std::fs::read(dir.join("IDENTITY")).unwrap();
-    bytes[9] ^= 0x01;
-    std::fs::write(dir.join("IDENTITY"), &bytes).unwrap();
+    // An IDENTITY file of an earlier version, damaged (the attribute, where
+    // there is one, goes first, so the file is what is read).
+    let bytes = common::identity_xattr(&dir).unwrap_or_else(|| {
+        identity_record::encode(&identity_record::Origin {
+            id: [3; 16],
+            created_ms: 1,
+            device: 0,
+            inode: 0,
+        })
+    });
+    if common::identity_xattr(&dir).is_some() {
+        common::set_identity_xattr(&dir, None);
+    }
+    let mut damaged = bytes.clone();
+    damaged[9] ^= 0x01;
+    std::fs::write(dir.join("IDENTITY"), &damaged).unwrap();
     match FileDriver::open_or_init(&dir) {
         Err(FileDriverError::Corrupt { path, .. }) => assert_eq!(path, dir.join("IDENTITY")),
         other => panic!("expected Corrupt IDENTITY, got {other:?}"),
     }
+    assert_eq!(
+        std::fs::read(dir.join("IDENTITY")).unwrap(),
+        damaged,
+        "kept as found"
+    );
     std::fs::remove_file(dir.join("IDENTITY")).unwrap();
     let driver = FileDriver::open_or_init(&dir).unwrap();
-    assert!(
+    assert_eq!(
         driver.origin().is_some(),
-        "a new origin for a directory without state"
+        common::xattrs_supported_in(tmp.path()),
+        "a new origin for a directory without state, where it can be kept"
     );
 }
 
@@ -606,6 +660,15 @@ mod tampered {
         }
         fn identity(&self) -> Option<DirIdentity> {
             self.inner.identity()
+        }
+        fn get_xattr(&self, name: &str) -> io::Result<Option<Vec<u8>>> {
+            self.inner.get_xattr(name)
+        }
+        fn set_xattr(&self, name: &str, value: &[u8]) -> io::Result<()> {
+            self.inner.set_xattr(name, value)
+        }
+        fn remove_xattr(&self, name: &str) -> io::Result<()> {
+            self.inner.remove_xattr(name)
         }
     }
 }

@@ -14,7 +14,14 @@
 //!   `LOCK` is deleted;
 //! - disk full: the filesystem filled to the last block: a write fails as
 //!   transient without poisoning, reads stay exact, and the same write
-//!   succeeds once space is freed.
+//!   succeeds once space is freed;
+//! - identity: a stopped directory holds exactly `LOCK`, `state`, `dense`
+//!   and `leases`; its identity is in the directory's extended attribute,
+//!   survives a remount and the filesystem shutdown above, and an
+//!   `IDENTITY` file of an earlier version is carried into it.
+//!
+//! And on ramfs, which has no extended attributes at all: the driver works
+//! without an identity, and an earlier version's `IDENTITY` file is removed.
 //!
 //! Needs root, loop devices and the `mkfs` tools (`.ci/run` installs
 //! `xfsprogs` and `btrfs-progs`); each missing piece skips its filesystem
@@ -23,6 +30,7 @@
 
 #[path = "support/child.rs"]
 mod child;
+mod common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -31,7 +39,10 @@ use std::sync::Arc;
 
 use tsoracle_consensus::{ConsensusDriver, ConsensusError};
 use tsoracle_core::SeqKey;
-use tsoracle_driver_file::{FileDriver, FileDriverError, LEADER_EPOCH};
+use tsoracle_driver_file::identity_record::{self, Origin};
+use tsoracle_driver_file::{
+    FileDriver, FileDriverError, IDENTITY_FILE, LEADER_EPOCH, OriginSource, read_state_dir,
+};
 
 use child::{ChildProcess, fork_gate, report};
 
@@ -186,6 +197,12 @@ fn child_open(dir: &Path) -> String {
 async fn durability(mounted: &Mounted) -> String {
     let dir = mounted.point.join("oracle");
     let driver = FileDriver::open_or_init(&dir).unwrap();
+    let origin = driver.origin();
+    assert!(
+        origin.is_some(),
+        "{}: a new oracle has an identity",
+        mounted.fs
+    );
     let mut last = 0;
     for value in (1..=50u64).map(|i| 1_764_000_000_000 + i * 7) {
         last = driver
@@ -231,6 +248,12 @@ async fn durability(mounted: &Mounted) -> String {
     // later I/O fails. After mounting again (log replay) the high-water
     // must be at least the last value the writer saw acknowledged.
     let shutdown = crash_filesystem(mounted, &dir);
+    assert_eq!(
+        read_state_dir(&dir).unwrap().origin,
+        origin,
+        "{}: the identity recorded at the first open survived everything",
+        mounted.fs
+    );
     format!(
         "durability ok (50 values + remount exact; SIGKILL after {acked}: reopened at {after_kill}; {shutdown})"
     )
@@ -387,6 +410,158 @@ async fn disk_full(mounted: &Mounted) -> String {
     )
 }
 
+/// What a clean stop leaves, where the identity is, and an earlier
+/// version's `IDENTITY` file carried over, across remounts.
+async fn identity(mounted: &Mounted) -> String {
+    let fs = mounted.fs;
+    assert!(
+        common::xattrs_supported_in(&mounted.point),
+        "{fs} has user extended attributes"
+    );
+    let dir = mounted.point.join("identity");
+    let driver = FileDriver::open_or_init(&dir).unwrap();
+    let origin = driver.origin().expect("a new oracle has an identity");
+    driver
+        .persist_high_water(1_000, LEADER_EPOCH)
+        .await
+        .unwrap();
+    driver
+        .advance_dense(&key("orders"), 3, LEADER_EPOCH)
+        .await
+        .unwrap();
+    driver
+        .persist_leases(&common::full_leases(), LEADER_EPOCH)
+        .await
+        .unwrap();
+    drop(driver);
+    mounted.remount();
+    assert_eq!(
+        common::entry_names(&dir),
+        ["LOCK", "dense", "leases", "state"],
+        "{fs}"
+    );
+    assert_eq!(std::fs::read(dir.join("LOCK")).unwrap(), b"", "{fs}");
+    let found = read_state_dir(&dir).unwrap();
+    assert_eq!(found.origin, Some(origin), "{fs}: after a remount");
+    assert_eq!(found.origin_source, OriginSource::Xattr, "{fs}");
+
+    // As an earlier version left it: in an IDENTITY file.
+    common::set_identity_xattr(&dir, None);
+    std::fs::write(dir.join(IDENTITY_FILE), identity_record::encode(&origin)).unwrap();
+    mounted.remount();
+    assert_eq!(
+        read_state_dir(&dir).unwrap().origin_source,
+        OriginSource::IdentityFile
+    );
+    assert_eq!(
+        FileDriver::open_or_init(&dir).unwrap().origin(),
+        Some(origin)
+    );
+    mounted.remount();
+    assert_eq!(
+        common::entry_names(&dir),
+        ["LOCK", "dense", "leases", "state"],
+        "{fs}: the IDENTITY file is gone for good"
+    );
+    assert_eq!(
+        common::identity_xattr(&dir),
+        Some(identity_record::encode(&origin)),
+        "{fs}: carried into the attribute, durably"
+    );
+    "identity ok (only LOCK, state, dense, leases; in the attribute across remounts; IDENTITY carried over)".into()
+}
+
+/// A ramfs mount (no extended attributes); unmounted when dropped.
+struct RamFs(PathBuf);
+
+impl Drop for RamFs {
+    fn drop(&mut self) {
+        let _ = run("umount", &[self.0.to_str().unwrap()]);
+    }
+}
+
+#[tokio::test]
+async fn without_extended_attributes_on_ramfs_the_driver_runs_without_an_identity() {
+    let require = std::env::var_os("TSORACLE_REQUIRE_REAL_FS").is_some_and(|v| v == "1");
+    if !nix::unistd::Uid::effective().is_root() {
+        assert!(!require, "ramfs: needs root to mount");
+        eprintln!("real_filesystems: ramfs: skipped: needs root to mount");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let point = work.path().join("ramfs");
+    std::fs::create_dir(&point).unwrap();
+    if let Err(why) = run(
+        "mount",
+        &[
+            "-t",
+            "ramfs",
+            "-o",
+            "mode=0700",
+            "ramfs",
+            point.to_str().unwrap(),
+        ],
+    ) {
+        assert!(!require, "ramfs: {why}");
+        eprintln!("real_filesystems: ramfs: skipped: {why}");
+        return;
+    }
+    let _mounted = RamFs(point.clone());
+    assert!(
+        !common::xattrs_supported_in(&point),
+        "ramfs has no extended attributes"
+    );
+
+    let dir = point.join("oracle");
+    let driver = FileDriver::open_or_init(&dir).unwrap();
+    assert_eq!(driver.origin(), None);
+    driver
+        .persist_high_water(1_000, LEADER_EPOCH)
+        .await
+        .unwrap();
+    driver
+        .advance_dense(&key("orders"), 3, LEADER_EPOCH)
+        .await
+        .unwrap();
+    driver
+        .persist_leases(&common::full_leases(), LEADER_EPOCH)
+        .await
+        .unwrap();
+    drop(driver);
+    assert_eq!(
+        common::entry_names(&dir),
+        ["LOCK", "dense", "leases", "state"]
+    );
+    let found = read_state_dir(&dir).unwrap();
+    assert_eq!(found.origin, None);
+    assert_eq!(found.origin_source, OriginSource::Unsupported);
+
+    // An earlier version's IDENTITY file is removed: upstream's tools then
+    // accept the directory; the identity cannot be kept here.
+    let here = found.identity.unwrap();
+    let origin = Origin {
+        id: *b"ramfs-identity!!",
+        created_ms: 1,
+        device: here.device,
+        inode: here.inode,
+    };
+    std::fs::write(dir.join(IDENTITY_FILE), identity_record::encode(&origin)).unwrap();
+    let found = read_state_dir(&dir).unwrap();
+    assert_eq!(found.origin, Some(origin));
+    assert_eq!(found.origin_source, OriginSource::IdentityFile);
+    let driver = FileDriver::open_or_init(&dir).unwrap();
+    assert_eq!(driver.origin(), None);
+    assert_eq!(driver.high_water(), 1_000);
+    drop(driver);
+    assert_eq!(
+        common::entry_names(&dir),
+        ["LOCK", "dense", "leases", "state"]
+    );
+    eprintln!(
+        "real_filesystems: ramfs: no identity ok (only LOCK, state, dense, leases; IDENTITY removed)"
+    );
+}
+
 #[tokio::test]
 async fn the_protocol_holds_on_ext4_xfs_and_btrfs() {
     let require = std::env::var_os("TSORACLE_REQUIRE_REAL_FS").is_some_and(|v| v == "1");
@@ -409,7 +584,8 @@ async fn the_protocol_holds_on_ext4_xfs_and_btrfs() {
         let durable = durability(&mounted).await;
         let locked = lock(&mounted);
         let full = disk_full(&mounted).await;
-        eprintln!("real_filesystems: {fs}: {durable}; {locked}; {full}");
+        let identity = identity(&mounted).await;
+        eprintln!("real_filesystems: {fs}: {durable}; {locked}; {full}; {identity}");
         ran += 1;
     }
     eprintln!("real_filesystems: {ran} of 3 filesystems checked");

@@ -313,6 +313,57 @@ async fn serve_answers_calls_metrics_and_probes_then_stops_on_sigterm() {
     assert!(driver.high_water() >= tsoracle_core::Timestamp(last).physical_ms());
 }
 
+/// Upstream's `tsoracle export file` and `serve file` accept a state
+/// directory holding `LOCK` (empty), `state`, `dense` and `leases`, and
+/// nothing else: what `init`, then `serve` with dense keys and a lease,
+/// then a clean stop leave. The identity is an attribute of the directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_served_directory_holds_exactly_what_upstreams_tools_accept() {
+    use tsoracle_driver_file::{OriginSource, identity_record, read_state_dir};
+    let parent = tempfile::tempdir().expect("temp dir");
+    let dir = parent.path().join("oracle");
+    init(&dir);
+    assert_eq!(common::entry_names(&dir), ["LOCK", "state"]);
+    let server = Serving::start(&[], &dir, &[]);
+    let client = server.client().await;
+    client.get_ts().await.expect("get_ts");
+    client.get_seq("orders", 5).await.expect("get_seq");
+    let lease = client
+        .acquire_lease(b"svc-a", 1, Duration::from_secs(30))
+        .await
+        .expect("acquire a lease");
+    drop(client);
+    let (status, stderr) = server.stop(Signal::SIGTERM);
+    assert!(status.success(), "exit {status}: {stderr}");
+
+    assert_eq!(
+        common::entry_names(&dir),
+        ["LOCK", "dense", "leases", "state"]
+    );
+    assert_eq!(std::fs::read(dir.join("LOCK")).expect("LOCK"), b"");
+    let found = read_state_dir(&dir).expect("read the stopped directory");
+    assert_eq!(found.dense.expect("dense").key_count(), 1);
+    assert!(
+        found
+            .leases
+            .expect("leases")
+            .iter()
+            .any(|record| record.lease_id == lease.lease_id)
+    );
+    assert!(!found.identity_file);
+    if common::xattrs_supported_in(parent.path()) {
+        let origin = found
+            .origin
+            .expect("init made a new oracle with an identity");
+        assert_eq!(found.origin_source, OriginSource::Xattr);
+        let stored = common::identity_xattr(&dir).expect("the identity attribute");
+        assert_eq!(identity_record::decode(&stored), Ok(origin));
+    } else {
+        assert_eq!(found.origin, None);
+        assert_eq!(found.origin_source, OriginSource::Unsupported);
+    }
+}
+
 #[cfg(feature = "failpoints")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_turns_not_ready_when_a_failed_fsync_poisons_the_driver() {

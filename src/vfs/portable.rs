@@ -5,7 +5,9 @@
 //! renamed file (`FlushFileBuffers` through `sync_all`), which commits the
 //! NTFS metadata change with it. The directory itself cannot be locked
 //! while others use it, so only `LOCK` is locked, and the owner check can
-//! only see that the path is still a directory holding a `LOCK`.
+//! only see that the path is still a directory holding a `LOCK`. Extended
+//! attributes are left to the trait's default (unsupported), so a state
+//! directory here has no identity.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};

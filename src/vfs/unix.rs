@@ -330,6 +330,91 @@ impl VfsDir for StdDir {
         let (device, inode) = self.identity;
         Some(DirIdentity { device, inode })
     }
+
+    #[cfg(any(target_os = "linux", target_os = "android", target_vendor = "apple"))]
+    fn get_xattr(&self, name: &str) -> io::Result<Option<Vec<u8>>> {
+        xattr::get(self.dir.as_ref(), name)
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android", target_vendor = "apple"))]
+    fn set_xattr(&self, name: &str, value: &[u8]) -> io::Result<()> {
+        xattr::set(self.dir.as_ref(), name, value)
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android", target_vendor = "apple"))]
+    fn remove_xattr(&self, name: &str) -> io::Result<()> {
+        xattr::remove(self.dir.as_ref(), name)
+    }
+}
+
+/// Extended attributes of the opened directory, through its descriptor
+/// (`fgetxattr`, `fsetxattr`, `fremovexattr`): never by path, so they are
+/// the attributes of the directory that was locked. Linux and macOS; other
+/// Unixes keep the trait's default (unsupported).
+#[cfg(any(target_os = "linux", target_os = "android", target_vendor = "apple"))]
+mod xattr {
+    use std::fs::File;
+    use std::io;
+
+    use rustix::fs::XattrFlags;
+    use rustix::io::Errno;
+
+    /// "No such attribute": `ENODATA` on Linux, `ENOATTR` on macOS.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    const NO_ATTRIBUTE: Errno = Errno::NODATA;
+    #[cfg(target_vendor = "apple")]
+    const NO_ATTRIBUTE: Errno = Errno::NOATTR;
+
+    /// `ENOTSUP`/`EOPNOTSUPP` (one number on Linux, two on macOS) become
+    /// [`io::ErrorKind::Unsupported`], the seam's word for "no extended
+    /// attributes here"; the errno is kept as the source.
+    fn error(err: Errno) -> io::Error {
+        if err == Errno::NOTSUP || err == Errno::OPNOTSUPP {
+            io::Error::new(io::ErrorKind::Unsupported, err)
+        } else {
+            err.into()
+        }
+    }
+
+    pub(super) fn get(dir: &File, name: &str) -> io::Result<Option<Vec<u8>>> {
+        // The size first, then the value; an attribute that grew in between
+        // (another writer) answers ERANGE, and the size is asked again.
+        for _ in 0..3 {
+            let len = match rustix::fs::fgetxattr_query(dir, name) {
+                Ok(len) => len,
+                Err(err) if err == NO_ATTRIBUTE => return Ok(None),
+                Err(err) => return Err(error(err)),
+            };
+            let mut value = vec![0u8; len];
+            match rustix::fs::fgetxattr(dir, name, &mut value[..]) {
+                Ok(read) => {
+                    value.truncate(read);
+                    return Ok(Some(value));
+                }
+                Err(Errno::RANGE) => continue,
+                Err(err) if err == NO_ATTRIBUTE => return Ok(None),
+                Err(err) => return Err(error(err)),
+            }
+        }
+        Err(io::Error::other(format!(
+            "the extended attribute {name} kept changing while it was read"
+        )))
+    }
+
+    pub(super) fn set(dir: &File, name: &str, value: &[u8]) -> io::Result<()> {
+        rustix::fs::fsetxattr(dir, name, value, XattrFlags::empty()).map_err(error)
+    }
+
+    pub(super) fn remove(dir: &File, name: &str) -> io::Result<()> {
+        match rustix::fs::fremovexattr(dir, name) {
+            Ok(()) => Ok(()),
+            Err(err) if err == NO_ATTRIBUTE => Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no extended attribute {name}"),
+            )),
+            Err(err) => Err(error(err)),
+        }
+    }
 }
 
 /// A temp file being written.

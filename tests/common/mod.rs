@@ -39,6 +39,92 @@ pub fn dir_contents(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     out
 }
 
+/// Every entry of `dir` (files and directories), by name, sorted.
+pub fn entry_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("read dir")
+        .map(|entry| {
+            entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+// ---------------------------------------------------------------------------
+// Extended attributes, read and written by path with rustix: independent of
+// the driver's own seam, so a test checks what is really on the directory.
+// ---------------------------------------------------------------------------
+
+/// Whether the filesystem `parent` lives on gives directories user extended
+/// attributes: probed on a fresh directory made in `parent` for the
+/// purpose (never on a directory under test). Panics on any answer but
+/// yes or "not supported".
+pub fn xattrs_supported_in(parent: &Path) -> bool {
+    use rustix::io::Errno;
+    let probe = tempfile::tempdir_in(parent).expect("a probe directory");
+    let name = "user.tsoracle.test-probe";
+    match rustix::fs::setxattr(probe.path(), name, b"1", rustix::fs::XattrFlags::empty()) {
+        Ok(()) => {
+            rustix::fs::removexattr(probe.path(), name).expect("remove the probe attribute");
+            true
+        }
+        Err(err) if err == Errno::NOTSUP || err == Errno::OPNOTSUPP => false,
+        Err(err) => panic!("probing extended attributes in {}: {err}", parent.display()),
+    }
+}
+
+/// The identity attribute of `dir`, read by path; `None` when it has none
+/// or the filesystem has no extended attributes.
+pub fn identity_xattr(dir: &Path) -> Option<Vec<u8>> {
+    dir_xattrs(dir).remove(tsoracle_driver_file::IDENTITY_XATTR)
+}
+
+/// Sets (`Some`) or removes (`None`) the identity attribute of `dir`, by
+/// path, as an operator's `setfattr` would.
+pub fn set_identity_xattr(dir: &Path, value: Option<&[u8]>) {
+    let name = tsoracle_driver_file::IDENTITY_XATTR;
+    match value {
+        Some(value) => rustix::fs::setxattr(dir, name, value, rustix::fs::XattrFlags::empty())
+            .expect("set the identity attribute"),
+        None => rustix::fs::removexattr(dir, name).expect("remove the identity attribute"),
+    }
+}
+
+/// Every `user.` extended attribute of `dir` with its value; empty where
+/// the filesystem has none. Compare two of these to prove nothing was set.
+pub fn dir_xattrs(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    use rustix::io::Errno;
+    let mut out = BTreeMap::new();
+    let len = match rustix::fs::listxattr_query(dir) {
+        Ok(len) => len,
+        Err(err) if err == Errno::NOTSUP || err == Errno::OPNOTSUPP => return out,
+        Err(err) => panic!("listxattr {}: {err}", dir.display()),
+    };
+    let mut names = vec![0u8; len];
+    let len = rustix::fs::listxattr(dir, &mut names[..]).expect("listxattr");
+    names.truncate(len);
+    for name in names
+        .split(|&byte| byte == 0)
+        .filter(|name| !name.is_empty())
+    {
+        let name = String::from_utf8_lossy(name).into_owned();
+        if !name.starts_with("user.") {
+            continue;
+        }
+        let len = rustix::fs::getxattr_query(dir, name.as_str()).expect("getxattr size");
+        let mut value = vec![0u8; len];
+        let len = rustix::fs::getxattr(dir, name.as_str(), &mut value[..]).expect("getxattr");
+        value.truncate(len);
+        out.insert(name, value);
+    }
+    out
+}
+
 /// A key for dense-counter tests.
 pub fn key(name: &str) -> tsoracle_core::SeqKey {
     tsoracle_core::SeqKey::try_new(name).expect("valid SeqKey")
@@ -226,4 +312,12 @@ pub fn example_binary(name: &str) -> PathBuf {
         bin.display()
     );
     bin
+}
+
+/// Milliseconds since the Unix epoch by the system clock.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as u64
 }

@@ -30,6 +30,10 @@
 //!   test can queue more requests behind a write in flight, deterministically.
 //! - Locks live in an in-memory table: a second `try_lock` of a path while
 //!   the first guard lives answers `Ok(None)`.
+//! - Every directory has extended attributes (visible and durable, like its
+//!   entries: a change is a pending operation of that directory until it is
+//!   synced), unless [`SimFs::set_xattrs_supported`]`(false)` makes every
+//!   attribute call answer `Unsupported`, as ramfs or vfat do.
 //!
 //! # Crash images
 //!
@@ -83,6 +87,12 @@ pub enum OpKind {
     /// `Vfs::sync_dir` (fsync of a directory).
     SyncDir,
     Remove,
+    /// `VfsDir::get_xattr` (of the directory itself).
+    GetXattr,
+    /// `VfsDir::set_xattr`.
+    SetXattr,
+    /// `VfsDir::remove_xattr`.
+    RemoveXattr,
 }
 
 /// One entry of the op log.
@@ -134,11 +144,28 @@ enum DirOp {
         name: String,
         node: Node,
     },
+    /// An extended attribute of the directory itself set (`Some`) or
+    /// removed (`None`).
+    Xattr {
+        name: String,
+        value: Option<Vec<u8>>,
+    },
 }
 
+/// A directory's extended attributes, by name.
+pub type Xattrs = BTreeMap<String, Vec<u8>>;
+
 impl DirOp {
-    fn apply(&self, entries: &mut BTreeMap<String, Node>) {
+    fn apply(&self, entries: &mut BTreeMap<String, Node>, xattrs: &mut Xattrs) {
         match self {
+            DirOp::Xattr { name, value } => match value {
+                Some(value) => {
+                    xattrs.insert(name.clone(), value.clone());
+                }
+                None => {
+                    xattrs.remove(name);
+                }
+            },
             DirOp::Create { name, node } => {
                 entries.insert(name.clone(), node.clone());
             }
@@ -161,6 +188,11 @@ impl DirOp {
             DirOp::Create { name, .. } => format!("create {name}"),
             DirOp::Rename { from, to, .. } => format!("rename {from}->{to}"),
             DirOp::Remove { name, .. } => format!("remove {name}"),
+            DirOp::Xattr {
+                name,
+                value: Some(_),
+            } => format!("set xattr {name}"),
+            DirOp::Xattr { name, value: None } => format!("remove xattr {name}"),
         }
     }
 }
@@ -169,6 +201,8 @@ impl DirOp {
 struct Dir {
     visible: BTreeMap<String, Node>,
     durable: BTreeMap<String, Node>,
+    visible_xattrs: Xattrs,
+    durable_xattrs: Xattrs,
     pending: Vec<DirOp>,
 }
 
@@ -207,6 +241,8 @@ struct Inner {
     dirs: BTreeMap<PathBuf, Dir>,
     inodes: BTreeMap<u64, Inode>,
     next_ino: u64,
+    /// False: every extended-attribute call answers `Unsupported`.
+    xattrs: bool,
 }
 
 #[derive(Debug, Default)]
@@ -356,6 +392,7 @@ impl SimFs {
                 dirs,
                 inodes,
                 next_ino,
+                xattrs: true,
             })),
             locks: Arc::new(Mutex::new(HashSet::new())),
             gate: Arc::new(Gate::default()),
@@ -391,6 +428,13 @@ impl SimFs {
             dir.visible.insert(name.clone(), node.clone());
             dir.durable.insert(name, node);
         }
+        for (path, xattrs) in &image.xattrs {
+            let dir = dirs
+                .get_mut(path)
+                .expect("an image's xattrs are on its dirs");
+            dir.visible_xattrs = xattrs.clone();
+            dir.durable_xattrs = xattrs.clone();
+        }
         Self::from_parts(Durability::Honest, dirs, inodes)
     }
 
@@ -412,6 +456,42 @@ impl SimFs {
         let mut inner = lock(&self.inner);
         inner.halt_at = None;
         inner.halted = false;
+    }
+
+    /// Whether directories have extended attributes (the default) or every
+    /// attribute call answers `Unsupported` (ramfs, vfat, Windows).
+    pub fn set_xattrs_supported(&self, supported: bool) {
+        lock(&self.inner).xattrs = supported;
+    }
+
+    /// The visible (page cache) extended attributes of directory `dir`.
+    pub fn xattrs(&self, dir: &Path) -> Xattrs {
+        lock(&self.inner)
+            .dirs
+            .get(&norm(dir))
+            .map(|dir| dir.visible_xattrs.clone())
+            .unwrap_or_default()
+    }
+
+    /// Sets (`Some`) or removes (`None`) an extended attribute of directory
+    /// `dir`, visible and durable alike, outside the op count: a test's
+    /// setup, or simulated damage.
+    pub fn put_xattr(&self, dir: &Path, name: &str, value: Option<&[u8]>) {
+        let mut inner = lock(&self.inner);
+        let dir = inner
+            .dirs
+            .get_mut(&norm(dir))
+            .expect("the directory exists");
+        match value {
+            Some(value) => {
+                dir.visible_xattrs.insert(name.to_owned(), value.to_vec());
+                dir.durable_xattrs.insert(name.to_owned(), value.to_vec());
+            }
+            None => {
+                dir.visible_xattrs.remove(name);
+                dir.durable_xattrs.remove(name);
+            }
+        }
     }
 
     /// Whether the power cut has happened.
@@ -511,6 +591,26 @@ impl SimFs {
             }
         }
         out
+    }
+
+    /// Creates directory `path` and its missing parents, visible and
+    /// durable alike, outside the op count: a test's setup.
+    pub fn put_dir(&self, path: &Path) {
+        let mut inner = lock(&self.inner);
+        let path = norm(path);
+        let mut missing: Vec<PathBuf> = path
+            .ancestors()
+            .filter(|dir| !inner.dirs.contains_key(*dir))
+            .map(Path::to_path_buf)
+            .collect();
+        missing.reverse();
+        for dir in missing {
+            let (parent, name) = split(&dir).expect("not the root");
+            let parent = inner.dirs.get_mut(&parent).expect("parents made first");
+            parent.visible.insert(name.clone(), Node::Dir);
+            parent.durable.insert(name, Node::Dir);
+            inner.dirs.insert(dir, Dir::default());
+        }
     }
 
     /// Replaces a file's bytes, visible and durable alike, outside the op
@@ -660,7 +760,11 @@ impl SimFs {
         for (dir_label, masks) in &dir_choices {
             for (data_label, data) in &data_choices {
                 let image = inner.build_image(masks, data);
-                if seen.insert((image.dirs.clone(), image.files.clone())) {
+                if seen.insert((
+                    image.dirs.clone(),
+                    image.files.clone(),
+                    image.xattrs.clone(),
+                )) {
                     out.push(CrashImage {
                         label: format!("{data_label} {dir_label}"),
                         ..image
@@ -737,6 +841,7 @@ impl Inner {
             label: String::new(),
             dirs: BTreeSet::new(),
             files: BTreeMap::new(),
+            xattrs: BTreeMap::new(),
         };
         let mut stack = vec![PathBuf::from("/")];
         while let Some(path) = stack.pop() {
@@ -745,12 +850,16 @@ impl Inner {
             };
             image.dirs.insert(path.clone());
             let mut entries = dir.durable.clone();
+            let mut xattrs = dir.durable_xattrs.clone();
             if let Some(mask) = masks.get(&path) {
                 for (op, keep) in dir.pending.iter().zip(mask) {
                     if *keep {
-                        op.apply(&mut entries);
+                        op.apply(&mut entries, &mut xattrs);
                     }
                 }
+            }
+            if !xattrs.is_empty() {
+                image.xattrs.insert(path.clone(), xattrs);
             }
             for (name, node) in entries {
                 let child = path.join(&name);
@@ -772,6 +881,15 @@ impl Inner {
             }
         }
         image
+    }
+
+    /// The directory whose extended attributes a call works on, or
+    /// `Unsupported` when the disk has none.
+    fn xattr_dir(&mut self, path: &Path) -> io::Result<&mut Dir> {
+        if !self.xattrs {
+            return Err(tsoracle_driver_file::vfs::xattrs_unsupported());
+        }
+        self.dir_mut(path)
     }
 
     fn dir_mut(&mut self, path: &Path) -> io::Result<&mut Dir> {
@@ -817,6 +935,8 @@ pub struct CrashImage {
     pub dirs: BTreeSet<PathBuf>,
     /// Every regular file, by path, with its bytes.
     pub files: BTreeMap<PathBuf, Vec<u8>>,
+    /// The extended attributes of every directory that has any.
+    pub xattrs: BTreeMap<PathBuf, Xattrs>,
 }
 
 struct SimFile {
@@ -999,7 +1119,7 @@ impl SimFs {
         let dir = inner.dir_mut(path)?;
         if honest {
             for op in std::mem::take(&mut dir.pending) {
-                op.apply(&mut dir.durable);
+                op.apply(&mut dir.durable, &mut dir.durable_xattrs);
             }
         }
         Ok(())
@@ -1116,5 +1236,38 @@ impl VfsDir for SimDir {
 
     fn check_lock(&self, _lock_name: &str) -> io::Result<Ownership> {
         Ok(Ownership::Intact)
+    }
+
+    fn get_xattr(&self, name: &str) -> io::Result<Option<Vec<u8>>> {
+        let mut inner = self.fs.begin(OpKind::GetXattr, &self.path)?;
+        let dir = inner.xattr_dir(&self.path)?;
+        Ok(dir.visible_xattrs.get(name).cloned())
+    }
+
+    fn set_xattr(&self, name: &str, value: &[u8]) -> io::Result<()> {
+        let mut inner = self.fs.begin(OpKind::SetXattr, &self.path)?;
+        let dir = inner.xattr_dir(&self.path)?;
+        dir.visible_xattrs.insert(name.to_owned(), value.to_vec());
+        dir.pending.push(DirOp::Xattr {
+            name: name.to_owned(),
+            value: Some(value.to_vec()),
+        });
+        Ok(())
+    }
+
+    fn remove_xattr(&self, name: &str) -> io::Result<()> {
+        let mut inner = self.fs.begin(OpKind::RemoveXattr, &self.path)?;
+        let dir = inner.xattr_dir(&self.path)?;
+        if dir.visible_xattrs.remove(name).is_none() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no extended attribute {name}"),
+            ));
+        }
+        dir.pending.push(DirOp::Xattr {
+            name: name.to_owned(),
+            value: None,
+        });
+        Ok(())
     }
 }

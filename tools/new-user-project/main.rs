@@ -61,10 +61,18 @@ async fn calls(driver: Arc<FileDriver>, previous: Option<&Run>) -> Fallible<Run>
     let server = tsoracle_server::Server::builder()
         .consensus_driver(Arc::clone(&driver) as Arc<dyn tsoracle_consensus::ConsensusDriver>)
         .build()?;
+    let mut state = server.subscribe();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(server.serve_with_listener(listener, async {
         let _ = stopped.await;
     }));
+    // Calls before the first window is fenced are refused "not leader".
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        state.wait_for(|state| matches!(state, tsoracle_server::ServingState::Serving)),
+    )
+    .await?
+    .map(|_| ())?;
 
     let client = Client::connect(vec![format!("http://{addr}")]).await?;
     let mut last = previous.map_or(0, |run| run.last_ts);

@@ -8,7 +8,9 @@
 //! - `inspect DIR [--json] [--now-ms MS]`: the high-water (as an integer and
 //!   as a UTC time), every dense counter and the key cap, every lease with
 //!   its status (`live`, `expired` when `expires_at_ms <= now`, or
-//!   `superseded`), whether a process holds the directory lock, and any
+//!   `superseded`), whether a process holds the directory lock, the
+//!   directory's identity (its origin id, from the extended attribute
+//!   `user.tsoracle.identity`, and whether this is a copy), and any
 //!   leftover `*.tmp` files. Reads without taking the lock and changes
 //!   nothing.
 //! - `verify DIR [--json]`: exit code 0 and `ok: DIR ...` when every file
@@ -53,7 +55,7 @@
 //!   and `superseded` (a boolean).
 //! - `dense.unaddressable` (only when there are such keys): keys `SeqKey`
 //!   cannot hold (empty, over 128 bytes), each with its next value.
-//! - `origin_id` (only when the directory has an `IDENTITY`): its origin id,
+//! - `origin_id` (only when the directory has an identity): its origin id,
 //!   32 hex digits, shared by every copy of this oracle.
 //!
 //! Every number is an unsigned 64-bit integer written exactly; consumers
@@ -113,7 +115,7 @@ macro_rules! export_fields {
       lease_id, holder (UTF-8 string, or null when the bytes are not UTF-8),
       holder_hex (the holder bytes in lowercase hex), holder_epoch, ttl_ms,
       ts_upper_bound, expires_at_ms, superseded (boolean)
-    origin_id       only when the directory has an IDENTITY: its origin id
+    origin_id       only when the directory has an identity: its origin id
                     (32 hex digits), shared by every copy of this oracle
   Numbers are exact unsigned 64-bit integers.
 "

@@ -48,7 +48,7 @@ pub(crate) struct ExportDoc {
     pub(crate) dense: DenseJson,
     /// The lease set, ascending by `lease_id`.
     pub(crate) leases: Vec<LeaseJson>,
-    /// The origin id of the directory's `IDENTITY` (32 hex digits), shared
+    /// The origin id of the directory's identity (32 hex digits), shared
     /// by every copy of this oracle; absent when it has none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) origin_id: Option<String>,

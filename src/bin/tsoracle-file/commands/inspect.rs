@@ -1,14 +1,16 @@
 //! `inspect DIR [--json] [--now-ms MS]`: the high-water, every dense
-//! counter and the key cap, every lease with its status, the lock holder
-//! and leftover temp files. Reads without taking the lock.
+//! counter and the key cap, every lease with its status, the lock holder,
+//! the directory's identity (from its extended attribute, or an `IDENTITY`
+//! file an earlier version left) and leftover temp files. Reads without
+//! taking the lock.
 
 use std::path::PathBuf;
 
 use serde::Serialize;
 use tsoracle_core::LeaseRecord;
-use tsoracle_driver_file::StateDir;
 use tsoracle_driver_file::dense_record::DEFAULT_KEY_CAP;
 use tsoracle_driver_file::identity_record::Origin;
+use tsoracle_driver_file::{IDENTITY_XATTR, OriginSource, StateDir};
 
 use super::export::{DenseJson, LeaseJson};
 use crate::cli::{self, CmdResult};
@@ -50,9 +52,17 @@ pub(crate) struct InspectDoc {
     /// The directory's device and inode (every copy has its own); `null`
     /// where the platform has none.
     pub(crate) identity: Option<IdentityJson>,
-    /// The `IDENTITY` file: the origin id every copy of this oracle shares;
-    /// `null` when there is none.
+    /// The directory's identity: the origin id every copy of this oracle
+    /// shares; `null` when there is none.
     pub(crate) origin: Option<OriginJson>,
+    /// Where `origin` was read from, or why there is none: `xattr` (the
+    /// directory's extended attribute), `identity-file` (an `IDENTITY` file
+    /// of an earlier version), `missing`, or `unsupported` (the filesystem
+    /// has no extended attributes).
+    pub(crate) origin_source: &'static str,
+    /// Whether an `IDENTITY` file of an earlier version is in the directory
+    /// (upstream's tools refuse it; the next open removes it).
+    pub(crate) identity_file: bool,
     /// Whether a `RETIRED` marker refuses every open (migrated away).
     pub(crate) retired: bool,
     /// Whether a `SEEDING` marker refuses every open (an interrupted seed).
@@ -149,8 +159,21 @@ fn document(state: &StateDir, now: u64, lock: &LockStatus) -> InspectDoc {
             inode: origin.inode,
             opened_here: opened_here(state, &origin),
         }),
+        origin_source: source_name(state.origin_source),
+        identity_file: state.identity_file,
         retired: state.retired,
         seeding: state.seeding,
+    }
+}
+
+/// `origin_source` in `inspect --json`.
+fn source_name(source: OriginSource) -> &'static str {
+    match source {
+        OriginSource::Xattr => "xattr",
+        OriginSource::IdentityFile => "identity-file",
+        OriginSource::Unsupported => "unsupported",
+        // `Missing`, and whatever a later version of the library adds.
+        _ => "missing",
     }
 }
 
@@ -231,7 +254,19 @@ fn text(state: &StateDir, now: u64, lock: &LockStatus) -> String {
                 ));
             }
         }
-        None => line("origin:      none (no IDENTITY file: made by another tool, or never opened by this crate)".into()),
+        None if state.origin_source == OriginSource::Unsupported => line(
+            "origin:      none (no identity: the filesystem has no extended attributes)".into(),
+        ),
+        None => line(format!(
+            "origin:      none (no identity attribute {IDENTITY_XATTR}: made by another tool, never opened by this crate, or copied without its extended attributes)"
+        )),
+    }
+    if state.identity_file {
+        line(if state.origin_source == OriginSource::IdentityFile {
+            "             kept in an IDENTITY file by an earlier version, which upstream's tools refuse: the next open moves it into the directory's extended attribute (removes it, where the filesystem has none)".into()
+        } else {
+            "             an IDENTITY file of an earlier version is left, which upstream's tools refuse: the next open removes it".into()
+        });
     }
     if state.retired {
         line("status:      RETIRED: migrated to another oracle; every open refuses it".into());

@@ -16,16 +16,11 @@ use tsoracle_core::Timestamp;
 
 use crate::cli::Failure;
 
-/// The messages upstream's server gives while a format is off: what it
-/// refuses, the words that say so, and the format that serves it.
-const NOT_ACTIVATED: [(&str, &str, u32); 2] = [
-    (
-        "dense sequences",
-        "dense sequence format not yet activated",
-        5,
-    ),
-    ("leases", "lease format not yet activated", 7),
-];
+/// What upstream's server says while a write format is off: "dense sequence
+/// format not yet activated (cluster at write version 4, requires 5)", and
+/// the same for "dense batch" (6) and, since tsoracle-server 3.3, "lease" (7,
+/// `ConsensusError::LeasesNotActivated`).
+const NOT_ACTIVATED: &str = "format not yet activated";
 
 /// What upstream's server answers (`UNIMPLEMENTED`) when its driver has no
 /// dense sequences at all (upstream's paxos driver).
@@ -128,8 +123,8 @@ impl Target {
         })
     }
 
-    /// A failure naming the endpoints and, for an oracle whose dense or
-    /// lease format is not activated, the exact command that activates it.
+    /// A failure naming the endpoints and, for an oracle whose dense, batch
+    /// or lease format is not activated, the exact command that activates it.
     pub(crate) fn failure(&self, doing: &str, err: &ClientError) -> Failure {
         if let ClientError::Rpc(status) = err
             && status.code() == Code::Unimplemented
@@ -145,11 +140,16 @@ impl Target {
         }
         if let ClientError::Rpc(status) = err
             && status.code() == Code::FailedPrecondition
-            && let Some((what, _, format)) = NOT_ACTIVATED
-                .iter()
-                .find(|(_, words, _)| status.message().contains(words))
+            && status.message().contains(NOT_ACTIVATED)
         {
-            let version = required_version(status.message()).unwrap_or(*format);
+            let version = required_version(status.message()).unwrap_or(5);
+            let what = status
+                .message()
+                .split(NOT_ACTIVATED)
+                .next()
+                .map(str::trim)
+                .filter(|what| !what.is_empty())
+                .unwrap_or("dense sequence");
             let admin = self
                 .admin
                 .clone()
@@ -160,7 +160,7 @@ impl Target {
                 .map(|leader| format!(" (the leader serves clients at {leader})"))
                 .unwrap_or_default();
             return Failure::new(format!(
-                "{doing}: the oracle at {} refuses {what}: {}; activate the format once, \
+                "{doing}: the oracle at {} refuses the {what} format: {}; activate the format once, \
                  against the admin address (--admin-listen) of its current leader{leader}, with \
                  `tsoracle admin activate-format --endpoint {admin} --target {version}` \
                  (a follower answers NOT_LEADER, exit 3: try the next node's admin address), \
@@ -306,6 +306,12 @@ mod tests {
                 "dense sequence format not yet activated (cluster at write version 4, requires 5)"
             ),
             Some(5)
+        );
+        assert_eq!(
+            required_version(
+                "lease format not yet activated (cluster at write version 6, requires 7)"
+            ),
+            Some(7)
         );
         assert_eq!(required_version("something else"), None);
         assert_eq!(
