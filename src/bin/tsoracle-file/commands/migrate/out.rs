@@ -227,7 +227,16 @@ async fn carry(
     started_at: u64,
     rerun: bool,
 ) -> Result<MigrateOutReceipt, Failure> {
-    let target = Target::connect(&args.to, args.admin.clone()).await?;
+    let mut target = Target::connect(&args.to, args.admin.clone()).await?;
+    let now = now_ms();
+    if source
+        .leases
+        .iter()
+        .any(|lease| !lease.superseded && lease.expires_at_unix_ms > now)
+    {
+        // Upstream openraft's lease format: name it in an activation hint.
+        target.needs_format = Some((7, "DIR's live leases"));
+    }
     eprintln!(
         "migrate out: {} (high-water {}, {} dense key(s), {} lease(s)) -> {}{}",
         args.dir.display(),

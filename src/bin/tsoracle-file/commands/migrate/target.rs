@@ -85,6 +85,11 @@ pub(crate) struct Target {
     pub(crate) endpoints: Vec<String>,
     /// Shown in the `activate-format` hint; `None` prints a placeholder.
     pub(crate) admin: Option<String>,
+    /// The format the whole command needs, when it is above the one a
+    /// refusal names: `migrate out` of a directory with live leases needs
+    /// the lease format (7) as well as the dense one (5) that its preflight
+    /// is refused for, and `--target 7` activates 5, 6 and 7 at once.
+    pub(crate) needs_format: Option<(u32, &'static str)>,
 }
 
 impl Target {
@@ -120,6 +125,7 @@ impl Target {
             client,
             endpoints,
             admin,
+            needs_format: None,
         })
     }
 
@@ -142,7 +148,14 @@ impl Target {
             && status.code() == Code::FailedPrecondition
             && status.message().contains(NOT_ACTIVATED)
         {
-            let version = required_version(status.message()).unwrap_or(5);
+            let required = required_version(status.message()).unwrap_or(5);
+            let (version, why) = match self.needs_format {
+                Some((needed, why)) if needed > required => (
+                    needed,
+                    format!("{why} need format {needed}, and it activates those below it too; "),
+                ),
+                _ => (required, String::new()),
+            };
             let what = status
                 .message()
                 .split(NOT_ACTIVATED)
@@ -163,7 +176,7 @@ impl Target {
                 "{doing}: the oracle at {} refuses the {what} format: {}; activate the format once, \
                  against the admin address (--admin-listen) of its current leader{leader}, with \
                  `tsoracle admin activate-format --endpoint {admin} --target {version}` \
-                 (a follower answers NOT_LEADER, exit 3: try the next node's admin address), \
+                 ({why}a follower answers NOT_LEADER, exit 3: try the next node's admin address), \
                  then run this command again (it is safe to re-run)",
                 self.endpoints.join(","),
                 status.message()
