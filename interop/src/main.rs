@@ -1,17 +1,28 @@
-//! The interop test: `tsoracle-file migrate` against a real three-node
-//! `tsoracle serve openraft` cluster (the upstream binary, run as an
-//! external process on loopback), and back.
+//! The interop test: `tsoracle-file` against the real upstream `tsoracle`
+//! binary (run as an external process on loopback, never linked), in both
+//! directions and with upstream's own tools on our directories.
 //!
 //! 1. Our embedded server on directory A; several client tasks take
-//!    timestamps and dense blocks; SIGTERM.
-//! 2. A three-node cluster; `migrate out` before the dense format is
-//!    activated must refuse, name the `tsoracle admin activate-format`
-//!    command and leave A unmarked; activate; `migrate out A`; A refuses to
-//!    serve; a re-run is safe; the cluster's timestamps are all above A's
-//!    and no dense value repeats.
+//!    timestamps and dense blocks; three leases (one superseded); SIGTERM.
+//! 2. A three-node `serve openraft` cluster; `migrate out` before the
+//!    formats are activated must refuse, name the `tsoracle admin
+//!    activate-format --target 7` command and leave A unmarked; activate
+//!    format 7 (leases, and with it 5, dense, and 6, dense batches);
+//!    `migrate out A` carries the live leases (the harness, as their
+//!    holders, finds each one on the cluster by holder and epoch and keeps
+//!    it renewed); A refuses to serve; a re-run is safe; the cluster's
+//!    timestamps are all above A's and no dense value repeats.
 //! 3. SIGKILL the leader; the same checks across the failover.
 //! 4. `migrate in B`; stragglers still take values from the cluster; stop
-//!    the cluster; our server on B; the same checks again.
+//!    the cluster; our server on B (and a lease); the same checks again.
+//! 5. Upstream's tools on B, stopped: `tsoracle export file` accepts it and
+//!    its receipt equals ours (`tsoracle-file export --receipt`) field for
+//!    field but `producer`; `tsoracle serve file` serves B above everything
+//!    ours handed out; ours serves B again above everything upstream's did.
+//! 6. A three-node `serve paxos` cluster (no dense sequences, no leases):
+//!    `migrate out B` is refused before anything is marked and B still
+//!    serves; a directory C with timestamps only is carried, and the
+//!    cluster's timestamps are above C's.
 //!
 //! Every wait polls a condition under a deadline; every loop is bounded.
 //! Figures go to stdout, and to `figures.json` in the work directory.
@@ -29,6 +40,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::Serialize;
+use serde_json::Value;
 use tsoracle_client::{ClientBuilder, ClientError, RetryPolicy};
 
 type Fallible<T> = Result<T, String>;
@@ -36,6 +48,40 @@ type Fallible<T> = Result<T, String>;
 const KEYS: [&str; 3] = ["orders", "users", "invoices"];
 /// The cluster's window ahead (upstream's default), told to `migrate in`.
 const WINDOW_MS: u64 = 3_000;
+/// The leases' TTL. Short (upstream allows 5 s to 300 s): a server reserves
+/// a lease's upper bound ahead of its clock, and `migrate out` waits that
+/// out; long enough to outlive the cluster's start and the activation.
+const LEASE_TTL: Duration = Duration::from_secs(10);
+/// The format `migrate out` needs on a 2.4 openraft cluster: 7 (leases);
+/// activating it activates 5 (dense sequences) and 6 (dense batches) too.
+const FORMAT: u32 = 7;
+
+/// One phase's client load.
+#[derive(Clone, Copy)]
+struct Load {
+    tasks: usize,
+    rounds: usize,
+    /// Whether to take dense blocks too (not from a paxos cluster).
+    dense: bool,
+}
+
+/// 8 tasks of 200 rounds.
+const FULL: Load = Load {
+    tasks: 8,
+    rounds: 200,
+    dense: true,
+};
+/// Clients that have not heard of a migration yet, or a short check.
+const LIGHT: Load = Load {
+    tasks: 2,
+    rounds: 40,
+    dense: true,
+};
+/// Timestamps only.
+const TS_ONLY: Load = Load {
+    dense: false,
+    ..FULL
+};
 
 fn main() {
     let started = Instant::now();
@@ -89,7 +135,8 @@ fn paths() -> Fallible<Paths> {
 
 // ------------------------------------------------------------------ ledger
 
-/// Everything handed out to clients, by phase.
+/// Everything handed out to clients by one lineage of oracles (each
+/// carried into the next), by phase.
 #[derive(Default)]
 struct Ledger {
     /// (phase, timestamp)
@@ -177,6 +224,7 @@ impl Ledger {
         Ok(())
     }
 
+    /// Each key's end of the highest block handed out (its next value).
     fn dense_max(&self) -> BTreeMap<String, u64> {
         let mut out = BTreeMap::new();
         for (_, key, start, count) in &self.blocks {
@@ -185,6 +233,10 @@ impl Ledger {
             *slot = end.max(*slot);
         }
         out
+    }
+
+    fn values(&self) -> u64 {
+        self.blocks.iter().map(|b| u64::from(b.3)).sum()
     }
 }
 
@@ -230,18 +282,39 @@ async fn client(endpoints: &[String]) -> Fallible<tsoracle_client::Client> {
         .map_err(|err| format!("connect {endpoints:?}: {err}"))
 }
 
-/// `tasks` client tasks, each taking `rounds` timestamps (one in four as a
-/// batch of 4) and a dense block of 1..=64 values every fourth round, on
-/// one shared client.
-async fn hammer(endpoints: &[String], tasks: usize, rounds: usize) -> Fallible<Took> {
+/// Runs a lease call until it succeeds, fails for good or 30 s passed: a
+/// follower answers lease calls `FAILED_PRECONDITION "not leader"` (with
+/// no hint to follow), and the client tries the next endpoint next time.
+async fn leader_call<T, F, Fut>(mut call: F) -> Result<T, ClientError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ClientError>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match call().await {
+            Err(ClientError::Rpc(status))
+                if status.message().contains("not leader") && Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// `load.tasks` client tasks, each taking `load.rounds` timestamps (one in
+/// four as a batch of 4) and, with `load.dense`, a dense block of 1..=64
+/// values every fourth round, on one shared client.
+async fn hammer(endpoints: &[String], load: Load) -> Fallible<Took> {
     let client = Arc::new(client(endpoints).await?);
     let started = Instant::now();
     let mut handles = Vec::new();
-    for task in 0..tasks {
+    for task in 0..load.tasks {
         let client = Arc::clone(&client);
         handles.push(tokio::spawn(async move {
             let mut took = Took::default();
-            for round in 0..rounds {
+            for round in 0..load.rounds {
                 let ts = if round % 4 == 1 {
                     client.get_ts_batch(4).await
                 } else {
@@ -251,7 +324,7 @@ async fn hammer(endpoints: &[String], tasks: usize, rounds: usize) -> Fallible<T
                     Ok(batch) => took.ts.extend(batch.into_iter().map(|ts| ts.0)),
                     Err(_) => took.errors += 1,
                 }
-                if round % 4 == 0 {
+                if load.dense && round % 4 == 0 {
                     let key = KEYS[(task + round) % KEYS.len()];
                     let count = u32::try_from((task * 7 + round * 13) % 64 + 1).unwrap_or(1);
                     match client.get_seq(key, count).await {
@@ -276,7 +349,7 @@ async fn hammer(endpoints: &[String], tasks: usize, rounds: usize) -> Fallible<T
         all.uncertain += took.uncertain;
     }
     all.seconds = started.elapsed().as_secs_f64();
-    let calls = (tasks * rounds) as u64;
+    let calls = (load.tasks * load.rounds) as u64;
     if all.errors * 10 > calls {
         return Err(format!("{} of {calls} timestamp calls failed", all.errors));
     }
@@ -285,8 +358,10 @@ async fn hammer(endpoints: &[String], tasks: usize, rounds: usize) -> Fallible<T
 
 // -------------------------------------------------------------- processes
 
-/// A child process whose output goes to a log file (and, for stderr, also
-/// line by line to a channel). Killed if still running when dropped.
+/// A child process whose output goes to a log file, and one of its streams
+/// (stderr, unless told otherwise) also line by line to a channel; with
+/// [`Proc::spawn_split`], its stdout goes to a file of its own. Killed if
+/// still running when dropped.
 struct Proc {
     name: String,
     child: Option<Child>,
@@ -294,22 +369,58 @@ struct Proc {
     log: PathBuf,
 }
 
+/// Which of a process's streams [`Proc::wait_line`] reads.
+#[derive(Clone, Copy, PartialEq)]
+enum Watch {
+    Stderr,
+    /// Upstream's binary logs to stdout.
+    Stdout,
+}
+
 impl Proc {
     fn spawn(name: &str, command: &mut Command, log: &Path) -> Fallible<Proc> {
+        Self::spawn_with(name, command, log, Watch::Stderr, None)
+    }
+
+    /// With its stdout to `stdout` instead of the log.
+    fn spawn_split(name: &str, command: &mut Command, log: &Path, stdout: &Path) -> Fallible<Proc> {
+        Self::spawn_with(name, command, log, Watch::Stderr, Some(stdout))
+    }
+
+    fn spawn_with(
+        name: &str,
+        command: &mut Command,
+        log: &Path,
+        watch: Watch,
+        stdout: Option<&Path>,
+    ) -> Fallible<Proc> {
         let file = File::create(log).map_err(|err| format!("create {}: {err}", log.display()))?;
-        let stdout = file.try_clone().map_err(|err| format!("log: {err}"))?;
+        let to_log = || file.try_clone().map_err(|err| format!("log: {err}"));
+        let out = match stdout {
+            Some(path) => {
+                File::create(path).map_err(|err| format!("create {}: {err}", path.display()))?
+            }
+            None => to_log()?,
+        };
+        let (out, err) = match watch {
+            Watch::Stderr => (Stdio::from(out), Stdio::piped()),
+            Watch::Stdout => (Stdio::piped(), Stdio::from(to_log()?)),
+        };
         let mut child = command
             .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(Stdio::piped())
+            .stdout(out)
+            .stderr(err)
             .spawn()
             .map_err(|err| format!("start {name}: {err}"))?;
-        let stderr = child.stderr.take().ok_or("no stderr pipe")?;
+        let watched: Box<dyn std::io::Read + Send> = match watch {
+            Watch::Stderr => Box::new(child.stderr.take().ok_or("no stderr pipe")?),
+            Watch::Stdout => Box::new(child.stdout.take().ok_or("no stdout pipe")?),
+        };
         let (sender, lines) = mpsc::channel();
         let mut file = file;
         std::thread::spawn(move || {
             use std::io::Write;
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            for line in BufReader::new(watched).lines().map_while(Result::ok) {
                 let _ = writeln!(file, "{line}");
                 let _ = sender.send(line);
             }
@@ -344,6 +455,14 @@ impl Proc {
                 }
             }
         }
+    }
+
+    /// The process's exit status if it has exited, without waiting.
+    fn exited(&mut self) -> Fallible<Option<ExitStatus>> {
+        let child = self.child.as_mut().ok_or("already reaped")?;
+        child
+            .try_wait()
+            .map_err(|err| format!("wait {}: {err}", self.name))
     }
 
     fn signal(&self, signal: Signal) -> Fallible<()> {
@@ -388,26 +507,6 @@ fn free_port() -> Fallible<u16> {
         .port())
 }
 
-/// Our embedded server on `dir`; returns it and its endpoint.
-fn file_server(paths: &Paths, dir: &Path, log: &str) -> Fallible<(Proc, String)> {
-    let proc = Proc::spawn(
-        log,
-        Command::new(&paths.server)
-            .args(["--listen", "127.0.0.1:0", "--state-dir"])
-            .arg(dir)
-            .env_remove("TSORACLE_LISTEN")
-            .env_remove("TSORACLE_STATE_DIR"),
-        &paths.work.join(format!("{log}.log")),
-    )?;
-    let line = proc.wait_line("listening on ", Duration::from_secs(60))?;
-    let addr = line
-        .split("listening on ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .ok_or(format!("unparsable {line:?}"))?;
-    Ok((proc, format!("http://{addr}")))
-}
-
 /// SIGTERM and a clean exit.
 fn stop(proc: Proc) -> Fallible<()> {
     let name = proc.name.clone();
@@ -426,37 +525,65 @@ struct Node {
     proc: Option<Proc>,
 }
 
-/// Three `tsoracle serve openraft` nodes on loopback; node 1 bootstraps.
-fn cluster(paths: &Paths) -> Fallible<Vec<Node>> {
+/// The upstream consensus drivers the harness runs three nodes of.
+#[derive(Clone, Copy, PartialEq)]
+enum Consensus {
+    Openraft,
+    Paxos,
+}
+
+/// Three `tsoracle serve openraft` (node 1 bootstraps) or `serve paxos`
+/// nodes on loopback. A paxos node has no admin endpoint.
+fn cluster(paths: &Paths, consensus: Consensus) -> Fallible<Vec<Node>> {
     let mut specs = Vec::new();
     for id in 1..=3u32 {
         specs.push((id, free_port()?, free_port()?, free_port()?));
     }
-    let members: Vec<String> = specs
-        .iter()
-        .map(|(id, raft, service, admin)| {
-            format!("{id}=127.0.0.1:{raft}/127.0.0.1:{service}/127.0.0.1:{admin}")
-        })
-        .collect();
+    let name = match consensus {
+        Consensus::Openraft => "openraft",
+        Consensus::Paxos => "paxos",
+    };
+    let join = |each: &dyn Fn(&(u32, u16, u16, u16)) -> String| {
+        specs.iter().map(each).collect::<Vec<_>>().join(",")
+    };
+    let members = join(&|(id, peer, service, admin)| {
+        format!("{id}=127.0.0.1:{peer}/127.0.0.1:{service}/127.0.0.1:{admin}")
+    });
+    let peers = join(&|(id, peer, _, _)| format!("{id}=127.0.0.1:{peer}"));
+    let tso_peers = join(&|(id, _, service, _)| format!("{id}=127.0.0.1:{service}"));
     let mut nodes = Vec::new();
-    for (id, raft, service, admin) in specs {
-        let raft_dir = paths.work.join(format!("raft-{id}"));
+    for &(id, peer, service, admin) in &specs {
+        let dir = paths.work.join(format!("{name}-{id}"));
         let mut command = Command::new(&paths.upstream);
         command
-            .args(["serve", "openraft", "--id", &id.to_string()])
+            .args(["serve", name])
             .args(["--listen", &format!("127.0.0.1:{service}")])
-            .args(["--raft-addr", &format!("127.0.0.1:{raft}")])
-            .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
-            .arg("--raft-dir")
-            .arg(&raft_dir)
             .args(["--heartbeat-interval", "0s", "--no-metrics"]);
-        if id == 1 {
-            command.args(["--bootstrap", "--members", &members.join(",")]);
+        match consensus {
+            Consensus::Openraft => {
+                command
+                    .args(["--id", &id.to_string()])
+                    .args(["--raft-addr", &format!("127.0.0.1:{peer}")])
+                    .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+                    .arg("--raft-dir")
+                    .arg(&dir);
+                if id == 1 {
+                    command.args(["--bootstrap", "--members", &members]);
+                }
+            }
+            Consensus::Paxos => {
+                command
+                    .args(["--node-id", &id.to_string()])
+                    .args(["--peer-listen", &format!("127.0.0.1:{peer}")])
+                    .args(["--peers", &peers, "--tso-peers", &tso_peers])
+                    .arg("--data-dir")
+                    .arg(&dir);
+            }
         }
         let proc = Proc::spawn(
-            &format!("node-{id}"),
+            &format!("{name}-node-{id}"),
             &mut command,
-            &paths.work.join(format!("node-{id}.log")),
+            &paths.work.join(format!("{name}-node-{id}.log")),
         )?;
         nodes.push(Node {
             id,
@@ -476,7 +603,21 @@ fn endpoints(nodes: &[Node]) -> Vec<String> {
         .collect()
 }
 
-/// Polls `get_ts` until the cluster answers; returns the time it took and
+/// SIGTERM every node still running, all at once (a node left without a
+/// quorum takes upstream's 15 s shutdown grace to stop); waits (bounded)
+/// for each to exit.
+fn stop_cluster(nodes: &mut [Node]) -> Fallible<()> {
+    let running: Vec<Proc> = nodes.iter_mut().filter_map(|n| n.proc.take()).collect();
+    for proc in &running {
+        proc.signal(Signal::SIGTERM)?;
+    }
+    for proc in running {
+        proc.wait_exit(Duration::from_secs(30))?;
+    }
+    Ok(())
+}
+
+/// Polls `get_ts` until the oracle answers; returns the time it took and
 /// the leader's service endpoint.
 async fn wait_serving(endpoints: &[String], bound: Duration) -> Fallible<(Duration, String)> {
     let started = Instant::now();
@@ -501,9 +642,7 @@ async fn wait_serving(endpoints: &[String], bound: Duration) -> Fallible<(Durati
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Err(format!(
-        "the cluster did not serve within {bound:?}: {last}"
-    ))
+    Err(format!("the oracle did not serve within {bound:?}: {last}"))
 }
 
 fn run_cli(paths: &Paths, args: &[&str]) -> Fallible<Output> {
@@ -513,12 +652,19 @@ fn run_cli(paths: &Paths, args: &[&str]) -> Fallible<Output> {
         .map_err(|err| format!("run tsoracle-file: {err}"))
 }
 
+fn run_upstream(paths: &Paths, args: &[&str]) -> Fallible<Output> {
+    Command::new(&paths.upstream)
+        .args(args)
+        .output()
+        .map_err(|err| format!("run tsoracle: {err}"))
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// Records a command and its output for the figures (and the README).
-fn transcript(command: &str, out: &Output) -> serde_json::Value {
+fn transcript(command: &str, out: &Output) -> Value {
     serde_json::json!({
         "command": command,
         "exit": out.status.code(),
@@ -527,9 +673,80 @@ fn transcript(command: &str, out: &Output) -> serde_json::Value {
     })
 }
 
+fn path_str(path: &Path) -> Fallible<&str> {
+    path.to_str()
+        .ok_or(format!("{} is not UTF-8", path.display()))
+}
+
+fn ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// `tsoracle-file export DIR --receipt`, parsed.
+fn our_receipt(paths: &Paths, dir: &Path) -> Fallible<(Value, Output)> {
+    let out = run_cli(paths, &["export", path_str(dir)?, "--receipt"])?;
+    if !out.status.success() {
+        return Err(format!(
+            "tsoracle-file export {} --receipt: {}",
+            dir.display(),
+            text(&out.stderr)
+        ));
+    }
+    let value =
+        serde_json::from_slice(&out.stdout).map_err(|err| format!("receipt json: {err}"))?;
+    Ok((value, out))
+}
+
+/// Every difference between two JSON values, one line each, by path; an
+/// object's keys in another order count as a difference too.
+fn json_diff(path: &str, ours: &Value, theirs: &Value, out: &mut Vec<String>) {
+    match (ours, theirs) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (key, value) in a {
+                match b.get(key) {
+                    Some(other) => json_diff(&format!("{path}.{key}"), value, other, out),
+                    None => out.push(format!(
+                        "{path}.{key}: ours {value}, upstream has no such field"
+                    )),
+                }
+            }
+            for (key, value) in b {
+                if !a.contains_key(key) {
+                    out.push(format!(
+                        "{path}.{key}: upstream {value}, ours has no such field"
+                    ));
+                }
+            }
+            let (order_a, order_b): (Vec<&String>, Vec<&String>) = (
+                a.keys().filter(|k| b.contains_key(*k)).collect(),
+                b.keys().filter(|k| a.contains_key(*k)).collect(),
+            );
+            if order_a != order_b {
+                out.push(format!(
+                    "{path}: fields in another order: ours {order_a:?}, upstream {order_b:?}"
+                ));
+            }
+        }
+        (Value::Array(a), Value::Array(b)) => {
+            if a.len() != b.len() {
+                out.push(format!(
+                    "{path}: ours has {} entries, upstream {}",
+                    a.len(),
+                    b.len()
+                ));
+            }
+            for (index, (x, y)) in a.iter().zip(b).enumerate() {
+                json_diff(&format!("{path}[{index}]"), x, y, out);
+            }
+        }
+        _ if ours != theirs => out.push(format!("{path}: ours {ours}, upstream {theirs}")),
+        _ => {}
+    }
+}
+
 // ------------------------------------------------------------------- run
 
-fn run() -> Fallible<serde_json::Value> {
+fn run() -> Fallible<Value> {
     let paths = paths()?;
     std::fs::create_dir_all(&paths.work).map_err(|err| format!("work dir: {err}"))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -537,354 +754,815 @@ fn run() -> Fallible<serde_json::Value> {
         .enable_all()
         .build()
         .map_err(|err| format!("runtime: {err}"))?;
-    runtime.block_on(scenario(&paths))
+    runtime.block_on(async {
+        let mut run = Run::new(&paths);
+        run.scenario().await?;
+        Ok(run.figures())
+    })
 }
 
-async fn scenario(paths: &Paths) -> Fallible<serde_json::Value> {
-    let mut ledger = Ledger::default();
-    let mut phases = Vec::new();
-    let mut transcripts = Vec::new();
-    let mut timings = BTreeMap::new();
-    let mut lease_figures = BTreeMap::new();
-    let dir_a = paths.work.join("a");
-    let dir_b = paths.work.join("b");
-    let receipt = paths.work.join("migrate-out-receipt.json");
-    let (tasks, rounds) = (8, 200);
+/// The scenario's state: what was handed out, and the figures.
+struct Run<'a> {
+    paths: &'a Paths,
+    dir_a: PathBuf,
+    dir_b: PathBuf,
+    dir_c: PathBuf,
+    /// `migrate out A`'s receipt (`--keys-from` for `migrate in B`).
+    receipt: PathBuf,
+    /// A, the openraft cluster, B, upstream's file server on B, B again.
+    main: Ledger,
+    /// C, then the paxos cluster: a history of its own.
+    paxos: Ledger,
+    phases: Vec<PhaseFigures>,
+    transcripts: Vec<Value>,
+    timings: BTreeMap<&'static str, u64>,
+    leases: BTreeMap<&'static str, u64>,
+    checks: Vec<String>,
+}
 
-    // 1. Our server on A.
-    println!("== 1. embedded server on {}", dir_a.display());
-    let (server, url) = file_server(paths, &dir_a, "file-server-a")?;
-    let took = hammer(std::slice::from_ref(&url), tasks, rounds).await?;
-    phases.push(ledger.add("file server A", took)?);
-    // Leases for migrate out to carry: svc-a live; svc-b at epoch 1, then 2.
-    {
+impl<'a> Run<'a> {
+    fn new(paths: &'a Paths) -> Self {
+        Run {
+            paths,
+            dir_a: paths.work.join("a"),
+            dir_b: paths.work.join("b"),
+            dir_c: paths.work.join("c"),
+            receipt: paths.work.join("migrate-out-receipt.json"),
+            main: Ledger::default(),
+            paxos: Ledger::default(),
+            phases: Vec::new(),
+            transcripts: Vec::new(),
+            timings: BTreeMap::new(),
+            leases: BTreeMap::new(),
+            checks: Vec::new(),
+        }
+    }
+
+    async fn scenario(&mut self) -> Fallible<()> {
+        let a_receipt = self.serve_a().await?;
+        let mut openraft = self.migrate_out_to_openraft(&a_receipt).await?;
+        self.failover(&mut openraft).await?;
+        self.migrate_in_b(&mut openraft).await?;
+        self.upstream_tools_on_b().await?;
+        self.paxos().await?;
+        self.print_figures();
+        Ok(())
+    }
+
+    /// Checks a phase's values against its lineage and records its figures.
+    fn add(&mut self, paxos: bool, phase: &str, took: Took) -> Fallible<()> {
+        let ledger = if paxos {
+            &mut self.paxos
+        } else {
+            &mut self.main
+        };
+        let figures = ledger.add(phase, took)?;
+        self.phases.push(figures);
+        Ok(())
+    }
+
+    fn record(&mut self, command: String, out: &Output) {
+        self.transcripts.push(transcript(&command, out));
+    }
+
+    /// Our embedded server on `dir`; returns it and its endpoint.
+    fn file_server(&self, dir: &Path, log: &str) -> Fallible<(Proc, String)> {
+        let proc = Proc::spawn(
+            log,
+            Command::new(&self.paths.server)
+                .args(["--listen", "127.0.0.1:0", "--state-dir"])
+                .arg(dir)
+                .env_remove("TSORACLE_LISTEN")
+                .env_remove("TSORACLE_STATE_DIR"),
+            &self.paths.work.join(format!("{log}.log")),
+        )?;
+        let line = proc.wait_line("listening on ", Duration::from_secs(60))?;
+        let addr = line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .ok_or(format!("unparsable {line:?}"))?;
+        Ok((proc, format!("http://{addr}")))
+    }
+
+    /// Our server on `dir`, `load` on it, SIGTERM; checked into a lineage.
+    async fn serve_ours(
+        &mut self,
+        dir: &Path,
+        log: &str,
+        phase: &str,
+        load: Load,
+        paxos: bool,
+    ) -> Fallible<()> {
+        let (server, url) = self.file_server(dir, log)?;
+        let took = hammer(std::slice::from_ref(&url), load).await?;
+        self.add(paxos, phase, took)?;
+        stop(server)
+    }
+
+    /// Phase 1: our server on A, clients, three leases (svc-a live; svc-b
+    /// at epoch 1, superseded by epoch 2); stopped. Returns A's receipt.
+    async fn serve_a(&mut self) -> Fallible<Value> {
+        let dir_a = self.dir_a.clone();
+        println!("== 1. embedded server on {}", dir_a.display());
+        let (server, url) = self.file_server(&dir_a, "file-server-a")?;
+        let took = hammer(std::slice::from_ref(&url), FULL).await?;
+        self.add(false, "file server A", took)?;
         let leases = client(std::slice::from_ref(&url)).await?;
-        // Short (upstream allows 5 s to 300 s): a server reserves a lease's
-        // upper bound ahead of its clock, and migrate out waits that out.
-        let ttl = Duration::from_secs(10);
         for (holder, epoch) in [(&b"svc-a"[..], 1), (&b"svc-b"[..], 1), (&b"svc-b"[..], 2)] {
             leases
-                .acquire_lease(holder, epoch, ttl)
+                .acquire_lease(holder, epoch, LEASE_TTL)
                 .await
                 .map_err(|err| format!("acquire a lease on A: {err}"))?;
         }
-    }
-    stop(server)?;
-    let a_high_water = {
-        let out = run_cli(paths, &["export", path_str(&dir_a)?, "--receipt"])?;
-        if !out.status.success() {
-            return Err(format!("export --receipt: {}", text(&out.stderr)));
-        }
-        transcripts.push(transcript(
-            &format!("tsoracle-file export {} --receipt", dir_a.display()),
+        stop(server)?;
+        let (receipt, out) = our_receipt(self.paths, &dir_a)?;
+        self.record(
+            format!("tsoracle-file export {} --receipt", dir_a.display()),
             &out,
-        ));
-        let value: serde_json::Value =
-            serde_json::from_slice(&out.stdout).map_err(|err| format!("receipt json: {err}"))?;
-        value["committed_reservation_high_water_physical_ms"]
-            .as_u64()
-            .ok_or("no high-water")?
-    };
-    println!(
-        "   A's committed high-water {a_high_water}, max timestamp physical {}",
-        ledger.max_ts() >> 18
-    );
-
-    // 2. The cluster, migrate out.
-    println!("== 2. three-node openraft cluster");
-    let mut nodes = cluster(paths)?;
-    let (elected, leader) = wait_serving(&endpoints(&nodes), Duration::from_secs(90)).await?;
-    timings.insert("cluster_first_serving_ms", elected.as_millis() as u64);
-    println!(
-        "   serving after {} ms, leader {leader}",
-        elected.as_millis()
-    );
-    let to = endpoints(&nodes).join(",");
-
-    let out = run_cli(paths, &["migrate", "out", path_str(&dir_a)?, "--to", &to])?;
-    transcripts.push(transcript(
-        &format!("tsoracle-file migrate out {} --to {to}", dir_a.display()),
-        &out,
-    ));
-    let stderr = text(&out.stderr);
-    if out.status.success()
-        || !stderr.contains("tsoracle admin activate-format --endpoint")
-        || !stderr.contains("--target 5")
-    {
-        return Err(format!(
-            "migrate out before activation should refuse with the activate-format command: {stderr}"
-        ));
-    }
-    if dir_a.join("RETIRED").exists() {
-        return Err("a refused migrate out marked A".into());
-    }
-    println!("   before activation migrate out refused, A left unmarked");
-
-    let activated = activate(paths, &nodes).await?;
-    transcripts.push(activated.1);
-    timings.insert("activate_format_ms", activated.0.as_millis() as u64);
-
-    let started = Instant::now();
-    let out = run_cli(
-        paths,
-        &[
-            "migrate",
-            "out",
-            path_str(&dir_a)?,
-            "--to",
-            &to,
-            "--receipt",
-            path_str(&receipt)?,
-        ],
-    )?;
-    timings.insert("migrate_out_ms", started.elapsed().as_millis() as u64);
-    transcripts.push(transcript(
-        &format!(
-            "tsoracle-file migrate out {} --to {to} --receipt {}",
-            dir_a.display(),
-            receipt.display()
-        ),
-        &out,
-    ));
-    if !out.status.success() {
-        return Err(format!("migrate out: {}", text(&out.stderr)));
-    }
-    println!("{}", text(&out.stdout).trim_end());
-    let doc: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(&receipt).map_err(|err| format!("read receipt: {err}"))?,
-    )
-    .map_err(|err| format!("receipt json: {err}"))?;
-    timings.insert(
-        "migrate_out_waited_ms",
-        doc["timestamps"]["waited_ms"].as_u64().unwrap_or(0),
-    );
-    // Every live lease was acquired on the cluster (and renews there), or
-    // the cluster said it has no leases; superseded ones were skipped.
-    let leases = doc["leases"].as_array().ok_or("no leases in the receipt")?;
-    let renewer = client(&endpoints(&nodes)).await?;
-    let (mut acquired, mut unsupported, mut skipped) = (0u64, 0u64, 0u64);
-    for lease in leases {
-        let action = lease["action"].as_str().unwrap_or_default();
-        if let Some(id) = lease["target_lease_id"].as_u64() {
-            renewer
-                .renew_lease(id)
-                .await
-                .map_err(|err| format!("renew carried lease {id} on the cluster: {err}"))?;
-            acquired += 1;
-        } else if action.starts_with("not carried: the target has no leases") {
-            unsupported += 1;
-        } else if action.starts_with("skipped") {
-            skipped += 1;
-        } else {
-            return Err(format!("lease neither carried nor skipped: {lease}"));
-        }
-    }
-    if leases.len() != 3 || acquired + unsupported != 2 || skipped != 1 {
-        return Err(format!(
-            "expected 2 live leases and 1 superseded: {}",
-            doc["leases"]
-        ));
-    }
-    lease_figures.insert("live_acquired_on_cluster", acquired);
-    lease_figures.insert("live_refused_cluster_has_no_leases", unsupported);
-    lease_figures.insert("superseded_skipped", skipped);
-    println!(
-        "   leases: {acquired} acquired on the cluster, {unsupported} refused as unsupported, {skipped} superseded skipped"
-    );
-
-    // A refuses to serve now.
-    let refused = Proc::spawn(
-        "file-server-a-again",
-        Command::new(&paths.server)
-            .args(["--listen", "127.0.0.1:0", "--state-dir"])
-            .arg(&dir_a),
-        &paths.work.join("file-server-a-again.log"),
-    )?;
-    let status = refused.wait_exit(Duration::from_secs(30))?;
-    let log =
-        std::fs::read_to_string(paths.work.join("file-server-a-again.log")).unwrap_or_default();
-    if status.success() || !log.contains("was migrated to another oracle and must not serve") {
-        return Err(format!(
-            "the embedded server served the retired A: {status}: {log}"
-        ));
-    }
-    transcripts.push(serde_json::json!({
-        "command": format!("embedded-server --state-dir {}", dir_a.display()),
-        "exit": status.code(),
-        "stderr": log,
-    }));
-    println!("   the embedded server refuses A: {status}");
-
-    let started = Instant::now();
-    let out = run_cli(paths, &["migrate", "out", path_str(&dir_a)?, "--to", &to])?;
-    timings.insert("migrate_out_rerun_ms", started.elapsed().as_millis() as u64);
-    if !out.status.success() {
-        return Err(format!("re-running migrate out: {}", text(&out.stderr)));
-    }
-    transcripts.push(transcript(
-        &format!(
-            "tsoracle-file migrate out {} --to {to}   # again",
-            dir_a.display()
-        ),
-        &out,
-    ));
-
-    let took = hammer(&endpoints(&nodes), tasks, rounds).await?;
-    phases.push(ledger.add("cluster after migrate out", took)?);
-    if (ledger.max_ts() >> 18) <= a_high_water {
-        return Err("the cluster issued nothing above A's high-water".into());
-    }
-
-    // 3. SIGKILL the leader.
-    let (_, leader) = wait_serving(&endpoints(&nodes), Duration::from_secs(30)).await?;
-    let index = nodes
-        .iter()
-        .position(|n| n.service == leader)
-        .ok_or(format!("leader {leader:?} is none of the nodes"))?;
-    println!(
-        "== 3. SIGKILL the leader, node {} ({leader})",
-        nodes[index].id
-    );
-    let killed = nodes[index].proc.take().ok_or("leader already gone")?;
-    killed.signal(Signal::SIGKILL)?;
-    killed.wait_exit(Duration::from_secs(10))?;
-    let (failover, new_leader) = wait_serving(&endpoints(&nodes), Duration::from_secs(60)).await?;
-    timings.insert("failover_ms", failover.as_millis() as u64);
-    println!(
-        "   serving again after {} ms, leader {new_leader}",
-        failover.as_millis()
-    );
-    let took = hammer(&endpoints(&nodes), tasks, rounds).await?;
-    phases.push(ledger.add("cluster after leader SIGKILL", took)?);
-
-    // 4. migrate in B, stragglers, stop the cluster, our server on B.
-    println!("== 4. migrate in {}", dir_b.display());
-    let from = endpoints(&nodes).join(",");
-    let started = Instant::now();
-    let window = WINDOW_MS.to_string();
-    let out = run_cli(
-        paths,
-        &[
-            "migrate",
-            "in",
-            path_str(&dir_b)?,
-            "--from",
-            &from,
-            "--keys-from",
-            path_str(&receipt)?,
-            "--window-ms",
-            &window,
-            "--stop-within",
-            "60",
-        ],
-    )?;
-    timings.insert("migrate_in_ms", started.elapsed().as_millis() as u64);
-    transcripts.push(transcript(
-        &format!("tsoracle-file migrate in {} --from {from} --keys-from {} --window-ms {window} --stop-within 60", dir_b.display(), receipt.display()),
-        &out,
-    ));
-    if !out.status.success() {
-        return Err(format!("migrate in: {}", text(&out.stderr)));
-    }
-    println!("{}", text(&out.stdout).trim_end());
-    // Clients that have not heard yet: the values they get must be covered.
-    let took = hammer(&endpoints(&nodes), 2, 40).await?;
-    phases.push(ledger.add("cluster stragglers after migrate in", took)?);
-    let started = Instant::now();
-    for node in &mut nodes {
-        if let Some(proc) = node.proc.take() {
-            proc.signal(Signal::SIGTERM)?;
-            proc.wait_exit(Duration::from_secs(30))?;
-        }
-    }
-    timings.insert("cluster_stop_ms", started.elapsed().as_millis() as u64);
-    let (server, url) = file_server(paths, &dir_b, "file-server-b")?;
-    let took = hammer(&[url], tasks, rounds).await?;
-    phases.push(ledger.add("file server B", took)?);
-    stop(server)?;
-
-    println!(
-        "\n{:<38} {:>10} {:>15} {:>15} {:>7} {:>7} {:>6} {:>7}",
-        "phase",
-        "timestamps",
-        "min physical",
-        "max physical",
-        "blocks",
-        "values",
-        "errors",
-        "seconds"
-    );
-    for p in &phases {
-        println!(
-            "{:<38} {:>10} {:>15} {:>15} {:>7} {:>7} {:>6} {:>7.2}",
-            p.phase,
-            p.timestamps,
-            p.ts_min_physical_ms,
-            p.ts_max_physical_ms,
-            p.dense_blocks,
-            p.dense_values,
-            p.errors + p.uncertain,
-            p.seconds
         );
+        let high_water = receipt["committed_reservation_high_water_physical_ms"]
+            .as_u64()
+            .ok_or("no high-water in A's receipt")?;
+        println!(
+            "   A's committed high-water {high_water}, max timestamp physical {}",
+            self.main.max_ts() >> 18
+        );
+        Ok(receipt)
     }
-    for (name, ms) in &timings {
-        println!("{name:<38} {ms:>10} ms");
+
+    /// Phase 2: the openraft cluster; `migrate out A` refused before the
+    /// formats are activated, then carried, leases included; A refused; a
+    /// re-run; clients on the cluster.
+    async fn migrate_out_to_openraft(&mut self, a_receipt: &Value) -> Fallible<Vec<Node>> {
+        let paths = self.paths;
+        let dir_a = self.dir_a.clone();
+        println!("== 2. three-node openraft cluster");
+        let nodes = cluster(paths, Consensus::Openraft)?;
+        let (elected, leader) = wait_serving(&endpoints(&nodes), Duration::from_secs(90)).await?;
+        self.timings
+            .insert("openraft_first_serving_ms", ms(elected));
+        println!("   serving after {} ms, leader {leader}", ms(elected));
+        let to = endpoints(&nodes).join(",");
+
+        let out = run_cli(paths, &["migrate", "out", path_str(&dir_a)?, "--to", &to])?;
+        self.record(
+            format!("tsoracle-file migrate out {} --to {to}", dir_a.display()),
+            &out,
+        );
+        // Refused for the dense format (5); A's live leases need 7 as well,
+        // and `--target 7` activates 5, 6 and 7 at once.
+        let stderr = text(&out.stderr);
+        if out.status.success()
+            || !stderr.contains("tsoracle admin activate-format --endpoint")
+            || !stderr.contains("requires 5")
+            || !stderr.contains(&format!("--target {FORMAT}`"))
+            || !stderr.contains("nothing was changed")
+        {
+            return Err(format!(
+                "migrate out before activation should refuse with the activate-format command \
+                 (--target {FORMAT}) and change nothing: {stderr}"
+            ));
+        }
+        if dir_a.join("RETIRED").exists() {
+            return Err("a refused migrate out marked A".into());
+        }
+        println!("   before activation migrate out refused, A left unmarked");
+
+        let started = Instant::now();
+        let record = activate(paths, &nodes, FORMAT).await?;
+        self.transcripts.push(record);
+        self.timings
+            .insert("activate_format_ms", ms(started.elapsed()));
+        let admin = &nodes[0].admin;
+        let out = run_upstream(paths, &["admin", "capabilities", "--endpoint", admin])?;
+        self.record(
+            format!("tsoracle admin capabilities --endpoint {admin}"),
+            &out,
+        );
+        let table = text(&out.stdout);
+        let active: Vec<&str> = table
+            .lines()
+            .skip(1)
+            .filter_map(|line| line.split_whitespace().nth(3))
+            .collect();
+        if !out.status.success() || active.len() != 3 || active.iter().any(|v| *v != "7") {
+            return Err(format!(
+                "after activate-format --target {FORMAT} every node should write format 7: {table}{}",
+                text(&out.stderr)
+            ));
+        }
+        println!("   every node writes format {FORMAT} (dense 5, dense batch 6, leases 7)");
+
+        let held = self
+            .migrate_out_holding_leases(&nodes, a_receipt, &to)
+            .await?;
+        self.check_leases_carried(&nodes, &held).await?;
+
+        // A refuses to serve now.
+        let log = paths.work.join("file-server-a-again.log");
+        let refused = Proc::spawn(
+            "file-server-a-again",
+            Command::new(&paths.server)
+                .args(["--listen", "127.0.0.1:0", "--state-dir"])
+                .arg(&dir_a),
+            &log,
+        )?;
+        let status = refused.wait_exit(Duration::from_secs(30))?;
+        let text_log = std::fs::read_to_string(&log).unwrap_or_default();
+        if status.success()
+            || !text_log.contains("was migrated to another oracle and must not serve")
+        {
+            return Err(format!(
+                "the embedded server served the retired A: {status}: {text_log}"
+            ));
+        }
+        self.transcripts.push(serde_json::json!({
+            "command": format!("embedded-server --state-dir {}", dir_a.display()),
+            "exit": status.code(),
+            "stderr": text_log,
+        }));
+        println!("   the embedded server refuses A: {status}");
+
+        let started = Instant::now();
+        let out = run_cli(paths, &["migrate", "out", path_str(&dir_a)?, "--to", &to])?;
+        self.timings
+            .insert("migrate_out_rerun_ms", ms(started.elapsed()));
+        if !out.status.success() {
+            return Err(format!("re-running migrate out: {}", text(&out.stderr)));
+        }
+        self.record(
+            format!(
+                "tsoracle-file migrate out {} --to {to}   # again",
+                dir_a.display()
+            ),
+            &out,
+        );
+
+        let took = hammer(&endpoints(&nodes), FULL).await?;
+        self.add(false, "cluster after migrate out", took)?;
+        let a_high_water = a_receipt["committed_reservation_high_water_physical_ms"]
+            .as_u64()
+            .unwrap_or(u64::MAX);
+        if (self.main.max_ts() >> 18) <= a_high_water {
+            return Err("the cluster issued nothing above A's high-water".into());
+        }
+        Ok(nodes)
     }
-    let total_ts = ledger.ts.len();
-    let total_values: u64 = ledger.blocks.iter().map(|b| u64::from(b.3)).sum();
-    println!(
-        "== checked: {total_ts} timestamps all unique and increasing from phase to phase; \
-         {} dense blocks ({total_values} values) never overlapping",
-        ledger.blocks.len()
-    );
-    let figures = serde_json::json!({
-        "phases": phases,
-        "timings_ms": timings,
-        "leases": lease_figures,
-        "total_timestamps": total_ts,
-        "total_dense_blocks": ledger.blocks.len(),
-        "total_dense_values": total_values,
-        "dense_next_seen": ledger.dense_max(),
-        "transcripts": transcripts,
-    });
-    let _ = std::fs::write(
-        paths.work.join("figures.json"),
-        serde_json::to_string_pretty(&figures).unwrap_or_default(),
-    );
-    Ok(figures)
+
+    /// `migrate out A --receipt` while the harness plays the holders of A's
+    /// live leases: as soon as `migrate out` reports a lease acquired, its
+    /// holder acquires it on the cluster by holder and epoch (which answers
+    /// the live lease, idempotently) and renews it until `migrate out` is
+    /// done, as a holder that keeps its lease across the move would (the
+    /// wait for the cluster's clock may outlast a TTL). Returns the leases
+    /// held: source lease id -> (holder, epoch, the cluster's lease id).
+    async fn migrate_out_holding_leases(
+        &mut self,
+        nodes: &[Node],
+        a_receipt: &Value,
+        to: &str,
+    ) -> Fallible<BTreeMap<u64, (String, u64, u64)>> {
+        let paths = self.paths;
+        let dir_a = self.dir_a.clone();
+        let receipt = self.receipt.clone();
+        let source: BTreeMap<u64, (Vec<u8>, u64, u64)> = a_receipt["leases"]
+            .as_array()
+            .ok_or("no leases in A's receipt")?
+            .iter()
+            .map(|lease| {
+                let holder_hex = lease["holder_hex"].as_str().unwrap_or_default();
+                let holder = (0..holder_hex.len() / 2)
+                    .filter_map(|i| u8::from_str_radix(&holder_hex[2 * i..2 * i + 2], 16).ok())
+                    .collect();
+                (
+                    lease["lease_id"].as_u64().unwrap_or(0),
+                    (
+                        holder,
+                        lease["holder_epoch"].as_u64().unwrap_or(0),
+                        lease["ttl_ms"].as_u64().unwrap_or(0),
+                    ),
+                )
+            })
+            .collect();
+        let holders = client(&endpoints(nodes)).await?;
+        let stdout = paths.work.join("migrate-out.stdout");
+        let started = Instant::now();
+        let mut proc = Proc::spawn_split(
+            "migrate-out",
+            Command::new(&paths.cli)
+                .args(["migrate", "out"])
+                .arg(&dir_a)
+                .args(["--to", to, "--receipt"])
+                .arg(&receipt),
+            &paths.work.join("migrate-out.log"),
+            &stdout,
+        )?;
+        let deadline = started + Duration::from_secs(300);
+        let mut held: BTreeMap<u64, (String, u64, u64)> = BTreeMap::new();
+        let mut renewed = Instant::now();
+        let mut renewals = 0u64;
+        let status = loop {
+            while let Ok(line) = proc.lines.try_recv() {
+                // "  lease ID: acquired"
+                let Some(id) = line
+                    .trim()
+                    .strip_prefix("lease ")
+                    .and_then(|rest| rest.strip_suffix(": acquired"))
+                    .and_then(|id| id.parse::<u64>().ok())
+                else {
+                    continue;
+                };
+                let (holder, epoch, ttl) = source.get(&id).ok_or(format!(
+                    "migrate out acquired lease {id}, which A does not hold"
+                ))?;
+                let lease = leader_call(|| {
+                    holders.acquire_lease(holder, *epoch, Duration::from_millis(*ttl))
+                })
+                .await
+                .map_err(|err| format!("holder of lease {id}: acquire on the cluster: {err}"))?;
+                held.insert(
+                    id,
+                    (
+                        String::from_utf8_lossy(holder).into_owned(),
+                        *epoch,
+                        lease.lease_id,
+                    ),
+                );
+            }
+            if let Some(status) = proc.exited()? {
+                break status;
+            }
+            if Instant::now() > deadline {
+                return Err("migrate out did not finish within 300 s".into());
+            }
+            if renewed.elapsed() >= LEASE_TTL / 4 {
+                for (id, (_, _, target)) in &held {
+                    leader_call(|| holders.renew_lease(*target))
+                        .await
+                        .map_err(|err| {
+                            format!("holder of lease {id}: renew {target} on the cluster: {err}")
+                        })?;
+                    renewals += 1;
+                }
+                renewed = Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        self.timings.insert("migrate_out_ms", ms(started.elapsed()));
+        self.leases
+            .insert("holder_renewals_during_migrate_out", renewals);
+        let log = std::fs::read_to_string(paths.work.join("migrate-out.log")).unwrap_or_default();
+        let out_text = std::fs::read_to_string(&stdout).unwrap_or_default();
+        self.transcripts.push(serde_json::json!({
+            "command": format!(
+                "tsoracle-file migrate out {} --to {to} --receipt {}",
+                dir_a.display(),
+                receipt.display()
+            ),
+            "exit": status.code(),
+            "stdout": out_text,
+            "stderr": log,
+        }));
+        if !status.success() {
+            return Err(format!("migrate out: {log}"));
+        }
+        println!("{}", out_text.trim_end());
+        Ok(held)
+    }
+
+    /// Every live lease of A was acquired on the cluster: the receipt names
+    /// the cluster's lease, the very one its holder found by holder and
+    /// epoch, and the holder still renews it; superseded ones were skipped.
+    async fn check_leases_carried(
+        &mut self,
+        nodes: &[Node],
+        held: &BTreeMap<u64, (String, u64, u64)>,
+    ) -> Fallible<()> {
+        let doc: Value = serde_json::from_slice(
+            &std::fs::read(&self.receipt).map_err(|err| format!("read receipt: {err}"))?,
+        )
+        .map_err(|err| format!("receipt json: {err}"))?;
+        self.timings.insert(
+            "migrate_out_waited_ms",
+            doc["timestamps"]["waited_ms"].as_u64().unwrap_or(0),
+        );
+        let leases = doc["leases"].as_array().ok_or("no leases in the receipt")?;
+        let holders = client(&endpoints(nodes)).await?;
+        let (mut acquired, mut skipped) = (0u64, 0u64);
+        for lease in leases {
+            let id = lease["lease_id"].as_u64().unwrap_or(0);
+            let action = lease["action"].as_str().unwrap_or_default();
+            match (action, lease["target_lease_id"].as_u64()) {
+                ("acquired", Some(target)) => {
+                    let Some((holder, epoch, found)) = held.get(&id) else {
+                        return Err(format!(
+                            "lease {id} acquired, but its holder never heard: {lease}"
+                        ));
+                    };
+                    if *found != target {
+                        return Err(format!(
+                            "lease {id} ({holder} epoch {epoch}): the receipt says the cluster's \
+                             lease {target}, its holder found {found}"
+                        ));
+                    }
+                    leader_call(|| holders.renew_lease(target))
+                        .await
+                        .map_err(|err| {
+                            format!("renew carried lease {target} on the cluster: {err}")
+                        })?;
+                    acquired += 1;
+                }
+                (action, None) if action.starts_with("skipped: superseded") => skipped += 1,
+                _ => return Err(format!("lease neither carried nor skipped: {lease}")),
+            }
+        }
+        if leases.len() != 3 || acquired != 2 || skipped != 1 {
+            return Err(format!(
+                "expected 2 live leases carried and 1 superseded skipped: {}",
+                doc["leases"]
+            ));
+        }
+        self.leases.insert("live_acquired_on_cluster", acquired);
+        self.leases.insert("superseded_skipped", skipped);
+        println!(
+            "   leases: {acquired} acquired on the cluster (receipt's target_lease_id = the lease \
+             its holder finds; renewed {} times meanwhile, still renewable), {skipped} superseded skipped",
+            self.leases["holder_renewals_during_migrate_out"]
+        );
+        Ok(())
+    }
+
+    /// Phase 3: SIGKILL the openraft leader; clients on the two others.
+    async fn failover(&mut self, nodes: &mut [Node]) -> Fallible<()> {
+        let (_, leader) = wait_serving(&endpoints(nodes), Duration::from_secs(30)).await?;
+        let index = nodes
+            .iter()
+            .position(|n| n.service == leader)
+            .ok_or(format!("leader {leader:?} is none of the nodes"))?;
+        println!(
+            "== 3. SIGKILL the leader, node {} ({leader})",
+            nodes[index].id
+        );
+        let killed = nodes[index].proc.take().ok_or("leader already gone")?;
+        killed.signal(Signal::SIGKILL)?;
+        killed.wait_exit(Duration::from_secs(10))?;
+        let (failover, new_leader) =
+            wait_serving(&endpoints(nodes), Duration::from_secs(60)).await?;
+        self.timings.insert("failover_ms", ms(failover));
+        println!(
+            "   serving again after {} ms, leader {new_leader}",
+            ms(failover)
+        );
+        let took = hammer(&endpoints(nodes), FULL).await?;
+        self.add(false, "cluster after leader SIGKILL", took)
+    }
+
+    /// Phase 4: `migrate in B`, stragglers, stop the cluster, our server on
+    /// B (and a lease, for upstream's tools to read).
+    async fn migrate_in_b(&mut self, nodes: &mut [Node]) -> Fallible<()> {
+        let paths = self.paths;
+        let dir_b = self.dir_b.clone();
+        println!("== 4. migrate in {}", dir_b.display());
+        let from = endpoints(nodes).join(",");
+        let started = Instant::now();
+        let window = WINDOW_MS.to_string();
+        let out = run_cli(
+            paths,
+            &[
+                "migrate",
+                "in",
+                path_str(&dir_b)?,
+                "--from",
+                &from,
+                "--keys-from",
+                path_str(&self.receipt)?,
+                "--window-ms",
+                &window,
+                "--stop-within",
+                "60",
+            ],
+        )?;
+        self.timings.insert("migrate_in_ms", ms(started.elapsed()));
+        self.record(
+            format!(
+                "tsoracle-file migrate in {} --from {from} --keys-from {} --window-ms {window} --stop-within 60",
+                dir_b.display(),
+                self.receipt.display()
+            ),
+            &out,
+        );
+        if !out.status.success() {
+            return Err(format!("migrate in: {}", text(&out.stderr)));
+        }
+        println!("{}", text(&out.stdout).trim_end());
+        // Clients that have not heard yet: the values they get must be covered.
+        let took = hammer(&endpoints(nodes), LIGHT).await?;
+        self.add(false, "cluster stragglers after migrate in", took)?;
+        let started = Instant::now();
+        stop_cluster(nodes)?;
+        self.timings
+            .insert("openraft_stop_ms", ms(started.elapsed()));
+
+        let (server, url) = self.file_server(&dir_b, "file-server-b")?;
+        let took = hammer(std::slice::from_ref(&url), FULL).await?;
+        self.add(false, "file server B", took)?;
+        client(std::slice::from_ref(&url))
+            .await?
+            .acquire_lease(b"svc-c", 1, LEASE_TTL)
+            .await
+            .map_err(|err| format!("acquire a lease on B: {err}"))?;
+        stop(server)
+    }
+
+    /// Phase 5: upstream's `export file` and `serve file` on B, then ours.
+    async fn upstream_tools_on_b(&mut self) -> Fallible<()> {
+        let paths = self.paths;
+        let dir_b = self.dir_b.clone();
+        println!("== 5. upstream's tools on {}", dir_b.display());
+
+        let (mut ours, out) = our_receipt(paths, &dir_b)?;
+        self.record(
+            format!("tsoracle-file export {} --receipt", dir_b.display()),
+            &out,
+        );
+        if ours["dense_next_unallocated"]
+            .as_object()
+            .is_none_or(|dense| dense.is_empty())
+            || ours["leases"]
+                .as_array()
+                .is_none_or(|leases| leases.is_empty())
+        {
+            return Err(format!("B has no dense key or no lease: {ours}"));
+        }
+        let out = run_upstream(paths, &["export", "file", "--state-dir", path_str(&dir_b)?])?;
+        self.record(
+            format!("tsoracle export file --state-dir {}", dir_b.display()),
+            &out,
+        );
+        if !out.status.success() {
+            return Err(format!(
+                "upstream's export file refused B (exit {:?}): {}",
+                out.status.code(),
+                text(&out.stderr)
+            ));
+        }
+        let mut theirs: Value = serde_json::from_slice(&out.stdout).map_err(|err| {
+            format!(
+                "upstream's receipt is not JSON: {err}: {}",
+                text(&out.stdout)
+            )
+        })?;
+        let producers = (ours["producer"].take(), theirs["producer"].take());
+        let mut diffs = Vec::new();
+        json_diff("", &ours, &theirs, &mut diffs);
+        if !diffs.is_empty() {
+            return Err(format!(
+                "upstream's receipt of B differs from ours ({} difference(s), producer aside):\n  {}",
+                diffs.len(),
+                diffs.join("\n  ")
+            ));
+        }
+        let fields = ours.as_object().map_or(0, |o| o.len());
+        self.checks.push(format!(
+            "`tsoracle export file` accepts B; its receipt equals ours in all {fields} fields but \
+             producer (ours {}, upstream {})",
+            producers.0, producers.1
+        ));
+        println!("   {}", self.checks.last().map_or("", String::as_str));
+
+        // Upstream's file server on B.
+        let started = Instant::now();
+        let upstream = Proc::spawn_with(
+            "upstream-file-server-b",
+            Command::new(&paths.upstream)
+                .args(["serve", "file", "--listen", "127.0.0.1:0", "--state-dir"])
+                .arg(&dir_b)
+                .args(["--heartbeat-interval", "0s", "--no-metrics"]),
+            &paths.work.join("upstream-file-server-b.log"),
+            Watch::Stdout,
+            None,
+        )?;
+        // "serving on 127.0.0.1:PORT"
+        let line = upstream.wait_line("serving on ", Duration::from_secs(60))?;
+        let addr = line
+            .split("serving on ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .ok_or(format!("unparsable {line:?}"))?;
+        let url = format!("http://{addr}");
+        wait_serving(std::slice::from_ref(&url), Duration::from_secs(60)).await?;
+        let serving = started.elapsed();
+        self.timings
+            .insert("upstream_serve_file_first_serving_ms", ms(serving));
+        let took = hammer(std::slice::from_ref(&url), FULL).await?;
+        self.add(false, "upstream serve file on B", took)?;
+        stop(upstream)?;
+
+        // Ours again.
+        let dir_b = self.dir_b.clone();
+        self.serve_ours(
+            &dir_b,
+            "file-server-b-again",
+            "file server B again",
+            FULL,
+            false,
+        )
+        .await
+    }
+
+    /// Phase 6: a paxos cluster; `migrate out B` refused before anything is
+    /// marked (B has dense keys), B still serves; C (timestamps only)
+    /// carried.
+    async fn paxos(&mut self) -> Fallible<()> {
+        let paths = self.paths;
+        let dir_b = self.dir_b.clone();
+        let dir_c = self.dir_c.clone();
+        println!("== 6. three-node paxos cluster");
+        let mut nodes = cluster(paths, Consensus::Paxos)?;
+        let (elected, leader) = wait_serving(&endpoints(&nodes), Duration::from_secs(90)).await?;
+        self.timings.insert("paxos_first_serving_ms", ms(elected));
+        println!("   serving after {} ms, leader {leader}", ms(elected));
+        let to = endpoints(&nodes).join(",");
+
+        let out = run_cli(paths, &["migrate", "out", path_str(&dir_b)?, "--to", &to])?;
+        self.record(
+            format!("tsoracle-file migrate out {} --to {to}", dir_b.display()),
+            &out,
+        );
+        let stderr = text(&out.stderr);
+        if out.status.success()
+            || !stderr.contains("no dense sequences")
+            || !stderr.contains("nothing was changed")
+        {
+            return Err(format!(
+                "migrate out of B (dense keys) to paxos should refuse, saying the cluster has no dense \
+                 sequences and nothing was changed: exit {:?}: {stderr}",
+                out.status.code()
+            ));
+        }
+        if dir_b.join("RETIRED").exists() {
+            return Err("a refused migrate out to paxos marked B".into());
+        }
+        let out = run_cli(paths, &["inspect", path_str(&dir_b)?, "--json"])?;
+        let inspect: Value = serde_json::from_slice(&out.stdout)
+            .map_err(|err| format!("inspect json: {err}: {}", text(&out.stderr)))?;
+        if !out.status.success() || inspect["retired"] != Value::Bool(false) {
+            return Err(format!("inspect B after the refusal: {inspect}"));
+        }
+        println!("   migrate out of B (dense keys) refused, B left unmarked");
+        self.serve_ours(
+            &dir_b,
+            "file-server-b-after-paxos",
+            "file server B after the paxos refusal",
+            LIGHT,
+            false,
+        )
+        .await?;
+
+        // C: timestamps only, its own history.
+        self.serve_ours(
+            &dir_c,
+            "file-server-c",
+            "file server C (timestamps only)",
+            TS_ONLY,
+            true,
+        )
+        .await?;
+        let started = Instant::now();
+        let receipt = paths.work.join("migrate-out-c-receipt.json");
+        let out = run_cli(
+            paths,
+            &[
+                "migrate",
+                "out",
+                path_str(&dir_c)?,
+                "--to",
+                &to,
+                "--receipt",
+                path_str(&receipt)?,
+            ],
+        )?;
+        self.timings
+            .insert("migrate_out_c_to_paxos_ms", ms(started.elapsed()));
+        self.record(
+            format!(
+                "tsoracle-file migrate out {} --to {to} --receipt {}",
+                dir_c.display(),
+                receipt.display()
+            ),
+            &out,
+        );
+        if !out.status.success() {
+            return Err(format!("migrate out C to paxos: {}", text(&out.stderr)));
+        }
+        println!("{}", text(&out.stdout).trim_end());
+        let took = hammer(&endpoints(&nodes), TS_ONLY).await?;
+        self.add(true, "paxos cluster after migrate out C", took)?;
+        let started = Instant::now();
+        stop_cluster(&mut nodes)?;
+        self.timings.insert("paxos_stop_ms", ms(started.elapsed()));
+        Ok(())
+    }
+
+    fn print_figures(&self) {
+        println!(
+            "\n{:<40} {:>10} {:>15} {:>15} {:>7} {:>7} {:>6} {:>7}",
+            "phase",
+            "timestamps",
+            "min physical",
+            "max physical",
+            "blocks",
+            "values",
+            "errors",
+            "seconds"
+        );
+        for p in &self.phases {
+            println!(
+                "{:<40} {:>10} {:>15} {:>15} {:>7} {:>7} {:>6} {:>7.2}",
+                p.phase,
+                p.timestamps,
+                p.ts_min_physical_ms,
+                p.ts_max_physical_ms,
+                p.dense_blocks,
+                p.dense_values,
+                p.errors + p.uncertain,
+                p.seconds
+            );
+        }
+        for (name, ms) in &self.timings {
+            println!("{name:<40} {ms:>10} ms");
+        }
+        for (name, count) in &self.leases {
+            println!("leases: {name:<32} {count:>10}");
+        }
+        for (name, ledger) in [
+            ("A -> openraft -> B", &self.main),
+            ("C -> paxos", &self.paxos),
+        ] {
+            println!(
+                "== checked {name}: {} timestamps all unique and increasing from phase to phase; \
+                 {} dense blocks ({} values) never overlapping",
+                ledger.ts.len(),
+                ledger.blocks.len(),
+                ledger.values()
+            );
+        }
+        for check in &self.checks {
+            println!("== checked: {check}");
+        }
+    }
+
+    fn figures(&self) -> Value {
+        let figures = serde_json::json!({
+            "phases": self.phases,
+            "timings_ms": self.timings,
+            "leases": self.leases,
+            "total_timestamps": self.main.ts.len() + self.paxos.ts.len(),
+            "total_dense_blocks": self.main.blocks.len(),
+            "total_dense_values": self.main.values(),
+            "dense_next_seen": self.main.dense_max(),
+            "checks": self.checks,
+            "transcripts": self.transcripts,
+        });
+        let _ = std::fs::write(
+            self.paths.work.join("figures.json"),
+            serde_json::to_string_pretty(&figures).unwrap_or_default(),
+        );
+        figures
+    }
 }
 
-/// `tsoracle admin activate-format --target 5` against each node's admin
-/// endpoint until the leader's accepts it (a follower exits 3).
-async fn activate(paths: &Paths, nodes: &[Node]) -> Fallible<(Duration, serde_json::Value)> {
-    let started = Instant::now();
+/// `tsoracle admin activate-format --target FORMAT` against each node's
+/// admin endpoint until the leader's accepts it (a follower exits 3).
+async fn activate(paths: &Paths, nodes: &[Node], format: u32) -> Fallible<Value> {
+    let target = format.to_string();
     let mut last = String::new();
     for _round in 0..20 {
         for node in nodes.iter().filter(|n| n.proc.is_some()) {
-            let out = Command::new(&paths.upstream)
-                .args([
+            let out = run_upstream(
+                paths,
+                &[
                     "admin",
                     "activate-format",
                     "--endpoint",
                     &node.admin,
                     "--target",
-                    "5",
-                ])
-                .output()
-                .map_err(|err| format!("run tsoracle admin: {err}"))?;
+                    &target,
+                ],
+            )?;
             if out.status.success() {
                 println!(
-                    "   activated the dense format through node {} ({})",
+                    "   activated format {format} through node {} ({})",
                     node.id, node.admin
                 );
-                let record = transcript(
+                return Ok(transcript(
                     &format!(
-                        "tsoracle admin activate-format --endpoint {} --target 5",
+                        "tsoracle admin activate-format --endpoint {} --target {format}",
                         node.admin
                     ),
                     &out,
-                );
-                return Ok((started.elapsed(), record));
+                ));
             }
             last = format!(
                 "{}: exit {:?}: {}",
@@ -895,10 +1573,7 @@ async fn activate(paths: &Paths, nodes: &[Node]) -> Fallible<(Duration, serde_js
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    Err(format!("activate-format never succeeded: {last}"))
-}
-
-fn path_str(path: &Path) -> Fallible<&str> {
-    path.to_str()
-        .ok_or(format!("{} is not UTF-8", path.display()))
+    Err(format!(
+        "activate-format --target {format} never succeeded: {last}"
+    ))
 }
