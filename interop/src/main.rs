@@ -1064,12 +1064,12 @@ impl<'a> Run<'a> {
         let mut renewals = 0u64;
         let status = loop {
             while let Ok(line) = proc.lines.try_recv() {
-                // "  lease ID: acquired"
+                // "  lease ID: acquired: lease TARGET_ID on the target, ..."
                 let Some(id) = line
                     .trim()
                     .strip_prefix("lease ")
-                    .and_then(|rest| rest.strip_suffix(": acquired"))
-                    .and_then(|id| id.parse::<u64>().ok())
+                    .and_then(|rest| rest.split_once(": acquired"))
+                    .and_then(|(id, _)| id.parse::<u64>().ok())
                 else {
                     continue;
                 };

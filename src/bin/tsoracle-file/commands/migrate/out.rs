@@ -373,7 +373,19 @@ async fn carry(
                 }
             }
         }
-        eprintln!("  lease {}: {}", lease.lease_id, carried.action);
+        match carried.target_lease_id {
+            // The holder finds it by holder and epoch while it is live.
+            Some(id) => eprintln!(
+                "  lease {}: {}: lease {id} on the target, upper bound {}, expires {} \
+                 (its holder renews it there; acquiring it with the same holder and epoch \
+                 answers it while it lives)",
+                lease.lease_id,
+                carried.action,
+                carried.target_ts_upper_bound.unwrap_or(0),
+                cli::utc_text(carried.target_expires_at_ms.unwrap_or(0)),
+            ),
+            None => eprintln!("  lease {}: {}", lease.lease_id, carried.action),
+        }
         leases.push(carried);
     }
 
