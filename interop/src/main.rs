@@ -1133,7 +1133,8 @@ impl<'a> Run<'a> {
 
     /// Every live lease of A was acquired on the cluster: the receipt names
     /// the cluster's lease, the very one its holder found by holder and
-    /// epoch, and the holder still renews it; superseded ones were skipped.
+    /// epoch, and the holder still renews it, now to an upper bound above
+    /// A's high-water; superseded ones were skipped.
     async fn check_leases_carried(
         &mut self,
         nodes: &[Node],
@@ -1148,6 +1149,9 @@ impl<'a> Run<'a> {
             doc["timestamps"]["waited_ms"].as_u64().unwrap_or(0),
         );
         let leases = doc["leases"].as_array().ok_or("no leases in the receipt")?;
+        let must_exceed = doc["timestamps"]["must_exceed_physical_ms"]
+            .as_u64()
+            .ok_or("no must_exceed_physical_ms in the receipt")?;
         let holders = client(&endpoints(nodes)).await?;
         let (mut acquired, mut skipped) = (0u64, 0u64);
         for lease in leases {
@@ -1166,11 +1170,21 @@ impl<'a> Run<'a> {
                              lease {target}, its holder found {found}"
                         ));
                     }
-                    leader_call(|| holders.renew_lease(target))
-                        .await
-                        .map_err(|err| {
-                            format!("renew carried lease {target} on the cluster: {err}")
-                        })?;
+                    let renewal =
+                        leader_call(|| holders.renew_lease(target))
+                            .await
+                            .map_err(|err| {
+                                format!("renew carried lease {target} on the cluster: {err}")
+                            })?;
+                    // Granted before the wait, the lease's bound may lie below
+                    // A's high-water; renewed now, it lies above.
+                    if renewal.ts_upper_bound <= must_exceed {
+                        return Err(format!(
+                            "carried lease {target} renewed after migrate out: upper bound {} is \
+                             not above A's {must_exceed}",
+                            renewal.ts_upper_bound
+                        ));
+                    }
                     acquired += 1;
                 }
                 (action, None) if action.starts_with("skipped: superseded") => skipped += 1,
@@ -1187,7 +1201,8 @@ impl<'a> Run<'a> {
         self.leases.insert("superseded_skipped", skipped);
         println!(
             "   leases: {acquired} acquired on the cluster (receipt's target_lease_id = the lease \
-             its holder finds; renewed {} times meanwhile, still renewable), {skipped} superseded skipped",
+             its holder finds; renewed {} times meanwhile, and afterwards to an upper bound above \
+             A's high-water), {skipped} superseded skipped",
             self.leases["holder_renewals_during_migrate_out"]
         );
         Ok(())
