@@ -5,10 +5,11 @@
 # cache lacks it.
 #
 # The cache lives outside the clone, under a name that carries the exact
-# version:
-#   ${TSORACLE_UPSTREAM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tsoracle-upstream}/tsoracle-<version>-build/bin/tsoracle
-# so every clone and CI run on a machine shares one build (about 13 minutes
-# cold on 2 cores, instant afterwards). A fresh machine needs only the Rust
+# version and features (comma-separated as dashes):
+#   ${TSORACLE_UPSTREAM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tsoracle-upstream}/tsoracle-<version>-<features>/bin/tsoracle
+# so every clone and CI run on a machine shares one build (52 minutes cold
+# for 2.4.0 with these features on 2 cores shared with other builds,
+# instant afterwards). A fresh machine needs only the Rust
 # toolchain: libclang (for RocksDB's bindgen) and a C++ compiler are
 # installed with apt when missing, and protoc comes from this repository's
 # tools/protoc. The upstream binary is only ever run as an external peer by
@@ -56,7 +57,7 @@ if ! libclang=$(bash "$here/find-libclang.sh") || ! command -v c++ >/dev/null; t
 fi
 echo "install-upstream: libclang at $libclang" >&2
 
-echo "install-upstream: building tsoracle $VERSION into $root (about 13 minutes on 2 cores)" >&2
+echo "install-upstream: building tsoracle $VERSION into $root (most of an hour on 2 cores)" >&2
 started=$(date +%s)
 LIBCLANG_PATH=$(dirname -- "$libclang") PROTOC="$repo/tools/protoc" cargo install tsoracle --version "=$VERSION" --locked \
     --no-default-features --features "$FEATURES" --root "$root" >&2

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The interop test: tsoracle-file's migrate against a real three-node
-# `tsoracle serve openraft` cluster on loopback, and back. Run from .ci/run.
+# The interop test: tsoracle-file's migrate against real three-node
+# `tsoracle serve openraft` and `serve paxos` clusters on loopback, and
+# back, and upstream's `export file` and `serve file` on a directory ours
+# served. Run from .ci/run.
 #
 # Builds (or finds in its cache) the upstream binary, builds our
 # `tsoracle-file` (feature migrate) and `embedded-server`, then runs the

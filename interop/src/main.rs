@@ -532,6 +532,9 @@ enum Consensus {
     Paxos,
 }
 
+/// A node's id and its peer, service and admin ports.
+type Spec = (u32, u16, u16, u16);
+
 /// Three `tsoracle serve openraft` (node 1 bootstraps) or `serve paxos`
 /// nodes on loopback. A paxos node has no admin endpoint.
 fn cluster(paths: &Paths, consensus: Consensus) -> Fallible<Vec<Node>> {
@@ -543,9 +546,8 @@ fn cluster(paths: &Paths, consensus: Consensus) -> Fallible<Vec<Node>> {
         Consensus::Openraft => "openraft",
         Consensus::Paxos => "paxos",
     };
-    let join = |each: &dyn Fn(&(u32, u16, u16, u16)) -> String| {
-        specs.iter().map(each).collect::<Vec<_>>().join(",")
-    };
+    let join =
+        |each: &dyn Fn(&Spec) -> String| specs.iter().map(each).collect::<Vec<_>>().join(",");
     let members = join(&|(id, peer, service, admin)| {
         format!("{id}=127.0.0.1:{peer}/127.0.0.1:{service}/127.0.0.1:{admin}")
     });
