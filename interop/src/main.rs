@@ -23,9 +23,14 @@
 //!    `migrate out B` is refused before anything is marked and B still
 //!    serves; a directory C with timestamps only is carried, and the
 //!    cluster's timestamps are above C's.
+//! 7. Parity: the same calls to our server and to upstream's `serve file`,
+//!    each on a fresh directory, answer alike (epoch 0, the same refusal
+//!    codes, the same dense starts).
 //!
 //! Every wait polls a condition under a deadline; every loop is bounded.
 //! Figures go to stdout, and to `figures.json` in the work directory.
+
+mod parity;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -647,6 +652,30 @@ async fn wait_serving(endpoints: &[String], bound: Duration) -> Fallible<(Durati
     Err(format!("the oracle did not serve within {bound:?}: {last}"))
 }
 
+/// Polls `get_seq` until the oracle answers it with anything but "not
+/// leader" (a paxos cluster: `UNIMPLEMENTED`); returns how long that took.
+/// Nothing is committed by a refused call.
+async fn wait_dense_answer(endpoints: &[String], bound: Duration) -> Fallible<Duration> {
+    let started = Instant::now();
+    let client = client(endpoints).await?;
+    let mut last = String::new();
+    for _ in 0..1_000 {
+        match client.get_seq("interop-settled", 1).await {
+            Err(ClientError::Rpc(status)) if status.message().contains("not leader") => {
+                last = status.message().to_string();
+            }
+            _ => return Ok(started.elapsed()),
+        }
+        if started.elapsed() > bound {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(format!(
+        "the oracle did not answer dense calls within {bound:?}: {last}"
+    ))
+}
+
 fn run_cli(paths: &Paths, args: &[&str]) -> Fallible<Output> {
     Command::new(&paths.cli)
         .args(args)
@@ -807,6 +836,7 @@ impl<'a> Run<'a> {
         self.migrate_in_b(&mut openraft).await?;
         self.upstream_tools_on_b().await?;
         self.paxos().await?;
+        self.parity().await?;
         self.print_figures();
         Ok(())
     }
@@ -845,6 +875,53 @@ impl<'a> Run<'a> {
             .and_then(|rest| rest.split_whitespace().next())
             .ok_or(format!("unparsable {line:?}"))?;
         Ok((proc, format!("http://{addr}")))
+    }
+
+    /// Upstream's `tsoracle serve file` (the published file driver) on
+    /// `dir`; returns it and its endpoint once it serves.
+    async fn upstream_file_server(&self, dir: &Path, log: &str) -> Fallible<(Proc, String)> {
+        let upstream = Proc::spawn_with(
+            log,
+            Command::new(&self.paths.upstream)
+                .args(["serve", "file", "--listen", "127.0.0.1:0", "--state-dir"])
+                .arg(dir)
+                .args(["--heartbeat-interval", "0s", "--no-metrics"]),
+            &self.paths.work.join(format!("{log}.log")),
+            Watch::Stdout,
+            None,
+        )?;
+        // "serving on 127.0.0.1:PORT"
+        let line = upstream.wait_line("serving on ", Duration::from_secs(60))?;
+        let addr = line
+            .split("serving on ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .ok_or(format!("unparsable {line:?}"))?;
+        let url = format!("http://{addr}");
+        wait_serving(std::slice::from_ref(&url), Duration::from_secs(60)).await?;
+        Ok((upstream, url))
+    }
+
+    /// Phase 7: what a client sees, ours against upstream's `serve file`,
+    /// each on a fresh directory: the same calls, the same outcomes (epochs,
+    /// refusal codes, dense starts; see `parity.rs`).
+    async fn parity(&mut self) -> Fallible<()> {
+        println!("== 7. parity with upstream's file driver");
+        let (ours, ours_url) =
+            self.file_server(&self.paths.work.join("parity-ours"), "parity-ours")?;
+        let (theirs, theirs_url) = self
+            .upstream_file_server(&self.paths.work.join("parity-upstream"), "parity-upstream")
+            .await?;
+        let compared = parity::compare(&ours_url, &theirs_url).await;
+        stop(ours)?;
+        stop(theirs)?;
+        let probes = compared?;
+        self.checks.push(format!(
+            "parity: {} calls (epochs, refusal codes, dense starts) answered alike by ours and upstream's serve file",
+            probes.len()
+        ));
+        println!("   {}", self.checks.last().map_or("", String::as_str));
+        Ok(())
     }
 
     /// Our server on `dir`, `load` on it, SIGTERM; checked into a lineage.
@@ -1350,25 +1427,9 @@ impl<'a> Run<'a> {
 
         // Upstream's file server on B.
         let started = Instant::now();
-        let upstream = Proc::spawn_with(
-            "upstream-file-server-b",
-            Command::new(&paths.upstream)
-                .args(["serve", "file", "--listen", "127.0.0.1:0", "--state-dir"])
-                .arg(&dir_b)
-                .args(["--heartbeat-interval", "0s", "--no-metrics"]),
-            &paths.work.join("upstream-file-server-b.log"),
-            Watch::Stdout,
-            None,
-        )?;
-        // "serving on 127.0.0.1:PORT"
-        let line = upstream.wait_line("serving on ", Duration::from_secs(60))?;
-        let addr = line
-            .split("serving on ")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .ok_or(format!("unparsable {line:?}"))?;
-        let url = format!("http://{addr}");
-        wait_serving(std::slice::from_ref(&url), Duration::from_secs(60)).await?;
+        let (upstream, url) = self
+            .upstream_file_server(&dir_b, "upstream-file-server-b")
+            .await?;
         let serving = started.elapsed();
         self.timings
             .insert("upstream_serve_file_first_serving_ms", ms(serving));
@@ -1400,6 +1461,15 @@ impl<'a> Run<'a> {
         let (elected, leader) = wait_serving(&endpoints(&nodes), Duration::from_secs(90)).await?;
         self.timings.insert("paxos_first_serving_ms", ms(elected));
         println!("   serving after {} ms, leader {leader}", ms(elected));
+        // A paxos cluster that hands out timestamps may still answer dense
+        // calls "not leader" (no hint) on every node for a while after its
+        // election; the refusal under test is the settled cluster's.
+        let settled = wait_dense_answer(&endpoints(&nodes), Duration::from_secs(90)).await?;
+        self.timings.insert("paxos_dense_settled_ms", ms(settled));
+        println!(
+            "   answers dense calls (UNIMPLEMENTED) after {} ms",
+            ms(settled)
+        );
         let to = endpoints(&nodes).join(",");
 
         let out = run_cli(paths, &["migrate", "out", path_str(&dir_b)?, "--to", &to])?;

@@ -88,12 +88,18 @@ async fn probe_all(client: &Client) -> Vec<(&'static str, Outcome)> {
     record!(
         "get_seq(new key, 3)",
         client.get_seq("parity", 3),
-        |b: tsoracle_client::SeqBlock| format!("start {} count {} epoch {}", b.start, b.count, b.epoch)
+        |b: tsoracle_client::SeqBlock| format!(
+            "start {} count {} epoch {}",
+            b.start, b.count, b.epoch
+        )
     );
     record!(
         "get_seq(same key, 2)",
         client.get_seq("parity", 2),
-        |b: tsoracle_client::SeqBlock| format!("start {} count {} epoch {}", b.start, b.count, b.epoch)
+        |b: tsoracle_client::SeqBlock| format!(
+            "start {} count {} epoch {}",
+            b.start, b.count, b.epoch
+        )
     );
     record!(
         "get_seq(count 0)",
@@ -211,7 +217,8 @@ pub(crate) async fn compare(ours: &str, upstream: &str) -> Fallible<Vec<Probe>> 
             probe.call,
             match (&probe.ours, probe.ours == probe.upstream) {
                 (outcome, true) => format!("same: {outcome:?}"),
-                (outcome, false) => format!("DIFFERENT: ours {outcome:?}, upstream {:?}", probe.upstream),
+                (outcome, false) =>
+                    format!("DIFFERENT: ours {outcome:?}, upstream {:?}", probe.upstream),
             }
         );
     }

@@ -16,9 +16,12 @@
 //!   `T + stop_within`, it issues nothing above
 //!   `max(max_safe + window + 1, T + stop_within + window)`, plus the
 //!   failover advance should a new leader take over meanwhile: NEWDIR's
-//!   high-water is that. A lease acquired or renewed meanwhile commits its
-//!   upper bound further ahead (three TTLs): `--lease-reach-ms` replaces the
-//!   window in the second term when clients use leases. A server on NEWDIR issues only above its
+//!   high-water is that. A lease acquired meanwhile commits its upper bound
+//!   further ahead: each acquisition asks `max(HW + 1, now) + ttl`, so
+//!   acquisitions stack one TTL each (a renewal on tsoracle-server 3.3 only
+//!   reaches `now + ttl`): `--lease-reach-ms` replaces the window in the
+//!   second term when clients use leases, and must cover every acquisition
+//!   the oracle may still grant before it stops. A server on NEWDIR issues only above its
 //!   high-water.
 //! - Dense: each key is probed by taking one value `s` (burned: this tool is
 //!   its only recipient); the oracle has handed out nothing at or above
@@ -77,8 +80,9 @@ pub(crate) struct Args {
     #[arg(long, value_name = "MS", default_value_t = 1_000)]
     pub(crate) failover_advance_ms: u64,
     /// How far ahead of its clock the oracle may commit a lease's upper
-    /// bound when a lease is acquired or renewed before it stops (three
-    /// times the longest lease TTL in use); 0 when no client touches leases
+    /// bound before it stops: the longest lease TTL in use times the number
+    /// of acquisitions it may still grant (they stack one TTL each); 0 when
+    /// no client touches leases
     #[arg(long, value_name = "MS", default_value_t = 0)]
     pub(crate) lease_reach_ms: u64,
     /// The oracle will be stopped within this many seconds of the command

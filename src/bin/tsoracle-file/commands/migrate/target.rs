@@ -108,10 +108,14 @@ impl Target {
             return Err(Failure::new("no endpoint given"));
         }
         // A leader failover takes a few seconds: ride it out rather than
-        // fail half-way (re-running is safe, but needless).
+        // fail half-way (re-running is safe, but needless). One call gives up
+        // well inside RETRY_FOR, so `retrying` calls again (a fresh round
+        // over every endpoint) rather than spending its whole budget inside
+        // the client: a cluster whose nodes all answer "not leader" without
+        // a hint for a while (paxos just after its election) is asked again.
         let policy = RetryPolicy {
             max_attempts: 20,
-            overall_deadline: Duration::from_secs(30),
+            overall_deadline: Duration::from_secs(10),
             ..RetryPolicy::default()
         };
         let client = ClientBuilder::endpoints(endpoints.clone())
