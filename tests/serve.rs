@@ -23,6 +23,10 @@ use std::time::Duration;
 use std::time::Instant;
 
 use nix::sys::signal::Signal;
+use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 use tsoracle_client::Client;
 #[cfg(feature = "failpoints")]
 use tsoracle_driver_file::read_state_dir;
@@ -148,10 +152,20 @@ impl Serving {
     }
 
     /// Sends `signal` and waits for the exit; returns the status and stderr.
-    fn stop(mut self, signal: Signal) -> (ExitStatus, String) {
-        let child = self.child.as_mut().expect("not reaped");
+    fn stop(self, signal: Signal) -> (ExitStatus, String) {
+        self.signal(signal);
+        self.wait()
+    }
+
+    /// Sends `signal`, without waiting.
+    fn signal(&self, signal: Signal) {
+        let child = self.child.as_ref().expect("not reaped");
         let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
         nix::sys::signal::kill(pid, signal).expect("signal serve");
+    }
+
+    /// Waits for the exit; returns the status and stderr.
+    fn wait(mut self) -> (ExitStatus, String) {
         let status = wait_bounded(self.child.take().expect("not reaped"));
         // The stderr reader ends at EOF, once the process is gone.
         let stderr = self
@@ -240,6 +254,56 @@ fn sample(text: &str, series: &str) -> Option<f64> {
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
         .and_then(|value| value.trim().parse().ok())
 }
+
+/// A client of the standard gRPC health service on `addr`.
+async fn health_client(addr: SocketAddr) -> HealthClient<Channel> {
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect_timeout(BOUND)
+        .connect()
+        .await
+        .expect("connect to the gRPC port");
+    HealthClient::new(channel)
+}
+
+/// One health `Check` of `service`, bounded.
+async fn check(client: &mut HealthClient<Channel>, service: &str) -> Result<i32, tonic::Status> {
+    let request = HealthCheckRequest {
+        service: service.to_string(),
+    };
+    let response = tokio::time::timeout(BOUND, client.check(request))
+        .await
+        .expect("the health check answers within the bound")?;
+    Ok(response.into_inner().status)
+}
+
+/// Opens a health `Watch` of `service`.
+async fn watch(
+    client: &mut HealthClient<Channel>,
+    service: &str,
+) -> tonic::Streaming<HealthCheckResponse> {
+    let request = HealthCheckRequest {
+        service: service.to_string(),
+    };
+    tokio::time::timeout(BOUND, client.watch(request))
+        .await
+        .expect("the watch opens within the bound")
+        .expect("watch")
+        .into_inner()
+}
+
+/// The next item of a health `Watch`, bounded: `None` when it ended.
+async fn next_status(stream: &mut tonic::Streaming<HealthCheckResponse>) -> Option<i32> {
+    tokio::time::timeout(BOUND, stream.message())
+        .await
+        .expect("the watch moves within the bound")
+        .expect("the watch stream fails not")
+        .map(|response| response.status)
+}
+
+const SERVING: i32 = ServingStatus::Serving as i32;
+const NOT_SERVING: i32 = ServingStatus::NotServing as i32;
+const TSO_SERVICE: &str = "tsoracle.v1.TsoService";
 
 fn init(dir: &Path) {
     let output = Command::new(BIN)
@@ -378,6 +442,10 @@ async fn readyz_turns_not_ready_when_a_failed_fsync_poisons_the_driver() {
         &[("FAILPOINTS", "file_driver::before_temp_fsync=1*off->return")],
     );
     assert_eq!(server.get("/readyz"), (200, "ready\n".to_string()));
+    let mut health = health_client(server.grpc).await;
+    assert_eq!(check(&mut health, "").await.expect("check"), SERVING);
+    let mut watching = watch(&mut health, TSO_SERVICE).await;
+    assert_eq!(next_status(&mut watching).await, Some(SERVING));
 
     let client = server.client().await;
     client
@@ -385,6 +453,17 @@ async fn readyz_turns_not_ready_when_a_failed_fsync_poisons_the_driver() {
         .await
         .expect_err("the fsync of the dense file fails");
     drop(client);
+
+    // The gRPC health service flips with /readyz: the watcher is told,
+    // and a check of either name says NOT_SERVING.
+    assert_eq!(next_status(&mut watching).await, Some(NOT_SERVING));
+    for service in ["", TSO_SERVICE] {
+        assert_eq!(
+            check(&mut health, service).await.expect("check"),
+            NOT_SERVING
+        );
+    }
+    drop((watching, health));
 
     let deadline = Instant::now() + BOUND;
     let (status, body) = loop {
@@ -461,8 +540,46 @@ async fn no_metrics_serves_grpc_without_the_http_listener() {
     let client = server.client().await;
     client.get_ts().await.expect("get_ts");
     drop(client);
+    // The gRPC health service does not need the HTTP listener.
+    let mut health = health_client(server.grpc).await;
+    assert_eq!(check(&mut health, "").await.expect("check"), SERVING);
+    drop(health);
     let (status, stderr) = server.stop(Signal::SIGTERM);
     assert!(status.success(), "exit {status}: {stderr}");
+}
+
+/// The standard `grpc.health.v1.Health` service on the gRPC port answers
+/// as `/readyz` does, for the whole server and the oracle's service name,
+/// refuses unknown names, and tells a watcher NOT_SERVING when the process
+/// begins to stop, then ends its stream so the stop is not held open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_health_serves_as_readyz_and_turns_not_serving_when_stopping() {
+    let parent = tempfile::tempdir().expect("temp dir");
+    let dir = parent.path().join("oracle");
+    init(&dir);
+    let server = Serving::start(&[], &dir, &[]);
+    assert_eq!(server.get("/readyz").0, 200);
+    let mut health = health_client(server.grpc).await;
+    for service in ["", TSO_SERVICE] {
+        assert_eq!(check(&mut health, service).await.expect("check"), SERVING);
+    }
+    let unknown = check(&mut health, "tsoracle.v1.Nothing")
+        .await
+        .expect_err("an unknown service name");
+    assert_eq!(unknown.code(), tonic::Code::NotFound, "{unknown:?}");
+
+    let mut watching = watch(&mut health, "").await;
+    assert_eq!(next_status(&mut watching).await, Some(SERVING));
+    server.signal(Signal::SIGTERM);
+    assert_eq!(next_status(&mut watching).await, Some(NOT_SERVING));
+    assert_eq!(
+        next_status(&mut watching).await,
+        None,
+        "the watch ends at the stop"
+    );
+    let (status, stderr) = server.wait();
+    assert!(status.success(), "exit {status}: {stderr}");
+    drop((watching, health));
 }
 
 #[test]

@@ -85,8 +85,12 @@
 mod cli;
 mod commands;
 #[cfg(feature = "server")]
+mod grpc_health;
+#[cfg(feature = "server")]
 mod http;
 mod locks;
+#[cfg(feature = "server")]
+mod readiness;
 
 use std::process::ExitCode;
 

@@ -1,5 +1,6 @@
-//! `serve`: the real `tsoracle-server` 3.2.2 on a [`FileDriver`], with
-//! Prometheus metrics and health checks on a second listener. Flags and
+//! `serve`: the real `tsoracle-server` 3.3 on a [`FileDriver`], with the
+//! standard gRPC health service next to it on the gRPC port, and Prometheus
+//! metrics and HTTP health checks on a second listener. Flags and
 //! defaults follow upstream's `tsoracle serve file`; each flag can also be
 //! set from the environment variable named in `--help`.
 //!
@@ -10,9 +11,9 @@
 //! directory); the headroom check; both listeners; then the server. Once it
 //! fenced its first window and serves, one line goes to stdout:
 //! `tsoracle-file: serving gRPC on ADDR, metrics on http://ADDR/metrics`
-//! (or `metrics disabled`). SIGINT or SIGTERM stops it gracefully: in-flight
-//! calls finish, the driver is dropped and the directory unlocked before
-//! the process exits 0.
+//! (or `metrics disabled`). SIGINT or SIGTERM stops it gracefully: the
+//! probes turn not ready, in-flight calls finish, the driver is dropped and
+//! the directory unlocked before the process exits 0.
 
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
@@ -32,7 +33,9 @@ use tsoracle_server::{Server, ServingState};
 
 use super::init;
 use crate::cli::{self, CmdResult, Failure};
+use crate::grpc_health;
 use crate::http::{self, Health};
+use crate::readiness::Readiness;
 
 /// Arguments of `serve`.
 #[derive(Debug, clap::Args)]
@@ -286,16 +289,15 @@ async fn serve(
         .local_addr()
         .map_err(|err| Failure::new(format!("cannot read the gRPC listener's address: {err}")))?;
 
-    let mut builder = Server::builder()
+    // TLS is applied to the gRPC server built below (with the health
+    // service), not through the oracle server's builder.
+    let builder = Server::builder()
         .consensus_driver(Arc::clone(&driver) as Arc<dyn ConsensusDriver>)
         .window_ahead(args.window_ahead)
         .failover_advance(args.failover_advance)
         .lease_ttl_floor(args.lease_ttl_floor)
         .lease_ttl_ceiling(args.lease_ttl_ceiling)
         .heartbeat_interval(args.heartbeat_interval);
-    if let Some(tls) = tls {
-        builder = builder.tls_config(tls);
-    }
     let server = builder.build().map_err(|err| {
         Failure::new(format!(
             "invalid server settings: {err} (--lease-ttl-floor {}, --lease-ttl-ceiling {})",
@@ -305,12 +307,14 @@ async fn serve(
     })?;
     let mut serving = server.subscribe();
 
-    // One stop signal for both listeners.
+    // One stop flag for the readiness check, both listeners' ends and the
+    // gRPC health watchers.
     let (stop, stopped) = watch::channel(false);
-    let shutdown = async move {
-        signal.await;
-        let _ = stop.send(true);
-    };
+    let readiness = Arc::new(Readiness::new(
+        Arc::clone(&driver),
+        server.subscribe(),
+        stopped.clone(),
+    ));
 
     let mut http_task = None;
     let metrics_addr = match metrics {
@@ -324,45 +328,109 @@ async fn serve(
             let bound = http_listener.local_addr().map_err(|err| {
                 Failure::new(format!("cannot read the metrics listener's address: {err}"))
             })?;
-            let health = Arc::new(Health::new(Arc::clone(&driver), server.subscribe(), handle));
+            let health = Arc::new(Health::new(Arc::clone(&readiness), handle));
             http_task = Some(tokio::spawn(http::serve(http_listener, health, stopped)));
             Some(bound)
         }
         None => None,
     };
-    let mut serve = tokio::spawn(server.serve_with_listener(listener, shutdown));
 
-    // Announce only once the server fenced its first window and answers
-    // calls: a script (or a test) waiting for the line may call at once.
-    let outcome = tokio::select! {
-        ready = serving.wait_for(|state| matches!(state, ServingState::Serving)) => {
-            // `wait_for` returns a read guard on the serving state; keep only
-            // the flag, since the server's shutdown path writes that state.
-            if ready.map(|_| ()).is_ok() {
-                announce(addr, metrics_addr);
-                tracing::info!(
-                    state_dir = %state_dir.display(),
-                    recovered_high_water = driver.high_water(),
-                    window_ahead = %humantime::format_duration(args.window_ahead),
-                    "listening on {addr}"
-                );
+    // The server's routes next to the standard health service, on one
+    // listener; the guard owns the server's leader-watch task.
+    let (routes, guard) = server
+        .into_router()
+        .map_err(|err| Failure::new(format!("cannot build the gRPC service: {err}")))?;
+    let mut tonic = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        tonic = tonic
+            .tls_config(tls)
+            .map_err(|err| Failure::new(format!("invalid TLS settings: {err}")))?;
+    }
+    let (drain, draining) = tokio::sync::oneshot::channel::<()>();
+    let grpc = tonic
+        .add_routes(routes)
+        .add_service(grpc_health::service(Arc::clone(&readiness)))
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener),
+            async move {
+                let _ = draining.await;
+            },
+        );
+    tokio::pin!(grpc, signal);
+
+    // Runs until a stop signal, or until the gRPC server or the server's
+    // leader watch ends by itself (an error). Announce only once the server
+    // fenced its first window and answers calls: a script (or a test)
+    // waiting for the line may call at once.
+    let mut announced = false;
+    let mut watch_poll = tokio::time::interval(WATCH_POLL);
+    let ended = loop {
+        tokio::select! {
+            biased;
+            () = &mut signal => break Ended::Signal,
+            result = &mut grpc => break Ended::Grpc(result),
+            ready = serving.wait_for(|state| matches!(state, ServingState::Serving)), if !announced => {
+                // `wait_for` returns a read guard on the serving state; keep
+                // only the flag, since the server writes that state.
+                announced = true;
+                if ready.map(|_| ()).is_ok() {
+                    announce(addr, metrics_addr);
+                    tracing::info!(
+                        state_dir = %state_dir.display(),
+                        recovered_high_water = driver.high_water(),
+                        window_ahead = %humantime::format_duration(args.window_ahead),
+                        "listening on {addr}"
+                    );
+                }
             }
-            (&mut serve).await
+            _ = watch_poll.tick() => if guard.is_finished() {
+                break Ended::Watch;
+            },
         }
-        // Stopped (a signal, or an error) before it ever served.
-        outcome = &mut serve => outcome,
     };
+
+    // Stopping: probes turn not ready and health watchers get NOT_SERVING
+    // and their streams end; then the gRPC server drains.
+    let _ = stop.send(true);
+    let drained = match ended {
+        Ended::Grpc(result) => result,
+        Ended::Signal | Ended::Watch => {
+            let _ = drain.send(());
+            (&mut grpc).await
+        }
+    };
+    // Stops the leader watch (bounded by the server's shutdown grace); its
+    // own error, when it ended by itself, is the reason to report.
+    let watched = guard.shutdown().await;
     if let Some(task) = http_task {
         task.abort();
     }
-    match outcome {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(err)) => Err(Failure::new(format!(
+    if let Err(err) = watched {
+        return Err(Failure::new(format!(
             "the server stopped: {}",
             cli::error_chain(&err)
-        ))),
-        Err(join) => Err(Failure::new(format!("the server task failed: {join}"))),
+        )));
     }
+    drained.map_err(|err| {
+        Failure::new(format!(
+            "the gRPC server stopped: {}",
+            cli::error_chain(&err)
+        ))
+    })
+}
+
+/// How often the loop of [`serve`] checks whether the server's leader watch
+/// ended by itself (the guard has no notification of it).
+const WATCH_POLL: Duration = Duration::from_millis(250);
+
+/// Why the serving loop ended.
+enum Ended {
+    /// SIGINT or SIGTERM.
+    Signal,
+    /// The gRPC server returned by itself.
+    Grpc(Result<(), tonic::transport::Error>),
+    /// The server's leader watch ended by itself.
+    Watch,
 }
 
 /// The readiness line on stdout.
