@@ -15,6 +15,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -39,7 +40,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_tsoracle-file");
 
 /// The environment variables `serve` reads, cleared so the caller's
 /// environment cannot change a test.
-const SERVE_ENV: [&str; 15] = [
+const SERVE_ENV: [&str; 18] = [
     "TSORACLE_LISTEN",
     "TSORACLE_STATE_DIR",
     "TSORACLE_INIT",
@@ -55,6 +56,9 @@ const SERVE_ENV: [&str; 15] = [
     "TSORACLE_TLS_KEY",
     "TSORACLE_TLS_CLIENT_CA",
     "FAILPOINTS",
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
 ];
 
 fn command(args: &[&str], dir: &Path) -> Command {
@@ -820,4 +824,271 @@ fn serve_refuses_lease_bounds_that_cannot_work_before_touching_anything() {
         assert!(stderr.contains("--lease-ttl-floor"), "{stderr}");
     }
     assert!(!dir.exists(), "nothing was created");
+}
+
+/// A notification socket as systemd binds it, for `NOTIFY_SOCKET`.
+struct NotifySocket {
+    socket: UnixDatagram,
+    /// What `NOTIFY_SOCKET` is set to.
+    name: String,
+    /// The socket file's directory, when it is a path.
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl NotifySocket {
+    fn at_path() -> NotifySocket {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("notify");
+        let socket = UnixDatagram::bind(&path).expect("bind the notify socket");
+        NotifySocket {
+            socket,
+            name: path.to_str().expect("UTF-8 temp path").to_string(),
+            _dir: Some(dir),
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    fn abstract_named() -> NotifySocket {
+        use std::os::linux::net::SocketAddrExt;
+        let name = format!(
+            "tsoracle-file-test-{}-{:?}",
+            std::process::id(),
+            std::time::SystemTime::now()
+        );
+        let address =
+            std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).expect("address");
+        let socket = UnixDatagram::bind_addr(&address).expect("bind an abstract socket");
+        NotifySocket {
+            socket,
+            name: format!("@{name}"),
+            _dir: None,
+        }
+    }
+
+    /// The next message, within the bound.
+    fn next(&self) -> String {
+        self.socket
+            .set_read_timeout(Some(BOUND))
+            .expect("read timeout");
+        let mut buffer = vec![0; 4096];
+        let length = self
+            .socket
+            .recv(&mut buffer)
+            .expect("a notification within the bound");
+        String::from_utf8(buffer[..length].to_vec()).expect("UTF-8 notification")
+    }
+
+    /// Messages up to and including the first that satisfies `until`.
+    fn until(&self, until: impl Fn(&str) -> bool) -> Vec<String> {
+        let mut seen = Vec::new();
+        loop {
+            let message = self.next();
+            let done = until(&message);
+            seen.push(message);
+            if done {
+                return seen;
+            }
+        }
+    }
+}
+
+/// The lines `KEY=value` of a notification, as (key, value).
+fn fields(message: &str) -> Vec<(&str, &str)> {
+    message
+        .lines()
+        .map(|line| line.split_once('=').expect("KEY=value"))
+        .collect()
+}
+
+fn has(message: &str, key: &str, value: &str) -> bool {
+    fields(message).contains(&(key, value))
+}
+
+fn status_of(message: &str) -> Option<&str> {
+    fields(message)
+        .into_iter()
+        .find_map(|(key, value)| (key == "STATUS").then_some(value))
+}
+
+/// Starts `serve` with `NOTIFY_SOCKET` (and `env`), without waiting for
+/// its stdout line: the READY=1 notification is what says it serves.
+fn start_notified(dir: &Path, notify: &NotifySocket, env: &[(&str, &str)]) -> Serving {
+    let mut command = command(&["--no-metrics"], dir);
+    command.env("NOTIFY_SOCKET", &notify.name);
+    command.envs(env.iter().copied());
+    let mut child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start tsoracle-file serve");
+    let (send_stderr, stderr) = mpsc::channel();
+    let mut pipe = child.stderr.take().expect("piped stderr");
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = pipe.read_to_string(&mut text);
+        let _ = send_stderr.send(text);
+    });
+    Serving {
+        child: Some(child),
+        grpc: "0.0.0.0:0".parse().expect("placeholder"),
+        http: None,
+        stderr,
+    }
+}
+
+/// The gRPC address in a `STATUS=serving gRPC on ADDR; ...` line.
+fn served_addr(status: &str) -> SocketAddr {
+    status
+        .strip_prefix("serving gRPC on ")
+        .and_then(|rest| rest.split(';').next())
+        .unwrap_or_else(|| panic!("unexpected status {status:?}"))
+        .parse()
+        .expect("the gRPC address")
+}
+
+/// With `NOTIFY_SOCKET`, `serve` says READY=1 (with its status) only once
+/// calls are answered, pings the watchdog every half of `WATCHDOG_USEC`
+/// with a fresh status, and says STOPPING=1 at SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_notifies_systemd_ready_watchdog_status_and_stopping() {
+    let parent = tempfile::tempdir().expect("temp dir");
+    let dir = parent.path().join("oracle");
+    init(&dir);
+    let notify = NotifySocket::at_path();
+    let mut server = start_notified(&dir, &notify, &[("WATCHDOG_USEC", "200000")]);
+
+    let ready = notify.next();
+    assert!(has(&ready, "READY", "1"), "{ready:?}");
+    let status = status_of(&ready).unwrap_or_else(|| panic!("no STATUS in {ready:?}"));
+    assert!(status.contains("high-water "), "{status}");
+    assert!(status.contains("0 dense keys, 0 leases"), "{status}");
+    // READY means calls are answered now: no wait for anything else.
+    server.grpc = served_addr(status);
+    let client = server.client().await;
+    client.get_ts().await.expect("get_ts right after READY=1");
+    client.get_seq("orders", 1).await.expect("get_seq");
+    drop(client);
+
+    // Watchdog pings, each with the current status: the dense key shows.
+    let pings = notify.until(|message| {
+        has(message, "WATCHDOG", "1")
+            && status_of(message).is_some_and(|status| status.contains("1 dense keys"))
+    });
+    assert!(
+        pings.iter().all(|message| has(message, "WATCHDOG", "1")),
+        "{pings:?}"
+    );
+    assert!(has(&notify.next(), "WATCHDOG", "1"), "the pings go on");
+
+    server.signal(Signal::SIGTERM);
+    let rest = notify.until(|message| has(message, "STOPPING", "1"));
+    assert!(
+        rest.iter().all(|message| !has(message, "READY", "1")),
+        "{rest:?}"
+    );
+    let (status, stderr) = server.wait();
+    assert!(status.success(), "exit {status}: {stderr}");
+}
+
+/// An abstract notification socket (`@name`, as systemd may pass) works
+/// too; without `WATCHDOG_USEC` there are no pings.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_notifies_an_abstract_socket_and_pings_only_with_a_watchdog() {
+    let parent = tempfile::tempdir().expect("temp dir");
+    let dir = parent.path().join("oracle");
+    init(&dir);
+    let notify = NotifySocket::abstract_named();
+    let server = start_notified(&dir, &notify, &[]);
+    let ready = notify.next();
+    assert!(has(&ready, "READY", "1"), "{ready:?}");
+    server.signal(Signal::SIGTERM);
+    // Without a watchdog the next message is the stop (a status refresh
+    // comes only every 10 s, and only when it changed: nothing changed).
+    let stopping = notify.next();
+    assert!(has(&stopping, "STOPPING", "1"), "{stopping:?}");
+    let (status, stderr) = server.wait();
+    assert!(status.success(), "exit {status}: {stderr}");
+}
+
+/// A `NOTIFY_SOCKET` that names no socket is refused before anything is
+/// created, naming the variable.
+#[test]
+fn serve_refuses_a_notify_socket_it_cannot_use() {
+    let parent = tempfile::tempdir().expect("temp dir");
+    let dir = parent.path().join("oracle");
+    for (name, value) in [
+        ("NOTIFY_SOCKET", "relative/notify"),
+        ("WATCHDOG_USEC", "soon"),
+    ] {
+        let mut child = command(&["--init"], &dir)
+            .env(name, value)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start serve");
+        let mut stderr = String::new();
+        child
+            .stderr
+            .take()
+            .expect("piped")
+            .read_to_string(&mut stderr)
+            .expect("stderr");
+        let status = wait_bounded(child);
+        assert_eq!(status.code(), Some(1), "{name}={value}: {stderr}");
+        assert!(stderr.contains(name), "{stderr}");
+    }
+    assert!(!dir.exists(), "nothing was created");
+}
+
+/// A poisoned driver stops the watchdog pings (so that systemd restarts
+/// the service, the only way it recovers) and says so in its status.
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poisoned_driver_stops_the_watchdog_pings() {
+    let parent = tempfile::tempdir().expect("temp dir");
+    let dir = parent.path().join("oracle");
+    init(&dir);
+    let notify = NotifySocket::at_path();
+    let mut server = start_notified(
+        &dir,
+        &notify,
+        &[
+            ("WATCHDOG_USEC", "200000"),
+            ("FAILPOINTS", "file_driver::before_temp_fsync=1*off->return"),
+        ],
+    );
+    let ready = notify.next();
+    assert!(has(&ready, "READY", "1"), "{ready:?}");
+    server.grpc = served_addr(status_of(&ready).expect("STATUS"));
+    assert!(has(&notify.next(), "WATCHDOG", "1"), "pings while healthy");
+
+    let client = server.client().await;
+    client
+        .get_seq("orders", 1)
+        .await
+        .expect_err("the fsync of the dense file fails");
+    drop(client);
+
+    let poisoned =
+        |message: &str| status_of(message).is_some_and(|status| status.contains("poisoned"));
+    notify.until(poisoned);
+    // From then on each watchdog interval brings only the status.
+    for _ in 0..5 {
+        let message = notify.next();
+        assert!(poisoned(&message), "{message:?}");
+        assert!(!has(&message, "WATCHDOG", "1"), "{message:?}");
+    }
+    server.signal(Signal::SIGTERM);
+    let rest = notify.until(|message| has(message, "STOPPING", "1"));
+    assert!(
+        rest.iter().all(|message| !has(message, "WATCHDOG", "1")),
+        "{rest:?}"
+    );
+    let (status, stderr) = server.wait();
+    assert!(status.success(), "exit {status}: {stderr}");
+    assert!(
+        stderr.contains("no more systemd watchdog pings"),
+        "{stderr}"
+    );
 }

@@ -91,6 +91,8 @@ mod http;
 mod locks;
 #[cfg(feature = "server")]
 mod readiness;
+#[cfg(feature = "server")]
+mod sd_notify;
 
 use std::process::ExitCode;
 

@@ -36,6 +36,7 @@ use crate::cli::{self, CmdResult, Failure};
 use crate::grpc_health;
 use crate::http::{self, Health};
 use crate::readiness::Readiness;
+use crate::sd_notify;
 
 /// Arguments of `serve`.
 #[derive(Debug, clap::Args)]
@@ -144,6 +145,11 @@ pub(crate) fn exec(args: &Args) -> CmdResult {
         refusal.code = cli::EXIT_USAGE;
         return Err(refusal);
     }
+    // systemd's notification socket and watchdog, when it started us.
+    let notify = Notify {
+        notifier: sd_notify::Notifier::from_env()?.map(Arc::new),
+        watchdog: sd_notify::watchdog_interval()?,
+    };
     let metrics = if args.no_metrics {
         None
     } else {
@@ -182,6 +188,7 @@ pub(crate) fn exec(args: &Args) -> CmdResult {
         Arc::clone(&driver),
         metrics,
         tls,
+        notify,
         signal,
     ));
     // Dropping the runtime drops every task still holding a handle on the
@@ -280,6 +287,7 @@ async fn serve(
     driver: Arc<FileDriver>,
     metrics: Option<PrometheusHandle>,
     tls: Option<tonic::transport::ServerTlsConfig>,
+    notify: Notify,
     signal: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Failure> {
     let listener = TcpListener::bind(args.listen)
@@ -375,6 +383,16 @@ async fn serve(
                 announced = true;
                 if ready.map(|_| ()).is_ok() {
                     announce(addr, metrics_addr);
+                    if let Some(notifier) = &notify.notifier {
+                        notifier.send(&format!("READY=1\nSTATUS={}", status_line(&driver, addr)));
+                        tokio::spawn(keep_notifying(
+                            Arc::clone(notifier),
+                            Arc::clone(&driver),
+                            addr,
+                            notify.watchdog,
+                            stop.subscribe(),
+                        ));
+                    }
                     tracing::info!(
                         state_dir = %state_dir.display(),
                         recovered_high_water = driver.high_water(),
@@ -392,6 +410,9 @@ async fn serve(
     // Stopping: probes turn not ready and health watchers get NOT_SERVING
     // and their streams end; then the gRPC server drains.
     let _ = stop.send(true);
+    if let Some(notifier) = &notify.notifier {
+        notifier.send("STOPPING=1\nSTATUS=stopping: draining calls, then closing the driver");
+    }
     let drained = match ended {
         Ended::Grpc(result) => result,
         Ended::Signal | Ended::Watch => {
@@ -422,6 +443,78 @@ async fn serve(
 /// How often the loop of [`serve`] checks whether the server's leader watch
 /// ended by itself (the guard has no notification of it).
 const WATCH_POLL: Duration = Duration::from_millis(250);
+
+/// What `serve` tells systemd, when it started the process.
+struct Notify {
+    notifier: Option<Arc<sd_notify::Notifier>>,
+    /// The watchdog ping interval (half of `WATCHDOG_USEC`).
+    watchdog: Option<Duration>,
+}
+
+/// How often the `STATUS=` line is refreshed without a watchdog.
+const STATUS_EVERY: Duration = Duration::from_secs(10);
+
+/// The `STATUS=` text: where it serves, the durable high-water, the dense
+/// keys and leases; or that the driver is poisoned.
+fn status_line(driver: &FileDriver, addr: SocketAddr) -> String {
+    let high_water = driver.high_water();
+    let held = format!(
+        "high-water {high_water} ({}), {} dense keys, {} leases",
+        cli::utc_text(high_water),
+        driver.dense_key_count(),
+        driver.lease_count()
+    );
+    if driver.is_poisoned() {
+        format!("driver poisoned, every write refused until a restart; {held}")
+    } else {
+        format!("serving gRPC on {addr}; {held}")
+    }
+}
+
+/// Until the stop: each watchdog interval, `WATCHDOG=1` with a fresh
+/// `STATUS=` while the driver is not poisoned, and only the `STATUS=` once
+/// it is, so that systemd's watchdog restarts the process (a poisoned
+/// driver recovers only by reopening). Without a watchdog, the `STATUS=`
+/// line whenever it changed, every [`STATUS_EVERY`].
+async fn keep_notifying(
+    notifier: Arc<sd_notify::Notifier>,
+    driver: Arc<FileDriver>,
+    addr: SocketAddr,
+    watchdog: Option<Duration>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(watchdog.unwrap_or(STATUS_EVERY));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = status_line(&driver, addr);
+    let mut told_poisoned = false;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => {}
+        }
+        if *stop.borrow() {
+            return;
+        }
+        let status = status_line(&driver, addr);
+        if driver.is_poisoned() {
+            if !told_poisoned {
+                told_poisoned = true;
+                tracing::error!(
+                    "the driver is poisoned: no more systemd watchdog pings, so that a \
+                     watchdog restarts the service"
+                );
+            }
+            if watchdog.is_some() || status != last {
+                notifier.send(&format!("STATUS={status}"));
+            }
+        } else if watchdog.is_some() {
+            notifier.send(&format!("WATCHDOG=1\nSTATUS={status}"));
+        } else if status != last {
+            notifier.send(&format!("STATUS={status}"));
+        }
+        last = status;
+    }
+}
 
 /// Why the serving loop ended.
 enum Ended {
