@@ -1092,3 +1092,75 @@ async fn a_poisoned_driver_stops_the_watchdog_pings() {
         "{stderr}"
     );
 }
+
+/// Milliseconds since the Unix epoch, now.
+fn now_ms() -> u64 {
+    u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_millis(),
+    )
+    .expect("fits")
+}
+
+/// A lease moves the durable high-water its TTL past the clock, so the
+/// lease TTL bounds are capped at an hour, as the window is: a ceiling of
+/// thousands of years once let one AcquireLease push every later
+/// timestamp to the year 2140.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_caps_the_lease_ttl_bounds_at_an_hour() {
+    let parent = tempfile::tempdir().expect("temp dir");
+    let dir = parent.path().join("oracle");
+    for (flag, value) in [
+        ("--lease-ttl-ceiling", "5000000000000h"),
+        ("--lease-ttl-ceiling", "18446744073709551615ms"),
+        ("--lease-ttl-ceiling", "2h"),
+        ("--lease-ttl-floor", "61m"),
+    ] {
+        let (code, stderr) = refused(&["--init", flag, value], &dir);
+        assert_eq!(code, 2, "{flag} {value}: {stderr}");
+        assert!(
+            stderr.contains("above the maximum of 1h") && stderr.contains("lease"),
+            "{flag} {value}: {stderr}"
+        );
+    }
+    let output = command(&["--init"], &dir)
+        .env("TSORACLE_LEASE_TTL_CEILING", "2h")
+        .output()
+        .expect("run serve");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(!dir.exists(), "a refused start created nothing");
+
+    // The help says why.
+    let output = Command::new(BIN)
+        .args(["serve", "--help"])
+        .output()
+        .expect("serve --help");
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        help.contains("at most 1h: granting a lease moves the durable"),
+        "{help}"
+    );
+
+    // At the cap, one lease moves the high-water at most an hour ahead.
+    let server = Serving::start(&["--init", "--lease-ttl-ceiling", "1h"], &dir, &[]);
+    let client = server.client().await;
+    client
+        .acquire_lease(b"svc-a", 1, Duration::from_secs(2 * 3600))
+        .await
+        .expect_err("a TTL above the ceiling is refused");
+    let before = now_ms();
+    client
+        .acquire_lease(b"svc-a", 1, Duration::from_secs(3600))
+        .await
+        .expect("a TTL at the ceiling is granted");
+    let after = now_ms();
+    drop(client);
+    let (status, stderr) = server.stop(Signal::SIGTERM);
+    assert!(status.success(), "exit {status}: {stderr}");
+    let high_water = FileDriver::open_or_init(&dir).expect("reopen").high_water();
+    assert!(high_water >= before + 3_600_000, "{high_water}");
+    // The window ahead (3 s) and the failover advance (1 s) come on top.
+    assert!(high_water <= after + 3_600_000 + 60_000, "{high_water}");
+}

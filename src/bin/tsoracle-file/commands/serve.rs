@@ -60,11 +60,12 @@ pub(crate) struct Args {
     /// (at most 1h)
     #[arg(long, env = "TSORACLE_FAILOVER_ADVANCE", value_name = "DURATION", default_value = cli::DEFAULT_FAILOVER_ADVANCE, value_parser = cli::parse_failover_advance)]
     pub(crate) failover_advance: Duration,
-    /// Shortest lease TTL the server grants
-    #[arg(long, env = "TSORACLE_LEASE_TTL_FLOOR", value_name = "DURATION", default_value = "5s", value_parser = cli::parse_duration)]
+    /// Shortest lease TTL the server grants (at most 1h)
+    #[arg(long, env = "TSORACLE_LEASE_TTL_FLOOR", value_name = "DURATION", default_value = "5s", value_parser = parse_lease_ttl)]
     pub(crate) lease_ttl_floor: Duration,
-    /// Longest lease TTL the server grants
-    #[arg(long, env = "TSORACLE_LEASE_TTL_CEILING", value_name = "DURATION", default_value = "300s", value_parser = cli::parse_duration)]
+    /// Longest lease TTL the server grants (at most 1h: granting a lease
+    /// moves the durable high-water its TTL past the clock, for good)
+    #[arg(long, env = "TSORACLE_LEASE_TTL_CEILING", value_name = "DURATION", default_value = "300s", value_parser = parse_lease_ttl)]
     pub(crate) lease_ttl_ceiling: Duration,
     /// Interval of the server's heartbeat log line; 0s disables it
     #[arg(long, env = "TSORACLE_HEARTBEAT_INTERVAL", value_name = "DURATION", default_value = "10s", value_parser = cli::parse_duration)]
@@ -108,6 +109,32 @@ pub(crate) struct Args {
         requires = "tls_cert"
     )]
     pub(crate) tls_client_ca: Option<PathBuf>,
+}
+
+/// Parses `--lease-ttl-floor` and `--lease-ttl-ceiling`: at most
+/// [`cli::MAX_WINDOW`], for the reason `--window-ahead` is. Granting a
+/// lease persists a high-water its TTL past the clock (every timestamp
+/// under the lease is below it), and a restart resumes from the durable
+/// high-water: one `AcquireLease` with a TTL of a century would move every
+/// later timestamp a century ahead of real time.
+fn parse_lease_ttl(text: &str) -> Result<Duration, String> {
+    let above = || {
+        format!(
+            "{text} is above the maximum of {}: granting a lease persists a high-water \
+             its TTL past the clock and a restart resumes from it, so one lease with a \
+             longer TTL could push every later timestamp that far ahead of real time \
+             for good (defaults: floor 5s, ceiling 300s)",
+            humantime::format_duration(cli::MAX_WINDOW)
+        )
+    };
+    let ttl = match humantime::parse_duration(text) {
+        Err(humantime::DurationError::NumberOverflow) => return Err(above()),
+        _ => cli::parse_duration(text)?,
+    };
+    if ttl > cli::MAX_WINDOW {
+        return Err(above());
+    }
+    Ok(ttl)
 }
 
 fn parse_log(text: &str) -> Result<Targets, String> {
