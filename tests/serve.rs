@@ -40,7 +40,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_tsoracle-file");
 
 /// The environment variables `serve` reads, cleared so the caller's
 /// environment cannot change a test.
-const SERVE_ENV: [&str; 18] = [
+const SERVE_ENV: [&str; 19] = [
     "TSORACLE_LISTEN",
     "TSORACLE_STATE_DIR",
     "TSORACLE_INIT",
@@ -49,6 +49,7 @@ const SERVE_ENV: [&str; 18] = [
     "TSORACLE_LEASE_TTL_FLOOR",
     "TSORACLE_LEASE_TTL_CEILING",
     "TSORACLE_HEARTBEAT_INTERVAL",
+    "TSORACLE_SHUTDOWN_TIMEOUT",
     "TSORACLE_LOG",
     "TSORACLE_METRICS_LISTEN",
     "TSORACLE_NO_METRICS",
@@ -668,6 +669,7 @@ fn serve_flags_fall_back_to_environment_variables() {
         ("--lease-ttl-floor", "5s"),
         ("--lease-ttl-ceiling", "300s"),
         ("--heartbeat-interval", "10s"),
+        ("--shutdown-timeout", "10s"),
         ("--log", "info"),
         ("--metrics-listen", "127.0.0.1:9551"),
     ] {
@@ -1163,4 +1165,40 @@ async fn serve_caps_the_lease_ttl_bounds_at_an_hour() {
     assert!(high_water >= before + 3_600_000, "{high_water}");
     // The window ahead (3 s) and the failover advance (1 s) come on top.
     assert!(high_water <= after + 3_600_000 + 60_000, "{high_water}");
+}
+
+/// A client that connects and then sends nothing (or only the HTTP/2
+/// preface) once kept a stopping server alive without bound, the directory
+/// locked: the drain is bounded by `--shutdown-timeout`, then they are
+/// closed and the directory unlocked.
+#[test]
+fn sigterm_closes_idle_connections_after_the_shutdown_timeout() {
+    let parent = tempfile::tempdir().expect("temp dir");
+    let dir = parent.path().join("oracle");
+    init(&dir);
+    let server = Serving::start(&["--shutdown-timeout", "1s"], &dir, &[]);
+    let silent = TcpStream::connect_timeout(&server.grpc, BOUND).expect("connect");
+    let mut preface = TcpStream::connect_timeout(&server.grpc, BOUND).expect("connect");
+    preface
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .expect("send the preface");
+    // Both are accepted: the server opens each with its SETTINGS frame.
+    for mut stream in [&silent, &preface] {
+        stream.set_read_timeout(Some(BOUND)).expect("timeout");
+        let mut byte = [0; 1];
+        assert_eq!(stream.read(&mut byte).expect("the server's SETTINGS"), 1);
+    }
+    let (status, stderr) = server.stop(Signal::SIGTERM);
+    assert!(status.success(), "exit {status}: {stderr}");
+    assert!(
+        stderr.contains("connections still open after --shutdown-timeout 1s: closing them"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("shut down; driver closed and state directory unlocked"),
+        "{stderr}"
+    );
+    // A replacement can take the directory at once.
+    FileDriver::open_or_init(&dir).expect("unlocked");
+    drop((silent, preface));
 }

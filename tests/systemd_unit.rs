@@ -123,6 +123,17 @@ fn the_unit_file_uses_notify_a_watchdog_its_state_directory_and_hardening() {
         "{watchdog:?}"
     );
     assert_eq!(value(&settings, "Restart"), "on-failure");
+    // A stop takes at most --shutdown-timeout (10 s by default; the unit
+    // does not change it) for the drain and as much again for the server's
+    // leader watch: systemd must not SIGKILL it before.
+    assert!(
+        !environment
+            .iter()
+            .any(|line| line.starts_with("TSORACLE_SHUTDOWN_TIMEOUT"))
+    );
+    let stop =
+        humantime::parse_duration(value(&settings, "TimeoutStopSec")).expect("TimeoutStopSec");
+    assert!(stop > std::time::Duration::from_secs(20), "{stop:?}");
     // Hardening that fits a process needing one directory and two ports.
     for (key, expected) in [
         ("NoNewPrivileges", "yes"),

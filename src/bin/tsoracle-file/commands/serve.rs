@@ -67,6 +67,11 @@ pub(crate) struct Args {
     /// moves the durable high-water its TTL past the clock, for good)
     #[arg(long, env = "TSORACLE_LEASE_TTL_CEILING", value_name = "DURATION", default_value = "300s", value_parser = parse_lease_ttl)]
     pub(crate) lease_ttl_ceiling: Duration,
+    /// How long a stop (SIGTERM, SIGINT) waits for calls in flight and
+    /// open connections to finish before it closes them, idle connections
+    /// included, and unlocks the directory
+    #[arg(long, env = "TSORACLE_SHUTDOWN_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = cli::parse_duration)]
+    pub(crate) shutdown_timeout: Duration,
     /// Interval of the server's heartbeat log line; 0s disables it
     #[arg(long, env = "TSORACLE_HEARTBEAT_INTERVAL", value_name = "DURATION", default_value = "10s", value_parser = cli::parse_duration)]
     pub(crate) heartbeat_interval: Duration,
@@ -332,7 +337,8 @@ async fn serve(
         .failover_advance(args.failover_advance)
         .lease_ttl_floor(args.lease_ttl_floor)
         .lease_ttl_ceiling(args.lease_ttl_ceiling)
-        .heartbeat_interval(args.heartbeat_interval);
+        .heartbeat_interval(args.heartbeat_interval)
+        .shutdown_grace(args.shutdown_timeout);
     let server = builder.build().map_err(|err| {
         Failure::new(format!(
             "invalid server settings: {err} (--lease-ttl-floor {}, --lease-ttl-ceiling {})",
@@ -444,7 +450,18 @@ async fn serve(
         Ended::Grpc(result) => result,
         Ended::Signal | Ended::Watch => {
             let _ = drain.send(());
-            (&mut grpc).await
+            // A connection that sends nothing would hold a graceful drain
+            // open for ever, and the directory locked with it.
+            match tokio::time::timeout(args.shutdown_timeout, &mut grpc).await {
+                Ok(result) => result,
+                Err(_) => {
+                    tracing::warn!(
+                        "connections still open after --shutdown-timeout {}: closing them",
+                        humantime::format_duration(args.shutdown_timeout)
+                    );
+                    Ok(())
+                }
+            }
         }
     };
     // Stops the leader watch (bounded by the server's shutdown grace); its
