@@ -1202,3 +1202,58 @@ fn sigterm_closes_idle_connections_after_the_shutdown_timeout() {
     FileDriver::open_or_init(&dir).expect("unlocked");
     drop((silent, preface));
 }
+
+/// Served as root, a directory another user owns was accepted and left
+/// with root-owned 0600 files its owner could no longer serve: `serve`
+/// refuses a directory, or a file of it, that the effective user does not
+/// own, and says how to fix it. (Needs root to make such a directory.)
+#[test]
+fn serve_refuses_a_directory_another_user_owns() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: making a directory another user owns needs root");
+        return;
+    }
+    let parent = tempfile::tempdir().expect("temp dir");
+    let dir = parent.path().join("oracle");
+    init(&dir);
+    let other = nix::unistd::Uid::from_raw(54321);
+    let before = common::dir_contents(&dir);
+
+    nix::unistd::chown(&dir, Some(other), None).expect("chown the directory");
+    let (code, stderr) = refused(&[], &dir);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!("{} is owned by uid 54321", dir.display())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("not by uid 0"), "{stderr}");
+    assert!(stderr.contains("sudo -u '#54321'"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("chown -R root {}", dir.display())),
+        "{stderr}"
+    );
+
+    // A file of it another user owns is refused the same way.
+    nix::unistd::chown(&dir, Some(nix::unistd::Uid::from_raw(0)), None).expect("chown back");
+    nix::unistd::chown(&dir.join("state"), Some(other), None).expect("chown state");
+    let (code, stderr) = refused(&[], &dir);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{} is owned by uid 54321",
+            dir.join("state").display()
+        )),
+        "{stderr}"
+    );
+    // Nothing was written, and owned again it serves.
+    assert_eq!(common::dir_contents(&dir), before);
+    nix::unistd::chown(
+        &dir.join("state"),
+        Some(nix::unistd::Uid::from_raw(0)),
+        None,
+    )
+    .expect("chown back");
+    let server = Serving::start(&[], &dir, &[]);
+    let (status, stderr) = server.stop(Signal::SIGTERM);
+    assert!(status.success(), "exit {status}: {stderr}");
+}

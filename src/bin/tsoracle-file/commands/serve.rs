@@ -205,6 +205,7 @@ pub(crate) fn exec(args: &Args) -> CmdResult {
 
     let state_dir = std::path::absolute(&args.state_dir).unwrap_or(args.state_dir.clone());
     prepare_state_dir(&state_dir, args.init)?;
+    check_owner(&state_dir)?;
     let driver = FileDriver::open_or_init(&state_dir).map_err(|err| Failure::from_error(&err))?;
     let recovered = driver.high_water();
     if let Err(why) = cli::check_headroom(recovered, args.window_ahead, args.failover_advance) {
@@ -274,6 +275,67 @@ fn prepare_state_dir(dir: &Path, init: bool) -> Result<(), Failure> {
     init::init(dir).map_err(|err| Failure::from_error(&err))?;
     tracing::info!(state_dir = %dir.display(), "initialized a new oracle at high-water 0");
     Ok(())
+}
+
+/// Refuses a state directory (or one of its files) that the effective user
+/// does not own, as PostgreSQL does: served as root, a directory another
+/// user owns would be left with root-owned 0600 files that its owner can no
+/// longer serve ("Permission denied").
+fn check_owner(dir: &Path) -> Result<(), Failure> {
+    use std::os::unix::fs::MetadataExt;
+    let me = rustix::process::geteuid().as_raw();
+    let mut paths = vec![dir.to_path_buf()];
+    paths.extend(
+        ["LOCK", "state", "dense", "leases"]
+            .iter()
+            .map(|name| dir.join(name)),
+    );
+    for path in paths {
+        // A missing file is the driver's business; so is any other error.
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        let owner = meta.uid();
+        if owner != me {
+            let run_as = match user_name(owner) {
+                Some(name) => format!("runuser -u {name} -- tsoracle-file serve ..."),
+                None => format!("sudo -u '#{owner}' tsoracle-file serve ..."),
+            };
+            let chown_to = user_name(me).unwrap_or_else(|| me.to_string());
+            return Err(Failure::new(format!(
+                "refusing to serve {}: {} is owned by {}, not by {}, the user serving it; \
+                 the files serve writes would belong to {} alone and the owner could no \
+                 longer serve the directory. Run serve as its owner (`{run_as}`), \
+                 or give the directory to this user (`chown -R {chown_to} {}`)",
+                dir.display(),
+                path.display(),
+                user_text(owner),
+                user_text(me),
+                user_text(me),
+                dir.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `uid 1000 (alice)`, or `uid 1000` when /etc/passwd does not name it.
+fn user_text(uid: u32) -> String {
+    match user_name(uid) {
+        Some(name) => format!("uid {uid} ({name})"),
+        None => format!("uid {uid}"),
+    }
+}
+
+/// The name /etc/passwd gives `uid`, if any.
+fn user_name(uid: u32) -> Option<String> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let found = fields.nth(1)?.parse::<u32>().ok()?;
+        (found == uid).then(|| name.to_string())
+    })
 }
 
 /// The server's TLS settings from `--tls-*`, reading the files now so a
