@@ -5,6 +5,8 @@
 //! - seeding a high-water from which no server can make progress (the
 //!   46-bit maximum was accepted, and then no server could start);
 //! - seeding a packed timestamp where physical milliseconds are meant;
+//! - seeding a high-water more than a day ahead of the clock (one digit
+//!   too many) without `--force`;
 //! - exporting a directory that holds no state (a mistyped path exported
 //!   `"high_water": 0`, exactly what a migration would seed from);
 //! - a window ahead beyond an hour on the embedded-server example;
@@ -58,6 +60,58 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// One digit too many seeded the year 2528 and exited 0, and every
+/// timestamp from then on came from there: an `H` more than a day ahead
+/// of the clock needs `--force`, and the refusal shows its date.
+#[test]
+fn seed_refuses_a_high_water_far_ahead_of_the_clock_without_force() {
+    let parent = tempfile::tempdir().expect("temp dir");
+    let dir = parent.path().join("oracle");
+    // 1764000555000 (2025-11-24) with one more digit.
+    let output = tsoracle_file([
+        OsStr::new("seed"),
+        dir.as_os_str(),
+        OsStr::new("17640005550000"),
+    ]);
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("refusing to seed 17640005550000 (2528-12-27T17:32:30.000Z)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("more than a day ahead of the clock (now "),
+        "{text}"
+    );
+    assert!(text.contains("--force"), "{text}");
+    assert!(!dir.exists(), "a refused seed created nothing");
+
+    // An hour ahead, as a migration from a server with a long window or
+    // lease may be, needs no --force.
+    let now = u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_millis(),
+    )
+    .expect("fits");
+    let hour_ahead = (now + 3_600_000).to_string();
+    let output = tsoracle_file([OsStr::new("seed"), dir.as_os_str(), OsStr::new(&hour_ahead)]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    std::fs::remove_dir_all(&dir).expect("clean up");
+
+    // --force seeds it, as asked.
+    let output = tsoracle_file([
+        OsStr::new("seed"),
+        dir.as_os_str(),
+        OsStr::new("17640005550000"),
+        OsStr::new("--force"),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let driver = FileDriver::open_or_init(&dir).expect("open the seeded directory");
+    assert_eq!(driver.high_water(), 17_640_005_550_000);
+}
+
 #[test]
 fn seed_refuses_a_high_water_from_which_no_server_can_make_progress() {
     let parent = tempfile::tempdir().expect("temp dir");
@@ -91,12 +145,14 @@ fn seed_refuses_a_high_water_from_which_no_server_can_make_progress() {
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     assert!(!dir.exists());
 
-    // The last usable seed is accepted, and a server's first advances from
-    // it (a failover advance, then a window) are within range.
+    // The last usable seed is accepted (with --force: it is in the year
+    // 4199), and a server's first advances from it (a failover advance,
+    // then a window) are within range.
     let output = tsoracle_file([
         OsStr::new("seed"),
         dir.as_os_str(),
         OsStr::new(&LAST_USABLE.to_string()),
+        OsStr::new("--force"),
     ]);
     assert!(output.status.success(), "{}", stderr(&output));
     let driver = FileDriver::open_or_init(&dir).expect("open the seeded directory");
