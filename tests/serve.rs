@@ -1257,3 +1257,42 @@ fn serve_refuses_a_directory_another_user_owns() {
     let (status, stderr) = server.stop(Signal::SIGTERM);
     assert!(status.success(), "exit {status}: {stderr}");
 }
+
+/// `--log warning` or `--log verbose` (not level names) were read as
+/// target names and silently turned off every log line, the ERROR of a
+/// poisoned driver included: what is neither a level nor `target=level`
+/// is refused as a usage error.
+#[test]
+fn serve_refuses_a_log_filter_that_is_neither_a_level_nor_target_level() {
+    let parent = tempfile::tempdir().expect("temp dir");
+    let dir = parent.path().join("oracle");
+    for filter in [
+        "warning",
+        "verbose",
+        "info,chatty",
+        "tsoracle=loud",
+        "=info",
+    ] {
+        let (code, stderr) = refused(&["--init", "--log", filter], &dir);
+        assert_eq!(code, 2, "{filter}: {stderr}");
+        assert!(stderr.contains("--log"), "{filter}: {stderr}");
+        assert!(
+            stderr.contains("is not a level") || stderr.contains("names no target"),
+            "{filter}: {stderr}"
+        );
+    }
+    let output = command(&["--init"], &dir)
+        .env("TSORACLE_LOG", "verbose")
+        .output()
+        .expect("run serve");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(!dir.exists(), "a refused start created nothing");
+
+    // Levels and target=level pass the parser (the start then stops at the
+    // missing directory, which proves the filter was accepted).
+    for filter in ["warn", "ERROR", "off", "info,tsoracle_server=debug,h2=warn"] {
+        let (code, stderr) = refused(&["--log", filter], &dir);
+        assert_eq!(code, 1, "{filter}: {stderr}");
+        assert!(stderr.contains("does not exist"), "{filter}: {stderr}");
+    }
+}

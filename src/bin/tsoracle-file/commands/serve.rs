@@ -142,7 +142,28 @@ fn parse_lease_ttl(text: &str) -> Result<Duration, String> {
     Ok(ttl)
 }
 
+/// Parses `--log`: comma-separated directives, each a level or
+/// `target=level`. `Targets` alone reads a word that is not a level (`warning`,
+/// `verbose`) as a target name, which turned off every other line, the
+/// ERROR of a poisoned driver included: such a word is refused.
 fn parse_log(text: &str) -> Result<Targets, String> {
+    use tracing_subscriber::filter::LevelFilter;
+    const LEVELS: &str = "trace, debug, info, warn, error or off";
+    for directive in text.split(',').map(str::trim) {
+        let level = match directive.split_once('=') {
+            Some((target, _)) if target.trim().is_empty() => {
+                return Err(format!("`{directive}` names no target (target=level)"));
+            }
+            Some((_, level)) => level.trim(),
+            None => directive,
+        };
+        if level.parse::<LevelFilter>().is_err() {
+            return Err(format!(
+                "`{level}` in `{directive}` is not a level: a directive is a level \
+                 ({LEVELS}) or target=level"
+            ));
+        }
+    }
     text.parse::<Targets>()
         .map_err(|err| format!("{err} (a level such as `info`, or `target=level,...`)"))
 }
