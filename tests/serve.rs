@@ -805,6 +805,26 @@ async fn serve_speaks_tls_and_mutual_tls_with_the_given_certificates() {
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("cannot read --tls-cert"), "{stderr}");
     assert!(!missing.exists(), "nothing was created");
+
+    // A certificate with another certificate's key was found only after the
+    // driver opened the directory, at times after it wrote `state`, and the
+    // message named neither flag: the pair is checked first.
+    let client_key = path("client.key");
+    for dir in [&missing, &dir] {
+        let before = dir.exists().then(|| common::dir_contents(dir));
+        let (code, stderr) = refused(
+            &["--init", "--tls-cert", &cert, "--tls-key", &client_key],
+            dir,
+        );
+        assert_eq!(code, 1, "{stderr}");
+        assert!(
+            stderr.contains(&format!("--tls-cert {cert}, --tls-key {client_key}")),
+            "{stderr}"
+        );
+        assert!(stderr.contains("is --tls-key the private key"), "{stderr}");
+        assert_eq!(dir.exists().then(|| common::dir_contents(dir)), before);
+    }
+    assert!(!missing.exists(), "nothing was created");
 }
 
 #[test]

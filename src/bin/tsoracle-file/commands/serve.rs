@@ -211,7 +211,10 @@ pub(crate) fn exec(args: &Args) -> CmdResult {
             .map_err(|err| Failure::new(format!("cannot install the metrics recorder: {err}")))?;
         Some(handle)
     };
-    let tls = tls_config(args)?;
+    // The gRPC server with its TLS acceptor, built now: a certificate and a
+    // key that are not a pair (or a CA bundle that does not parse) are
+    // refused before the directory is opened, let alone written.
+    let grpc_server = grpc_server(args)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -241,7 +244,7 @@ pub(crate) fn exec(args: &Args) -> CmdResult {
         &state_dir,
         Arc::clone(&driver),
         metrics,
-        tls,
+        grpc_server,
         notify,
         signal,
     ));
@@ -396,12 +399,42 @@ fn tls_config(args: &Args) -> Result<Option<tonic::transport::ServerTlsConfig>, 
     Ok(Some(config))
 }
 
+/// The gRPC server builder, with TLS from `--tls-*` when given. rustls
+/// checks here that the key is the certificate's, and that the PEM blocks
+/// parse.
+fn grpc_server(args: &Args) -> Result<tonic::transport::Server, Failure> {
+    let server = tonic::transport::Server::builder();
+    let Some(tls) = tls_config(args)? else {
+        return Ok(server);
+    };
+    server.tls_config(tls).map_err(|err| {
+        let mut given = vec![
+            format!("--tls-cert {}", display(args.tls_cert.as_deref())),
+            format!("--tls-key {}", display(args.tls_key.as_deref())),
+        ];
+        if let Some(ca) = &args.tls_client_ca {
+            given.push(format!("--tls-client-ca {}", ca.display()));
+        }
+        Failure::new(format!(
+            "cannot serve TLS with {}: {} (is --tls-key the private key of the \
+             certificate in --tls-cert?)",
+            given.join(", "),
+            cli::error_chain(&err)
+        ))
+    })
+}
+
+fn display(path: Option<&Path>) -> String {
+    path.map(|path| path.display().to_string())
+        .unwrap_or_default()
+}
+
 async fn serve(
     args: &Args,
     state_dir: &Path,
     driver: Arc<FileDriver>,
     metrics: Option<PrometheusHandle>,
-    tls: Option<tonic::transport::ServerTlsConfig>,
+    grpc_server: tonic::transport::Server,
     notify: Notify,
     signal: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Failure> {
@@ -464,12 +497,7 @@ async fn serve(
     let (routes, guard) = server
         .into_router()
         .map_err(|err| Failure::new(format!("cannot build the gRPC service: {err}")))?;
-    let mut tonic = tonic::transport::Server::builder();
-    if let Some(tls) = tls {
-        tonic = tonic
-            .tls_config(tls)
-            .map_err(|err| Failure::new(format!("invalid TLS settings: {err}")))?;
-    }
+    let mut tonic = grpc_server;
     let (drain, draining) = tokio::sync::oneshot::channel::<()>();
     let grpc = tonic
         .add_routes(routes)
