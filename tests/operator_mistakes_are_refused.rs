@@ -9,6 +9,9 @@
 //!   too many) without `--force`;
 //! - exporting a directory that holds no state (a mistyped path exported
 //!   `"high_water": 0`, exactly what a migration would seed from);
+//! - `verify` saying "ok" on directories `serve` refuses (empty, 0777, a
+//!   `LOCK` symlink, `RETIRED`, `SEEDING`), though its help recommends it
+//!   for readiness probes;
 //! - a window ahead beyond an hour on the embedded-server example;
 //! - the client example on a closed stdout (`client | head`) panicked.
 //!
@@ -337,4 +340,92 @@ fn the_client_example_exits_quietly_when_stdout_is_closed() {
     assert_eq!(text, "", "a reader that went away needs no message");
     assert_eq!(output.status.code(), Some(1), "{text}");
     drop(server);
+}
+
+/// `verify` said "ok", exit 0, on directories `serve` refuses, though its
+/// help recommends it for readiness probes: it now fails on each, with a
+/// reason, and changes nothing. With `server`, `serve` is run on each to
+/// show it refuses them too.
+#[test]
+fn verify_fails_on_directories_serve_refuses() {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = tempfile::tempdir().expect("temp dir");
+    let made = |name: &str| {
+        let dir = parent.path().join(name);
+        let output = tsoracle_file([OsStr::new("init"), dir.as_os_str()]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        dir
+    };
+    let empty = parent.path().join("empty");
+    std::fs::create_dir(&empty).expect("mkdir");
+    std::fs::set_permissions(&empty, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let open = made("open");
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let linked = made("linked");
+    std::fs::remove_file(linked.join("LOCK")).expect("rm LOCK");
+    std::os::unix::fs::symlink(parent.path().join("elsewhere"), linked.join("LOCK"))
+        .expect("symlink LOCK");
+    let retired = made("retired");
+    std::fs::write(
+        retired.join("RETIRED"),
+        "migrated to cluster at 2026-12-01\n",
+    )
+    .expect("RETIRED");
+    let seeding = made("seeding");
+    std::fs::write(seeding.join("SEEDING"), "").expect("SEEDING");
+
+    for (dir, why) in [
+        (&empty, "holds no oracle state"),
+        (&open, "may be written by its group or others (mode 0777)"),
+        (&linked, "LOCK is a symbolic link"),
+        (&retired, "is retired (marker"),
+        (&seeding, "was not completely seeded"),
+    ] {
+        let before = common::dir_contents(dir);
+        let output = tsoracle_file([OsStr::new("verify"), dir.as_os_str()]);
+        let text = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{}: {text}", dir.display());
+        assert!(text.contains(why), "{}: {text}", dir.display());
+        assert_eq!(String::from_utf8_lossy(&output.stdout), "");
+        let output = tsoracle_file([OsStr::new("verify"), OsStr::new("--json"), dir.as_os_str()]);
+        assert_eq!(output.status.code(), Some(1));
+        let verdict: serde_json::Value =
+            serde_json::from_slice(&output.stdout).expect("the JSON verdict");
+        assert_eq!(verdict["ok"], false);
+        assert!(
+            verdict["error"]
+                .as_str()
+                .is_some_and(|error| error.contains(why)),
+            "{verdict}"
+        );
+        assert_eq!(common::dir_contents(dir), before, "verify changed nothing");
+
+        #[cfg(feature = "server")]
+        {
+            let child = Command::new(env!("CARGO_BIN_EXE_tsoracle-file"))
+                .arg("serve")
+                .arg("--state-dir")
+                .arg(dir)
+                .args(["--listen", "127.0.0.1:0", "--no-metrics"])
+                .env_remove("NOTIFY_SOCKET")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start serve");
+            let output = exit_within_bound(child);
+            assert_eq!(
+                output.status.code(),
+                Some(1),
+                "serve refuses {} too: {}",
+                dir.display(),
+                stderr(&output)
+            );
+        }
+    }
+
+    // A directory that serves verifies.
+    let good = made("good");
+    let output = tsoracle_file([OsStr::new("verify"), good.as_os_str()]);
+    assert!(output.status.success(), "{}", stderr(&output));
 }
