@@ -1253,6 +1253,21 @@ fn serve_refuses_a_directory_another_user_owns() {
         "{stderr}"
     );
 
+    // --init does not write into it either.
+    let (code, stderr) = refused(&["--init"], &dir);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("is owned by uid 54321"), "{stderr}");
+    let empty = parent.path().join("empty");
+    std::fs::create_dir(&empty).expect("mkdir");
+    nix::unistd::chown(&empty, Some(other), None).expect("chown the empty directory");
+    let (code, stderr) = refused(&["--init"], &empty);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("is owned by uid 54321"), "{stderr}");
+    assert!(
+        common::entry_names(&empty).is_empty(),
+        "--init wrote nothing"
+    );
+
     // A file of it another user owns is refused the same way.
     nix::unistd::chown(&dir, Some(nix::unistd::Uid::from_raw(0)), None).expect("chown back");
     nix::unistd::chown(&dir.join("state"), Some(other), None).expect("chown state");

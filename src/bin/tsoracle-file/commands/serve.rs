@@ -4,16 +4,21 @@
 //! defaults follow upstream's `tsoracle serve file`; each flag can also be
 //! set from the environment variable named in `--help`.
 //!
-//! Start-up, in order: logging; the metrics recorder (before the driver
-//! opens, so the driver's handles register with it); the signal handlers;
-//! the state directory check (a missing or stateless directory is refused
-//! unless `--init`); the driver (fails fast when another process holds the
-//! directory); the headroom check; both listeners; then the server. Once it
-//! fenced its first window and serves, one line goes to stdout:
+//! Start-up, in order: logging; the flag combinations and systemd's
+//! `NOTIFY_SOCKET` / `WATCHDOG_USEC`; the metrics recorder (before the
+//! driver opens, so the driver's handles register with it); the gRPC server
+//! with its TLS acceptor (a key that is not the certificate's is refused
+//! here); the signal handlers; the state directory checks (one the
+//! effective user does not own is refused; so is a missing or stateless
+//! one, unless `--init`); the driver (fails fast when another process holds
+//! the directory); the headroom check; both listeners; then the server.
+//! Once it fenced its first window and serves, one line goes to stdout:
 //! `tsoracle-file: serving gRPC on ADDR, metrics on http://ADDR/metrics`
-//! (or `metrics disabled`). SIGINT or SIGTERM stops it gracefully: the
-//! probes turn not ready, in-flight calls finish, the driver is dropped and
-//! the directory unlocked before the process exits 0.
+//! (or `metrics disabled`), and systemd is told `READY=1`. SIGINT or
+//! SIGTERM stops it gracefully: systemd is told `STOPPING=1`, the probes
+//! turn not ready, in-flight calls finish (within `--shutdown-timeout`,
+//! then the connections left are closed), the driver is dropped and the
+//! directory unlocked before the process exits 0.
 
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
@@ -228,8 +233,9 @@ pub(crate) fn exec(args: &Args) -> CmdResult {
     };
 
     let state_dir = std::path::absolute(&args.state_dir).unwrap_or(args.state_dir.clone());
-    prepare_state_dir(&state_dir, args.init)?;
+    // The owner first: `--init` must not write into another user's directory.
     check_owner(&state_dir)?;
+    prepare_state_dir(&state_dir, args.init)?;
     let driver = FileDriver::open_or_init(&state_dir).map_err(|err| Failure::from_error(&err))?;
     let recovered = driver.high_water();
     if let Err(why) = cli::check_headroom(recovered, args.window_ahead, args.failover_advance) {
