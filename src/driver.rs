@@ -290,6 +290,18 @@ impl FileDriver {
         self.published.poisoned.get().is_some()
     }
 
+    /// How many dense keys have a durable counter, from memory (as
+    /// [`ConsensusDriver::load_dense_seq`] answers).
+    pub fn dense_key_count(&self) -> usize {
+        read_lock(&self.published.dense).len()
+    }
+
+    /// How many leases the durable lease set holds, from memory (as
+    /// [`ConsensusDriver::load_leases`] answers).
+    pub fn lease_count(&self) -> usize {
+        read_lock(&self.published.leases).len()
+    }
+
     /// Queues a request for the committer and awaits its answer.
     async fn submit<T>(
         &self,

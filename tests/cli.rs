@@ -595,7 +595,12 @@ fn seed_rejects_bad_values_before_touching_anything() {
     // default window ahead (3 s) and failover advance (1 s), is accepted
     // (tests/operator_mistakes_are_refused.rs: one more is refused).
     let last = (PHYSICAL_MS_MAX - 1 - 1000 - 3000).to_string();
-    let run = tsoracle_file([OsStr::new("seed"), dir.as_os_str(), OsStr::new(&last)]);
+    let run = tsoracle_file([
+        OsStr::new("seed"),
+        dir.as_os_str(),
+        OsStr::new(&last),
+        OsStr::new("--force"),
+    ]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(
         run.stdout.contains("4199-11-24T01:22:53.662Z"),

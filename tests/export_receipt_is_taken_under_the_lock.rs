@@ -57,4 +57,10 @@ fn a_directory_without_state_has_no_receipt() {
     let (ok, _, stderr) = export_receipt(dir.path());
     assert!(!ok);
     assert!(stderr.contains("has no state file"), "{stderr}");
+    // Refused before the lock is taken: no LOCK was created.
+    assert_eq!(
+        std::fs::read_dir(dir.path()).expect("read dir").count(),
+        0,
+        "export --receipt changed the empty directory"
+    );
 }

@@ -5,8 +5,13 @@
 //! - seeding a high-water from which no server can make progress (the
 //!   46-bit maximum was accepted, and then no server could start);
 //! - seeding a packed timestamp where physical milliseconds are meant;
+//! - seeding a high-water more than a day ahead of the clock (one digit
+//!   too many) without `--force`;
 //! - exporting a directory that holds no state (a mistyped path exported
 //!   `"high_water": 0`, exactly what a migration would seed from);
+//! - `verify` saying "ok" on directories `serve` refuses (empty, 0777, a
+//!   `LOCK` symlink, `RETIRED`, `SEEDING`), though its help recommends it
+//!   for readiness probes;
 //! - a window ahead beyond an hour on the embedded-server example;
 //! - the client example on a closed stdout (`client | head`) panicked.
 //!
@@ -58,6 +63,58 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// One digit too many seeded the year 2528 and exited 0, and every
+/// timestamp from then on came from there: an `H` more than a day ahead
+/// of the clock needs `--force`, and the refusal shows its date.
+#[test]
+fn seed_refuses_a_high_water_far_ahead_of_the_clock_without_force() {
+    let parent = tempfile::tempdir().expect("temp dir");
+    let dir = parent.path().join("oracle");
+    // 1764000555000 (2025-11-24) with one more digit.
+    let output = tsoracle_file([
+        OsStr::new("seed"),
+        dir.as_os_str(),
+        OsStr::new("17640005550000"),
+    ]);
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("refusing to seed 17640005550000 (2528-12-27T17:32:30.000Z)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("more than a day ahead of the clock (now "),
+        "{text}"
+    );
+    assert!(text.contains("--force"), "{text}");
+    assert!(!dir.exists(), "a refused seed created nothing");
+
+    // An hour ahead, as a migration from a server with a long window or
+    // lease may be, needs no --force.
+    let now = u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_millis(),
+    )
+    .expect("fits");
+    let hour_ahead = (now + 3_600_000).to_string();
+    let output = tsoracle_file([OsStr::new("seed"), dir.as_os_str(), OsStr::new(&hour_ahead)]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    std::fs::remove_dir_all(&dir).expect("clean up");
+
+    // --force seeds it, as asked.
+    let output = tsoracle_file([
+        OsStr::new("seed"),
+        dir.as_os_str(),
+        OsStr::new("17640005550000"),
+        OsStr::new("--force"),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let driver = FileDriver::open_or_init(&dir).expect("open the seeded directory");
+    assert_eq!(driver.high_water(), 17_640_005_550_000);
+}
+
 #[test]
 fn seed_refuses_a_high_water_from_which_no_server_can_make_progress() {
     let parent = tempfile::tempdir().expect("temp dir");
@@ -91,12 +148,14 @@ fn seed_refuses_a_high_water_from_which_no_server_can_make_progress() {
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     assert!(!dir.exists());
 
-    // The last usable seed is accepted, and a server's first advances from
-    // it (a failover advance, then a window) are within range.
+    // The last usable seed is accepted (with --force: it is in the year
+    // 4199), and a server's first advances from it (a failover advance,
+    // then a window) are within range.
     let output = tsoracle_file([
         OsStr::new("seed"),
         dir.as_os_str(),
         OsStr::new(&LAST_USABLE.to_string()),
+        OsStr::new("--force"),
     ]);
     assert!(output.status.success(), "{}", stderr(&output));
     let driver = FileDriver::open_or_init(&dir).expect("open the seeded directory");
@@ -281,4 +340,92 @@ fn the_client_example_exits_quietly_when_stdout_is_closed() {
     assert_eq!(text, "", "a reader that went away needs no message");
     assert_eq!(output.status.code(), Some(1), "{text}");
     drop(server);
+}
+
+/// `verify` said "ok", exit 0, on directories `serve` refuses, though its
+/// help recommends it for readiness probes: it now fails on each, with a
+/// reason, and changes nothing. With `server`, `serve` is run on each to
+/// show it refuses them too.
+#[test]
+fn verify_fails_on_directories_serve_refuses() {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = tempfile::tempdir().expect("temp dir");
+    let made = |name: &str| {
+        let dir = parent.path().join(name);
+        let output = tsoracle_file([OsStr::new("init"), dir.as_os_str()]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        dir
+    };
+    let empty = parent.path().join("empty");
+    std::fs::create_dir(&empty).expect("mkdir");
+    std::fs::set_permissions(&empty, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let open = made("open");
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let linked = made("linked");
+    std::fs::remove_file(linked.join("LOCK")).expect("rm LOCK");
+    std::os::unix::fs::symlink(parent.path().join("elsewhere"), linked.join("LOCK"))
+        .expect("symlink LOCK");
+    let retired = made("retired");
+    std::fs::write(
+        retired.join("RETIRED"),
+        "migrated to cluster at 2026-12-01\n",
+    )
+    .expect("RETIRED");
+    let seeding = made("seeding");
+    std::fs::write(seeding.join("SEEDING"), "").expect("SEEDING");
+
+    for (dir, why) in [
+        (&empty, "holds no oracle state"),
+        (&open, "may be written by its group or others (mode 0777)"),
+        (&linked, "LOCK is a symbolic link"),
+        (&retired, "is retired (marker"),
+        (&seeding, "was not completely seeded"),
+    ] {
+        let before = common::dir_contents(dir);
+        let output = tsoracle_file([OsStr::new("verify"), dir.as_os_str()]);
+        let text = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{}: {text}", dir.display());
+        assert!(text.contains(why), "{}: {text}", dir.display());
+        assert_eq!(String::from_utf8_lossy(&output.stdout), "");
+        let output = tsoracle_file([OsStr::new("verify"), OsStr::new("--json"), dir.as_os_str()]);
+        assert_eq!(output.status.code(), Some(1));
+        let verdict: serde_json::Value =
+            serde_json::from_slice(&output.stdout).expect("the JSON verdict");
+        assert_eq!(verdict["ok"], false);
+        assert!(
+            verdict["error"]
+                .as_str()
+                .is_some_and(|error| error.contains(why)),
+            "{verdict}"
+        );
+        assert_eq!(common::dir_contents(dir), before, "verify changed nothing");
+
+        #[cfg(feature = "server")]
+        {
+            let child = Command::new(env!("CARGO_BIN_EXE_tsoracle-file"))
+                .arg("serve")
+                .arg("--state-dir")
+                .arg(dir)
+                .args(["--listen", "127.0.0.1:0", "--no-metrics"])
+                .env_remove("NOTIFY_SOCKET")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start serve");
+            let output = exit_within_bound(child);
+            assert_eq!(
+                output.status.code(),
+                Some(1),
+                "serve refuses {} too: {}",
+                dir.display(),
+                stderr(&output)
+            );
+        }
+    }
+
+    // A directory that serves verifies.
+    let good = made("good");
+    let output = tsoracle_file([OsStr::new("verify"), good.as_os_str()]);
+    assert!(output.status.success(), "{}", stderr(&output));
 }

@@ -15,6 +15,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -23,6 +24,10 @@ use std::time::Duration;
 use std::time::Instant;
 
 use nix::sys::signal::Signal;
+use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 use tsoracle_client::Client;
 #[cfg(feature = "failpoints")]
 use tsoracle_driver_file::read_state_dir;
@@ -35,7 +40,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_tsoracle-file");
 
 /// The environment variables `serve` reads, cleared so the caller's
 /// environment cannot change a test.
-const SERVE_ENV: [&str; 15] = [
+const SERVE_ENV: [&str; 19] = [
     "TSORACLE_LISTEN",
     "TSORACLE_STATE_DIR",
     "TSORACLE_INIT",
@@ -44,6 +49,7 @@ const SERVE_ENV: [&str; 15] = [
     "TSORACLE_LEASE_TTL_FLOOR",
     "TSORACLE_LEASE_TTL_CEILING",
     "TSORACLE_HEARTBEAT_INTERVAL",
+    "TSORACLE_SHUTDOWN_TIMEOUT",
     "TSORACLE_LOG",
     "TSORACLE_METRICS_LISTEN",
     "TSORACLE_NO_METRICS",
@@ -51,6 +57,9 @@ const SERVE_ENV: [&str; 15] = [
     "TSORACLE_TLS_KEY",
     "TSORACLE_TLS_CLIENT_CA",
     "FAILPOINTS",
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
 ];
 
 fn command(args: &[&str], dir: &Path) -> Command {
@@ -148,10 +157,20 @@ impl Serving {
     }
 
     /// Sends `signal` and waits for the exit; returns the status and stderr.
-    fn stop(mut self, signal: Signal) -> (ExitStatus, String) {
-        let child = self.child.as_mut().expect("not reaped");
+    fn stop(self, signal: Signal) -> (ExitStatus, String) {
+        self.signal(signal);
+        self.wait()
+    }
+
+    /// Sends `signal`, without waiting.
+    fn signal(&self, signal: Signal) {
+        let child = self.child.as_ref().expect("not reaped");
         let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
         nix::sys::signal::kill(pid, signal).expect("signal serve");
+    }
+
+    /// Waits for the exit; returns the status and stderr.
+    fn wait(mut self) -> (ExitStatus, String) {
         let status = wait_bounded(self.child.take().expect("not reaped"));
         // The stderr reader ends at EOF, once the process is gone.
         let stderr = self
@@ -240,6 +259,56 @@ fn sample(text: &str, series: &str) -> Option<f64> {
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
         .and_then(|value| value.trim().parse().ok())
 }
+
+/// A client of the standard gRPC health service on `addr`.
+async fn health_client(addr: SocketAddr) -> HealthClient<Channel> {
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect_timeout(BOUND)
+        .connect()
+        .await
+        .expect("connect to the gRPC port");
+    HealthClient::new(channel)
+}
+
+/// One health `Check` of `service`, bounded.
+async fn check(client: &mut HealthClient<Channel>, service: &str) -> Result<i32, tonic::Status> {
+    let request = HealthCheckRequest {
+        service: service.to_string(),
+    };
+    let response = tokio::time::timeout(BOUND, client.check(request))
+        .await
+        .expect("the health check answers within the bound")?;
+    Ok(response.into_inner().status)
+}
+
+/// Opens a health `Watch` of `service`.
+async fn watch(
+    client: &mut HealthClient<Channel>,
+    service: &str,
+) -> tonic::Streaming<HealthCheckResponse> {
+    let request = HealthCheckRequest {
+        service: service.to_string(),
+    };
+    tokio::time::timeout(BOUND, client.watch(request))
+        .await
+        .expect("the watch opens within the bound")
+        .expect("watch")
+        .into_inner()
+}
+
+/// The next item of a health `Watch`, bounded: `None` when it ended.
+async fn next_status(stream: &mut tonic::Streaming<HealthCheckResponse>) -> Option<i32> {
+    tokio::time::timeout(BOUND, stream.message())
+        .await
+        .expect("the watch moves within the bound")
+        .expect("the watch stream fails not")
+        .map(|response| response.status)
+}
+
+const SERVING: i32 = ServingStatus::Serving as i32;
+const NOT_SERVING: i32 = ServingStatus::NotServing as i32;
+const TSO_SERVICE: &str = "tsoracle.v1.TsoService";
 
 fn init(dir: &Path) {
     let output = Command::new(BIN)
@@ -378,6 +447,10 @@ async fn readyz_turns_not_ready_when_a_failed_fsync_poisons_the_driver() {
         &[("FAILPOINTS", "file_driver::before_temp_fsync=1*off->return")],
     );
     assert_eq!(server.get("/readyz"), (200, "ready\n".to_string()));
+    let mut health = health_client(server.grpc).await;
+    assert_eq!(check(&mut health, "").await.expect("check"), SERVING);
+    let mut watching = watch(&mut health, TSO_SERVICE).await;
+    assert_eq!(next_status(&mut watching).await, Some(SERVING));
 
     let client = server.client().await;
     client
@@ -385,6 +458,17 @@ async fn readyz_turns_not_ready_when_a_failed_fsync_poisons_the_driver() {
         .await
         .expect_err("the fsync of the dense file fails");
     drop(client);
+
+    // The gRPC health service flips with /readyz: the watcher is told,
+    // and a check of either name says NOT_SERVING.
+    assert_eq!(next_status(&mut watching).await, Some(NOT_SERVING));
+    for service in ["", TSO_SERVICE] {
+        assert_eq!(
+            check(&mut health, service).await.expect("check"),
+            NOT_SERVING
+        );
+    }
+    drop((watching, health));
 
     let deadline = Instant::now() + BOUND;
     let (status, body) = loop {
@@ -461,8 +545,46 @@ async fn no_metrics_serves_grpc_without_the_http_listener() {
     let client = server.client().await;
     client.get_ts().await.expect("get_ts");
     drop(client);
+    // The gRPC health service does not need the HTTP listener.
+    let mut health = health_client(server.grpc).await;
+    assert_eq!(check(&mut health, "").await.expect("check"), SERVING);
+    drop(health);
     let (status, stderr) = server.stop(Signal::SIGTERM);
     assert!(status.success(), "exit {status}: {stderr}");
+}
+
+/// The standard `grpc.health.v1.Health` service on the gRPC port answers
+/// as `/readyz` does, for the whole server and the oracle's service name,
+/// refuses unknown names, and tells a watcher NOT_SERVING when the process
+/// begins to stop, then ends its stream so the stop is not held open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_health_serves_as_readyz_and_turns_not_serving_when_stopping() {
+    let parent = tempfile::tempdir().expect("temp dir");
+    let dir = parent.path().join("oracle");
+    init(&dir);
+    let server = Serving::start(&[], &dir, &[]);
+    assert_eq!(server.get("/readyz").0, 200);
+    let mut health = health_client(server.grpc).await;
+    for service in ["", TSO_SERVICE] {
+        assert_eq!(check(&mut health, service).await.expect("check"), SERVING);
+    }
+    let unknown = check(&mut health, "tsoracle.v1.Nothing")
+        .await
+        .expect_err("an unknown service name");
+    assert_eq!(unknown.code(), tonic::Code::NotFound, "{unknown:?}");
+
+    let mut watching = watch(&mut health, "").await;
+    assert_eq!(next_status(&mut watching).await, Some(SERVING));
+    server.signal(Signal::SIGTERM);
+    assert_eq!(next_status(&mut watching).await, Some(NOT_SERVING));
+    assert_eq!(
+        next_status(&mut watching).await,
+        None,
+        "the watch ends at the stop"
+    );
+    let (status, stderr) = server.wait();
+    assert!(status.success(), "exit {status}: {stderr}");
+    drop((watching, health));
 }
 
 #[test]
@@ -547,6 +669,7 @@ fn serve_flags_fall_back_to_environment_variables() {
         ("--lease-ttl-floor", "5s"),
         ("--lease-ttl-ceiling", "300s"),
         ("--heartbeat-interval", "10s"),
+        ("--shutdown-timeout", "10s"),
         ("--log", "info"),
         ("--metrics-listen", "127.0.0.1:9551"),
     ] {
@@ -682,6 +805,26 @@ async fn serve_speaks_tls_and_mutual_tls_with_the_given_certificates() {
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("cannot read --tls-cert"), "{stderr}");
     assert!(!missing.exists(), "nothing was created");
+
+    // A certificate with another certificate's key was found only after the
+    // driver opened the directory, at times after it wrote `state`, and the
+    // message named neither flag: the pair is checked first.
+    let client_key = path("client.key");
+    for dir in [&missing, &dir] {
+        let before = dir.exists().then(|| common::dir_contents(dir));
+        let (code, stderr) = refused(
+            &["--init", "--tls-cert", &cert, "--tls-key", &client_key],
+            dir,
+        );
+        assert_eq!(code, 1, "{stderr}");
+        assert!(
+            stderr.contains(&format!("--tls-cert {cert}, --tls-key {client_key}")),
+            "{stderr}"
+        );
+        assert!(stderr.contains("is --tls-key the private key"), "{stderr}");
+        assert_eq!(dir.exists().then(|| common::dir_contents(dir)), before);
+    }
+    assert!(!missing.exists(), "nothing was created");
 }
 
 #[test]
@@ -703,4 +846,488 @@ fn serve_refuses_lease_bounds_that_cannot_work_before_touching_anything() {
         assert!(stderr.contains("--lease-ttl-floor"), "{stderr}");
     }
     assert!(!dir.exists(), "nothing was created");
+}
+
+/// A notification socket as systemd binds it, for `NOTIFY_SOCKET`.
+struct NotifySocket {
+    socket: UnixDatagram,
+    /// What `NOTIFY_SOCKET` is set to.
+    name: String,
+    /// The socket file's directory, when it is a path.
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl NotifySocket {
+    fn at_path() -> NotifySocket {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("notify");
+        let socket = UnixDatagram::bind(&path).expect("bind the notify socket");
+        NotifySocket {
+            socket,
+            name: path.to_str().expect("UTF-8 temp path").to_string(),
+            _dir: Some(dir),
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    fn abstract_named() -> NotifySocket {
+        use std::os::linux::net::SocketAddrExt;
+        let name = format!(
+            "tsoracle-file-test-{}-{:?}",
+            std::process::id(),
+            std::time::SystemTime::now()
+        );
+        let address =
+            std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).expect("address");
+        let socket = UnixDatagram::bind_addr(&address).expect("bind an abstract socket");
+        NotifySocket {
+            socket,
+            name: format!("@{name}"),
+            _dir: None,
+        }
+    }
+
+    /// The next message, within the bound.
+    fn next(&self) -> String {
+        self.socket
+            .set_read_timeout(Some(BOUND))
+            .expect("read timeout");
+        let mut buffer = vec![0; 4096];
+        let length = self
+            .socket
+            .recv(&mut buffer)
+            .expect("a notification within the bound");
+        String::from_utf8(buffer[..length].to_vec()).expect("UTF-8 notification")
+    }
+
+    /// Messages up to and including the first that satisfies `until`.
+    fn until(&self, until: impl Fn(&str) -> bool) -> Vec<String> {
+        let mut seen = Vec::new();
+        loop {
+            let message = self.next();
+            let done = until(&message);
+            seen.push(message);
+            if done {
+                return seen;
+            }
+        }
+    }
+}
+
+/// The lines `KEY=value` of a notification, as (key, value).
+fn fields(message: &str) -> Vec<(&str, &str)> {
+    message
+        .lines()
+        .map(|line| line.split_once('=').expect("KEY=value"))
+        .collect()
+}
+
+fn has(message: &str, key: &str, value: &str) -> bool {
+    fields(message).contains(&(key, value))
+}
+
+fn status_of(message: &str) -> Option<&str> {
+    fields(message)
+        .into_iter()
+        .find_map(|(key, value)| (key == "STATUS").then_some(value))
+}
+
+/// Starts `serve` with `NOTIFY_SOCKET` (and `env`), without waiting for
+/// its stdout line: the READY=1 notification is what says it serves.
+fn start_notified(dir: &Path, notify: &NotifySocket, env: &[(&str, &str)]) -> Serving {
+    let mut command = command(&["--no-metrics"], dir);
+    command.env("NOTIFY_SOCKET", &notify.name);
+    command.envs(env.iter().copied());
+    let mut child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start tsoracle-file serve");
+    let (send_stderr, stderr) = mpsc::channel();
+    let mut pipe = child.stderr.take().expect("piped stderr");
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = pipe.read_to_string(&mut text);
+        let _ = send_stderr.send(text);
+    });
+    Serving {
+        child: Some(child),
+        grpc: "0.0.0.0:0".parse().expect("placeholder"),
+        http: None,
+        stderr,
+    }
+}
+
+/// The gRPC address in a `STATUS=serving gRPC on ADDR; ...` line.
+fn served_addr(status: &str) -> SocketAddr {
+    status
+        .strip_prefix("serving gRPC on ")
+        .and_then(|rest| rest.split(';').next())
+        .unwrap_or_else(|| panic!("unexpected status {status:?}"))
+        .parse()
+        .expect("the gRPC address")
+}
+
+/// With `NOTIFY_SOCKET`, `serve` says READY=1 (with its status) only once
+/// calls are answered, pings the watchdog every half of `WATCHDOG_USEC`
+/// with a fresh status, and says STOPPING=1 at SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_notifies_systemd_ready_watchdog_status_and_stopping() {
+    let parent = tempfile::tempdir().expect("temp dir");
+    let dir = parent.path().join("oracle");
+    init(&dir);
+    let notify = NotifySocket::at_path();
+    let mut server = start_notified(&dir, &notify, &[("WATCHDOG_USEC", "200000")]);
+
+    let ready = notify.next();
+    assert!(has(&ready, "READY", "1"), "{ready:?}");
+    let status = status_of(&ready).unwrap_or_else(|| panic!("no STATUS in {ready:?}"));
+    assert!(status.contains("high-water "), "{status}");
+    assert!(status.contains("0 dense keys, 0 leases"), "{status}");
+    // READY means calls are answered now: no wait for anything else.
+    server.grpc = served_addr(status);
+    let client = server.client().await;
+    client.get_ts().await.expect("get_ts right after READY=1");
+    client.get_seq("orders", 1).await.expect("get_seq");
+    drop(client);
+
+    // Watchdog pings, each with the current status: the dense key shows.
+    let pings = notify.until(|message| {
+        has(message, "WATCHDOG", "1")
+            && status_of(message).is_some_and(|status| status.contains("1 dense keys"))
+    });
+    assert!(
+        pings.iter().all(|message| has(message, "WATCHDOG", "1")),
+        "{pings:?}"
+    );
+    assert!(has(&notify.next(), "WATCHDOG", "1"), "the pings go on");
+
+    server.signal(Signal::SIGTERM);
+    let rest = notify.until(|message| has(message, "STOPPING", "1"));
+    assert!(
+        rest.iter().all(|message| !has(message, "READY", "1")),
+        "{rest:?}"
+    );
+    let (status, stderr) = server.wait();
+    assert!(status.success(), "exit {status}: {stderr}");
+}
+
+/// An abstract notification socket (`@name`, as systemd may pass) works
+/// too; without `WATCHDOG_USEC` there are no pings.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_notifies_an_abstract_socket_and_pings_only_with_a_watchdog() {
+    let parent = tempfile::tempdir().expect("temp dir");
+    let dir = parent.path().join("oracle");
+    init(&dir);
+    let notify = NotifySocket::abstract_named();
+    let server = start_notified(&dir, &notify, &[]);
+    let ready = notify.next();
+    assert!(has(&ready, "READY", "1"), "{ready:?}");
+    server.signal(Signal::SIGTERM);
+    // Without a watchdog the next message is the stop (a status refresh
+    // comes only every 10 s, and only when it changed: nothing changed).
+    let stopping = notify.next();
+    assert!(has(&stopping, "STOPPING", "1"), "{stopping:?}");
+    let (status, stderr) = server.wait();
+    assert!(status.success(), "exit {status}: {stderr}");
+}
+
+/// A `NOTIFY_SOCKET` that names no socket is refused before anything is
+/// created, naming the variable.
+#[test]
+fn serve_refuses_a_notify_socket_it_cannot_use() {
+    let parent = tempfile::tempdir().expect("temp dir");
+    let dir = parent.path().join("oracle");
+    for (name, value) in [
+        ("NOTIFY_SOCKET", "relative/notify"),
+        ("WATCHDOG_USEC", "soon"),
+    ] {
+        let mut child = command(&["--init"], &dir)
+            .env(name, value)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start serve");
+        let mut stderr = String::new();
+        child
+            .stderr
+            .take()
+            .expect("piped")
+            .read_to_string(&mut stderr)
+            .expect("stderr");
+        let status = wait_bounded(child);
+        assert_eq!(status.code(), Some(1), "{name}={value}: {stderr}");
+        assert!(stderr.contains(name), "{stderr}");
+    }
+    assert!(!dir.exists(), "nothing was created");
+}
+
+/// A poisoned driver stops the watchdog pings (so that systemd restarts
+/// the service, the only way it recovers) and says so in its status.
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poisoned_driver_stops_the_watchdog_pings() {
+    let parent = tempfile::tempdir().expect("temp dir");
+    let dir = parent.path().join("oracle");
+    init(&dir);
+    let notify = NotifySocket::at_path();
+    let mut server = start_notified(
+        &dir,
+        &notify,
+        &[
+            ("WATCHDOG_USEC", "200000"),
+            ("FAILPOINTS", "file_driver::before_temp_fsync=1*off->return"),
+        ],
+    );
+    let ready = notify.next();
+    assert!(has(&ready, "READY", "1"), "{ready:?}");
+    server.grpc = served_addr(status_of(&ready).expect("STATUS"));
+    assert!(has(&notify.next(), "WATCHDOG", "1"), "pings while healthy");
+
+    let client = server.client().await;
+    client
+        .get_seq("orders", 1)
+        .await
+        .expect_err("the fsync of the dense file fails");
+    drop(client);
+
+    let poisoned =
+        |message: &str| status_of(message).is_some_and(|status| status.contains("poisoned"));
+    notify.until(poisoned);
+    // From then on each watchdog interval brings only the status.
+    for _ in 0..5 {
+        let message = notify.next();
+        assert!(poisoned(&message), "{message:?}");
+        assert!(!has(&message, "WATCHDOG", "1"), "{message:?}");
+    }
+    server.signal(Signal::SIGTERM);
+    let rest = notify.until(|message| has(message, "STOPPING", "1"));
+    assert!(
+        rest.iter().all(|message| !has(message, "WATCHDOG", "1")),
+        "{rest:?}"
+    );
+    let (status, stderr) = server.wait();
+    assert!(status.success(), "exit {status}: {stderr}");
+    assert!(
+        stderr.contains("no more systemd watchdog pings"),
+        "{stderr}"
+    );
+}
+
+/// Milliseconds since the Unix epoch, now.
+fn now_ms() -> u64 {
+    u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_millis(),
+    )
+    .expect("fits")
+}
+
+/// A lease moves the durable high-water its TTL past the clock, so the
+/// lease TTL bounds are capped at an hour, as the window is: a ceiling of
+/// thousands of years once let one AcquireLease push every later
+/// timestamp to the year 2140.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_caps_the_lease_ttl_bounds_at_an_hour() {
+    let parent = tempfile::tempdir().expect("temp dir");
+    let dir = parent.path().join("oracle");
+    for (flag, value) in [
+        ("--lease-ttl-ceiling", "5000000000000h"),
+        ("--lease-ttl-ceiling", "18446744073709551615ms"),
+        ("--lease-ttl-ceiling", "2h"),
+        ("--lease-ttl-floor", "61m"),
+    ] {
+        let (code, stderr) = refused(&["--init", flag, value], &dir);
+        assert_eq!(code, 2, "{flag} {value}: {stderr}");
+        assert!(
+            stderr.contains("above the maximum of 1h") && stderr.contains("lease"),
+            "{flag} {value}: {stderr}"
+        );
+    }
+    let output = command(&["--init"], &dir)
+        .env("TSORACLE_LEASE_TTL_CEILING", "2h")
+        .output()
+        .expect("run serve");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(!dir.exists(), "a refused start created nothing");
+
+    // The help says why.
+    let output = Command::new(BIN)
+        .args(["serve", "--help"])
+        .output()
+        .expect("serve --help");
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        help.contains("at most 1h: granting a lease moves the durable"),
+        "{help}"
+    );
+
+    // At the cap, one lease moves the high-water at most an hour ahead.
+    let server = Serving::start(&["--init", "--lease-ttl-ceiling", "1h"], &dir, &[]);
+    let client = server.client().await;
+    client
+        .acquire_lease(b"svc-a", 1, Duration::from_secs(2 * 3600))
+        .await
+        .expect_err("a TTL above the ceiling is refused");
+    let before = now_ms();
+    client
+        .acquire_lease(b"svc-a", 1, Duration::from_secs(3600))
+        .await
+        .expect("a TTL at the ceiling is granted");
+    let after = now_ms();
+    drop(client);
+    let (status, stderr) = server.stop(Signal::SIGTERM);
+    assert!(status.success(), "exit {status}: {stderr}");
+    let high_water = FileDriver::open_or_init(&dir).expect("reopen").high_water();
+    assert!(high_water >= before + 3_600_000, "{high_water}");
+    // The window ahead (3 s) and the failover advance (1 s) come on top.
+    assert!(high_water <= after + 3_600_000 + 60_000, "{high_water}");
+}
+
+/// A client that connects and then sends nothing (or only the HTTP/2
+/// preface) once kept a stopping server alive without bound, the directory
+/// locked: the drain is bounded by `--shutdown-timeout`, then they are
+/// closed and the directory unlocked.
+#[test]
+fn sigterm_closes_idle_connections_after_the_shutdown_timeout() {
+    let parent = tempfile::tempdir().expect("temp dir");
+    let dir = parent.path().join("oracle");
+    init(&dir);
+    let server = Serving::start(&["--shutdown-timeout", "1s"], &dir, &[]);
+    let silent = TcpStream::connect_timeout(&server.grpc, BOUND).expect("connect");
+    let mut preface = TcpStream::connect_timeout(&server.grpc, BOUND).expect("connect");
+    preface
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .expect("send the preface");
+    // Both are accepted: the server opens each with its SETTINGS frame.
+    for mut stream in [&silent, &preface] {
+        stream.set_read_timeout(Some(BOUND)).expect("timeout");
+        let mut byte = [0; 1];
+        assert_eq!(stream.read(&mut byte).expect("the server's SETTINGS"), 1);
+    }
+    let (status, stderr) = server.stop(Signal::SIGTERM);
+    assert!(status.success(), "exit {status}: {stderr}");
+    assert!(
+        stderr.contains("connections still open after --shutdown-timeout 1s: closing them"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("shut down; driver closed and state directory unlocked"),
+        "{stderr}"
+    );
+    // A replacement can take the directory at once.
+    FileDriver::open_or_init(&dir).expect("unlocked");
+    drop((silent, preface));
+}
+
+/// Served as root, a directory another user owns was accepted and left
+/// with root-owned 0600 files its owner could no longer serve: `serve`
+/// refuses a directory, or a file of it, that the effective user does not
+/// own, and says how to fix it. (Needs root to make such a directory.)
+#[test]
+fn serve_refuses_a_directory_another_user_owns() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: making a directory another user owns needs root");
+        return;
+    }
+    let parent = tempfile::tempdir().expect("temp dir");
+    let dir = parent.path().join("oracle");
+    init(&dir);
+    let other = nix::unistd::Uid::from_raw(54321);
+    let before = common::dir_contents(&dir);
+
+    nix::unistd::chown(&dir, Some(other), None).expect("chown the directory");
+    let (code, stderr) = refused(&[], &dir);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!("{} is owned by uid 54321", dir.display())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("not by uid 0"), "{stderr}");
+    assert!(stderr.contains("sudo -u '#54321'"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("chown -R root {}", dir.display())),
+        "{stderr}"
+    );
+
+    // --init does not write into it either.
+    let (code, stderr) = refused(&["--init"], &dir);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("is owned by uid 54321"), "{stderr}");
+    let empty = parent.path().join("empty");
+    std::fs::create_dir(&empty).expect("mkdir");
+    nix::unistd::chown(&empty, Some(other), None).expect("chown the empty directory");
+    let (code, stderr) = refused(&["--init"], &empty);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("is owned by uid 54321"), "{stderr}");
+    assert!(
+        common::entry_names(&empty).is_empty(),
+        "--init wrote nothing"
+    );
+
+    // A file of it another user owns is refused the same way.
+    nix::unistd::chown(&dir, Some(nix::unistd::Uid::from_raw(0)), None).expect("chown back");
+    nix::unistd::chown(&dir.join("state"), Some(other), None).expect("chown state");
+    let (code, stderr) = refused(&[], &dir);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{} is owned by uid 54321",
+            dir.join("state").display()
+        )),
+        "{stderr}"
+    );
+    // Nothing was written, and owned again it serves.
+    assert_eq!(common::dir_contents(&dir), before);
+    nix::unistd::chown(
+        &dir.join("state"),
+        Some(nix::unistd::Uid::from_raw(0)),
+        None,
+    )
+    .expect("chown back");
+    let server = Serving::start(&[], &dir, &[]);
+    let (status, stderr) = server.stop(Signal::SIGTERM);
+    assert!(status.success(), "exit {status}: {stderr}");
+}
+
+/// `--log warning` or `--log verbose` (not level names) were read as
+/// target names and silently turned off every log line, the ERROR of a
+/// poisoned driver included: what is neither a level nor `target=level`
+/// is refused as a usage error.
+#[test]
+fn serve_refuses_a_log_filter_that_is_neither_a_level_nor_target_level() {
+    let parent = tempfile::tempdir().expect("temp dir");
+    let dir = parent.path().join("oracle");
+    for filter in [
+        "warning",
+        "verbose",
+        "info,chatty",
+        "tsoracle=loud",
+        "=info",
+    ] {
+        let (code, stderr) = refused(&["--init", "--log", filter], &dir);
+        assert_eq!(code, 2, "{filter}: {stderr}");
+        assert!(stderr.contains("--log"), "{filter}: {stderr}");
+        assert!(
+            stderr.contains("is not a level") || stderr.contains("names no target"),
+            "{filter}: {stderr}"
+        );
+    }
+    let output = command(&["--init"], &dir)
+        .env("TSORACLE_LOG", "verbose")
+        .output()
+        .expect("run serve");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(!dir.exists(), "a refused start created nothing");
+
+    // Levels and target=level pass the parser (the start then stops at the
+    // missing directory, which proves the filter was accepted).
+    for filter in ["warn", "ERROR", "off", "info,tsoracle_server=debug,h2=warn"] {
+        let (code, stderr) = refused(&["--log", filter], &dir);
+        assert_eq!(code, 1, "{filter}: {stderr}");
+        assert!(stderr.contains("does not exist"), "{filter}: {stderr}");
+    }
 }

@@ -3,10 +3,11 @@
 //!
 //! - `/healthz`: 200 `ok` while the process serves HTTP at all: a liveness
 //!   probe.
-//! - `/readyz`: 200 `ready` when the driver is not poisoned and the server
-//!   is the serving leader; otherwise 503 and the reason. A poisoned driver
-//!   refuses every write until the process restarts, so an orchestrator
-//!   should take it out of rotation (and restart it).
+//! - `/readyz`: 200 `ready` when the driver is not poisoned, the process
+//!   is not stopping and the server is the serving leader; otherwise 503
+//!   and the reason. A poisoned driver refuses every write until the
+//!   process restarts, so an orchestrator should take it out of rotation
+//!   (and restart it). The gRPC health service answers from the same check.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -19,45 +20,25 @@ use hyper_util::rt::TokioIo;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tsoracle_driver_file::FileDriver;
-use tsoracle_server::ServingState;
+
+use crate::readiness::Readiness;
 
 /// How often the recorder's histograms are compacted.
 const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// What the probes look at.
+/// What the HTTP listener answers from.
 pub(crate) struct Health {
-    driver: Arc<FileDriver>,
-    serving: watch::Receiver<ServingState>,
+    readiness: Arc<Readiness>,
     metrics: PrometheusHandle,
 }
 
 impl Health {
-    pub(crate) fn new(
-        driver: Arc<FileDriver>,
-        serving: watch::Receiver<ServingState>,
-        metrics: PrometheusHandle,
-    ) -> Self {
-        Health {
-            driver,
-            serving,
-            metrics,
-        }
+    pub(crate) fn new(readiness: Arc<Readiness>, metrics: PrometheusHandle) -> Self {
+        Health { readiness, metrics }
     }
 
-    /// `Err` says why the process should not take traffic.
     fn ready(&self) -> Result<(), &'static str> {
-        if self.driver.is_poisoned() {
-            return Err(
-                "the driver is poisoned: a write failed where the disk's content is \
-                        unknown, and every write is refused until the process restarts",
-            );
-        }
-        // Borrowed only for the match: the server writes this state.
-        if !matches!(*self.serving.borrow(), ServingState::Serving) {
-            return Err("the server is not serving");
-        }
-        Ok(())
+        self.readiness.ready()
     }
 }
 

@@ -14,8 +14,10 @@
 //!   leftover `*.tmp` files. Reads without taking the lock and changes
 //!   nothing.
 //! - `verify DIR [--json]`: exit code 0 and `ok: DIR ...` when every file
-//!   decodes and checks, exit code 1 and a one-line reason naming the file
-//!   otherwise. For a cron job or a readiness probe.
+//!   decodes and checks and the directory would serve, exit code 1 and a
+//!   one-line reason naming the file otherwise (also for what every open
+//!   refuses: no state, writable by group or others, a `LOCK` symlink,
+//!   `RETIRED`, `SEEDING`). For a cron job or a readiness probe.
 //! - `seed DIR H`:
 //!   [`FileDriver::init_seeded`](tsoracle_driver_file::FileDriver::init_seeded);
 //!   refuses existing state.
@@ -85,8 +87,14 @@
 mod cli;
 mod commands;
 #[cfg(feature = "server")]
+mod grpc_health;
+#[cfg(feature = "server")]
 mod http;
 mod locks;
+#[cfg(feature = "server")]
+mod readiness;
+#[cfg(feature = "server")]
+mod sd_notify;
 
 use std::process::ExitCode;
 
@@ -172,12 +180,15 @@ enum Command {
         exit_codes!(),
     ))]
     Inspect(inspect::Args),
-    /// Check that every file decodes: exit 0 and `ok: DIR`, or exit 1 with a
-    /// one-line reason naming the file
+    /// Check that every file decodes and the directory would serve: exit 0
+    /// and `ok: DIR`, or exit 1 with a one-line reason naming the file
     #[command(long_about = concat!(
         "Check that every file of the state directory decodes and passes its checks. ",
         "Prints `ok: DIR (...)` and exits 0, or prints a one-line reason naming the ",
-        "file on stderr and exits 1. For a cron job or a readiness probe.\n\n",
+        "file on stderr and exits 1. It also fails on what `serve` (every open) refuses: ",
+        "a directory without oracle state, one its group or others may write, a `LOCK` ",
+        "that is a symbolic link, a `RETIRED` or `SEEDING` marker. For a cron job or a ",
+        "readiness probe.\n\n",
         "With --json, prints {\"ok\":true,\"dir\":..,\"high_water\":..,\"dense_keys\":..,",
         "\"leases\":..,\"leftover_temp_files\":..} or {\"ok\":false,\"dir\":..,\"error\":..} ",
         "on stdout (the reason still goes to stderr as well).\n\n",

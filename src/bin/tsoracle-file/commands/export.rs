@@ -169,7 +169,18 @@ pub(crate) fn exec(args: &Args) -> CmdResult {
 
 /// The stopped-state receipt, taken under the lock: the directory cannot
 /// change (no driver can open it) between reading and hashing its files.
+///
+/// A directory without a `state` file has no receipt, and is refused before
+/// the lock is taken: taking it would create `LOCK` in, say, an empty
+/// directory, and export changes nothing.
 fn receipt(dir: &Path) -> CmdResult {
+    let found = cli::read(dir)?;
+    if found.high_water.is_none() {
+        return Err(Failure::new(format!(
+            "state directory {} has no state file, so there is no committed state to describe",
+            dir.display()
+        )));
+    }
     let stopped = StoppedDir::lock(dir).map_err(|err| Failure::from_error(&err))?;
     let receipt = stopped.receipt().map_err(|err| Failure::from_error(&err))?;
     Ok(cli::json_pretty(&receipt))

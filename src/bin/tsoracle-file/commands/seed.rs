@@ -1,5 +1,6 @@
-//! `seed DIR H`: [`FileDriver::init_seeded`]; refuses existing state, and
-//! a high-water from which no server could make progress.
+//! `seed DIR H`: [`FileDriver::init_seeded`]; refuses existing state, a
+//! high-water from which no server could make progress, and (without
+//! `--force`) one more than a day ahead of the clock.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -25,7 +26,18 @@ pub(crate) struct Args {
     /// for it
     #[arg(long, value_name = "DURATION", default_value = cli::DEFAULT_FAILOVER_ADVANCE, value_parser = cli::parse_failover_advance)]
     pub(crate) failover_advance: Duration,
+    /// Seed an H more than a day ahead of the clock (every timestamp the
+    /// oracle issues from then on is above H, for good)
+    #[arg(long)]
+    pub(crate) force: bool,
 }
+
+/// How far ahead of the clock `seed` accepts an `H` without `--force`. A
+/// high-water an oracle reached is at most its window (an hour, at most)
+/// or a lease TTL (as much) ahead of its clock; a day also covers a
+/// skewed clock. Beyond it is one digit too many, and timestamps would
+/// run that far ahead of real time for good.
+const MAX_AHEAD_MS: u64 = 24 * 3600 * 1000;
 
 /// Seeds a fresh state directory.
 pub(crate) fn exec(args: &Args) -> CmdResult {
@@ -33,6 +45,18 @@ pub(crate) fn exec(args: &Args) -> CmdResult {
     if *value <= PHYSICAL_MS_MAX {
         cli::check_headroom(*value, args.window_ahead, args.failover_advance)
             .map_err(|why| Failure::new(format!("refusing to seed {value}: {why}")))?;
+    }
+    let now = cli::now_ms_since_epoch();
+    if *value <= PHYSICAL_MS_MAX && *value > now.saturating_add(MAX_AHEAD_MS) && !args.force {
+        return Err(Failure::new(format!(
+            "refusing to seed {value} ({}): it is more than a day ahead of the clock \
+             (now {}), and every timestamp the oracle issues would be above it, for good. \
+             H is the high-water the old oracle reached (`export`'s `high_water`), at \
+             most its window ahead of its clock: check the number; pass --force if \
+             this is meant",
+            cli::utc_text(*value),
+            cli::utc_text(now)
+        )));
     }
     FileDriver::init_seeded(dir, *value).map_err(|err| {
         let mut refusal = Failure::from_error(&err);

@@ -1,18 +1,24 @@
-//! `serve`: the real `tsoracle-server` 3.2.2 on a [`FileDriver`], with
-//! Prometheus metrics and health checks on a second listener. Flags and
+//! `serve`: the real `tsoracle-server` 3.3 on a [`FileDriver`], with the
+//! standard gRPC health service next to it on the gRPC port, and Prometheus
+//! metrics and HTTP health checks on a second listener. Flags and
 //! defaults follow upstream's `tsoracle serve file`; each flag can also be
 //! set from the environment variable named in `--help`.
 //!
-//! Start-up, in order: logging; the metrics recorder (before the driver
-//! opens, so the driver's handles register with it); the signal handlers;
-//! the state directory check (a missing or stateless directory is refused
-//! unless `--init`); the driver (fails fast when another process holds the
-//! directory); the headroom check; both listeners; then the server. Once it
-//! fenced its first window and serves, one line goes to stdout:
+//! Start-up, in order: logging; the flag combinations and systemd's
+//! `NOTIFY_SOCKET` / `WATCHDOG_USEC`; the metrics recorder (before the
+//! driver opens, so the driver's handles register with it); the gRPC server
+//! with its TLS acceptor (a key that is not the certificate's is refused
+//! here); the signal handlers; the state directory checks (one the
+//! effective user does not own is refused; so is a missing or stateless
+//! one, unless `--init`); the driver (fails fast when another process holds
+//! the directory); the headroom check; both listeners; then the server.
+//! Once it fenced its first window and serves, one line goes to stdout:
 //! `tsoracle-file: serving gRPC on ADDR, metrics on http://ADDR/metrics`
-//! (or `metrics disabled`). SIGINT or SIGTERM stops it gracefully: in-flight
-//! calls finish, the driver is dropped and the directory unlocked before
-//! the process exits 0.
+//! (or `metrics disabled`), and systemd is told `READY=1`. SIGINT or
+//! SIGTERM stops it gracefully: systemd is told `STOPPING=1`, the probes
+//! turn not ready, in-flight calls finish (within `--shutdown-timeout`,
+//! then the connections left are closed), the driver is dropped and the
+//! directory unlocked before the process exits 0.
 
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
@@ -32,7 +38,10 @@ use tsoracle_server::{Server, ServingState};
 
 use super::init;
 use crate::cli::{self, CmdResult, Failure};
+use crate::grpc_health;
 use crate::http::{self, Health};
+use crate::readiness::Readiness;
+use crate::sd_notify;
 
 /// Arguments of `serve`.
 #[derive(Debug, clap::Args)]
@@ -56,12 +65,18 @@ pub(crate) struct Args {
     /// (at most 1h)
     #[arg(long, env = "TSORACLE_FAILOVER_ADVANCE", value_name = "DURATION", default_value = cli::DEFAULT_FAILOVER_ADVANCE, value_parser = cli::parse_failover_advance)]
     pub(crate) failover_advance: Duration,
-    /// Shortest lease TTL the server grants
-    #[arg(long, env = "TSORACLE_LEASE_TTL_FLOOR", value_name = "DURATION", default_value = "5s", value_parser = cli::parse_duration)]
+    /// Shortest lease TTL the server grants (at most 1h)
+    #[arg(long, env = "TSORACLE_LEASE_TTL_FLOOR", value_name = "DURATION", default_value = "5s", value_parser = parse_lease_ttl)]
     pub(crate) lease_ttl_floor: Duration,
-    /// Longest lease TTL the server grants
-    #[arg(long, env = "TSORACLE_LEASE_TTL_CEILING", value_name = "DURATION", default_value = "300s", value_parser = cli::parse_duration)]
+    /// Longest lease TTL the server grants (at most 1h: granting a lease
+    /// moves the durable high-water its TTL past the clock, for good)
+    #[arg(long, env = "TSORACLE_LEASE_TTL_CEILING", value_name = "DURATION", default_value = "300s", value_parser = parse_lease_ttl)]
     pub(crate) lease_ttl_ceiling: Duration,
+    /// How long a stop (SIGTERM, SIGINT) waits for calls in flight and
+    /// open connections to finish before it closes them, idle connections
+    /// included, and unlocks the directory
+    #[arg(long, env = "TSORACLE_SHUTDOWN_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = cli::parse_duration)]
+    pub(crate) shutdown_timeout: Duration,
     /// Interval of the server's heartbeat log line; 0s disables it
     #[arg(long, env = "TSORACLE_HEARTBEAT_INTERVAL", value_name = "DURATION", default_value = "10s", value_parser = cli::parse_duration)]
     pub(crate) heartbeat_interval: Duration,
@@ -106,7 +121,54 @@ pub(crate) struct Args {
     pub(crate) tls_client_ca: Option<PathBuf>,
 }
 
+/// Parses `--lease-ttl-floor` and `--lease-ttl-ceiling`: at most
+/// [`cli::MAX_WINDOW`], for the reason `--window-ahead` is. Granting a
+/// lease persists a high-water its TTL past the clock (every timestamp
+/// under the lease is below it), and a restart resumes from the durable
+/// high-water: one `AcquireLease` with a TTL of a century would move every
+/// later timestamp a century ahead of real time.
+fn parse_lease_ttl(text: &str) -> Result<Duration, String> {
+    let above = || {
+        format!(
+            "{text} is above the maximum of {}: granting a lease persists a high-water \
+             its TTL past the clock and a restart resumes from it, so one lease with a \
+             longer TTL could push every later timestamp that far ahead of real time \
+             for good (defaults: floor 5s, ceiling 300s)",
+            humantime::format_duration(cli::MAX_WINDOW)
+        )
+    };
+    let ttl = match humantime::parse_duration(text) {
+        Err(humantime::DurationError::NumberOverflow) => return Err(above()),
+        _ => cli::parse_duration(text)?,
+    };
+    if ttl > cli::MAX_WINDOW {
+        return Err(above());
+    }
+    Ok(ttl)
+}
+
+/// Parses `--log`: comma-separated directives, each a level or
+/// `target=level`. `Targets` alone reads a word that is not a level (`warning`,
+/// `verbose`) as a target name, which turned off every other line, the
+/// ERROR of a poisoned driver included: such a word is refused.
 fn parse_log(text: &str) -> Result<Targets, String> {
+    use tracing_subscriber::filter::LevelFilter;
+    const LEVELS: &str = "trace, debug, info, warn, error or off";
+    for directive in text.split(',').map(str::trim) {
+        let level = match directive.split_once('=') {
+            Some((target, _)) if target.trim().is_empty() => {
+                return Err(format!("`{directive}` names no target (target=level)"));
+            }
+            Some((_, level)) => level.trim(),
+            None => directive,
+        };
+        if level.parse::<LevelFilter>().is_err() {
+            return Err(format!(
+                "`{level}` in `{directive}` is not a level: a directive is a level \
+                 ({LEVELS}) or target=level"
+            ));
+        }
+    }
     text.parse::<Targets>()
         .map_err(|err| format!("{err} (a level such as `info`, or `target=level,...`)"))
 }
@@ -141,6 +203,11 @@ pub(crate) fn exec(args: &Args) -> CmdResult {
         refusal.code = cli::EXIT_USAGE;
         return Err(refusal);
     }
+    // systemd's notification socket and watchdog, when it started us.
+    let notify = Notify {
+        notifier: sd_notify::Notifier::from_env()?.map(Arc::new),
+        watchdog: sd_notify::watchdog_interval()?,
+    };
     let metrics = if args.no_metrics {
         None
     } else {
@@ -149,7 +216,10 @@ pub(crate) fn exec(args: &Args) -> CmdResult {
             .map_err(|err| Failure::new(format!("cannot install the metrics recorder: {err}")))?;
         Some(handle)
     };
-    let tls = tls_config(args)?;
+    // The gRPC server with its TLS acceptor, built now: a certificate and a
+    // key that are not a pair (or a CA bundle that does not parse) are
+    // refused before the directory is opened, let alone written.
+    let grpc_server = grpc_server(args)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -163,6 +233,8 @@ pub(crate) fn exec(args: &Args) -> CmdResult {
     };
 
     let state_dir = std::path::absolute(&args.state_dir).unwrap_or(args.state_dir.clone());
+    // The owner first: `--init` must not write into another user's directory.
+    check_owner(&state_dir)?;
     prepare_state_dir(&state_dir, args.init)?;
     let driver = FileDriver::open_or_init(&state_dir).map_err(|err| Failure::from_error(&err))?;
     let recovered = driver.high_water();
@@ -178,7 +250,8 @@ pub(crate) fn exec(args: &Args) -> CmdResult {
         &state_dir,
         Arc::clone(&driver),
         metrics,
-        tls,
+        grpc_server,
+        notify,
         signal,
     ));
     // Dropping the runtime drops every task still holding a handle on the
@@ -234,6 +307,67 @@ fn prepare_state_dir(dir: &Path, init: bool) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Refuses a state directory (or one of its files) that the effective user
+/// does not own, as PostgreSQL does: served as root, a directory another
+/// user owns would be left with root-owned 0600 files that its owner can no
+/// longer serve ("Permission denied").
+fn check_owner(dir: &Path) -> Result<(), Failure> {
+    use std::os::unix::fs::MetadataExt;
+    let me = rustix::process::geteuid().as_raw();
+    let mut paths = vec![dir.to_path_buf()];
+    paths.extend(
+        ["LOCK", "state", "dense", "leases"]
+            .iter()
+            .map(|name| dir.join(name)),
+    );
+    for path in paths {
+        // A missing file is the driver's business; so is any other error.
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        let owner = meta.uid();
+        if owner != me {
+            let run_as = match user_name(owner) {
+                Some(name) => format!("runuser -u {name} -- tsoracle-file serve ..."),
+                None => format!("sudo -u '#{owner}' tsoracle-file serve ..."),
+            };
+            let chown_to = user_name(me).unwrap_or_else(|| me.to_string());
+            return Err(Failure::new(format!(
+                "refusing to serve {}: {} is owned by {}, not by {}, the user serving it; \
+                 the files serve writes would belong to {} alone and the owner could no \
+                 longer serve the directory. Run serve as its owner (`{run_as}`), \
+                 or give the directory to this user (`chown -R {chown_to} {}`)",
+                dir.display(),
+                path.display(),
+                user_text(owner),
+                user_text(me),
+                user_text(me),
+                dir.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `uid 1000 (alice)`, or `uid 1000` when /etc/passwd does not name it.
+fn user_text(uid: u32) -> String {
+    match user_name(uid) {
+        Some(name) => format!("uid {uid} ({name})"),
+        None => format!("uid {uid}"),
+    }
+}
+
+/// The name /etc/passwd gives `uid`, if any.
+fn user_name(uid: u32) -> Option<String> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let found = fields.nth(1)?.parse::<u32>().ok()?;
+        (found == uid).then(|| name.to_string())
+    })
+}
+
 /// The server's TLS settings from `--tls-*`, reading the files now so a
 /// bad path is reported before anything starts.
 fn tls_config(args: &Args) -> Result<Option<tonic::transport::ServerTlsConfig>, Failure> {
@@ -271,12 +405,43 @@ fn tls_config(args: &Args) -> Result<Option<tonic::transport::ServerTlsConfig>, 
     Ok(Some(config))
 }
 
+/// The gRPC server builder, with TLS from `--tls-*` when given. rustls
+/// checks here that the key is the certificate's, and that the PEM blocks
+/// parse.
+fn grpc_server(args: &Args) -> Result<tonic::transport::Server, Failure> {
+    let server = tonic::transport::Server::builder();
+    let Some(tls) = tls_config(args)? else {
+        return Ok(server);
+    };
+    server.tls_config(tls).map_err(|err| {
+        let mut given = vec![
+            format!("--tls-cert {}", display(args.tls_cert.as_deref())),
+            format!("--tls-key {}", display(args.tls_key.as_deref())),
+        ];
+        if let Some(ca) = &args.tls_client_ca {
+            given.push(format!("--tls-client-ca {}", ca.display()));
+        }
+        Failure::new(format!(
+            "cannot serve TLS with {}: {} (is --tls-key the private key of the \
+             certificate in --tls-cert?)",
+            given.join(", "),
+            cli::error_chain(&err)
+        ))
+    })
+}
+
+fn display(path: Option<&Path>) -> String {
+    path.map(|path| path.display().to_string())
+        .unwrap_or_default()
+}
+
 async fn serve(
     args: &Args,
     state_dir: &Path,
     driver: Arc<FileDriver>,
     metrics: Option<PrometheusHandle>,
-    tls: Option<tonic::transport::ServerTlsConfig>,
+    grpc_server: tonic::transport::Server,
+    notify: Notify,
     signal: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Failure> {
     let listener = TcpListener::bind(args.listen)
@@ -286,16 +451,16 @@ async fn serve(
         .local_addr()
         .map_err(|err| Failure::new(format!("cannot read the gRPC listener's address: {err}")))?;
 
-    let mut builder = Server::builder()
+    // TLS is applied to the gRPC server built below (with the health
+    // service), not through the oracle server's builder.
+    let builder = Server::builder()
         .consensus_driver(Arc::clone(&driver) as Arc<dyn ConsensusDriver>)
         .window_ahead(args.window_ahead)
         .failover_advance(args.failover_advance)
         .lease_ttl_floor(args.lease_ttl_floor)
         .lease_ttl_ceiling(args.lease_ttl_ceiling)
-        .heartbeat_interval(args.heartbeat_interval);
-    if let Some(tls) = tls {
-        builder = builder.tls_config(tls);
-    }
+        .heartbeat_interval(args.heartbeat_interval)
+        .shutdown_grace(args.shutdown_timeout);
     let server = builder.build().map_err(|err| {
         Failure::new(format!(
             "invalid server settings: {err} (--lease-ttl-floor {}, --lease-ttl-ceiling {})",
@@ -305,12 +470,14 @@ async fn serve(
     })?;
     let mut serving = server.subscribe();
 
-    // One stop signal for both listeners.
+    // One stop flag for the readiness check, both listeners' ends and the
+    // gRPC health watchers.
     let (stop, stopped) = watch::channel(false);
-    let shutdown = async move {
-        signal.await;
-        let _ = stop.send(true);
-    };
+    let readiness = Arc::new(Readiness::new(
+        Arc::clone(&driver),
+        server.subscribe(),
+        stopped.clone(),
+    ));
 
     let mut http_task = None;
     let metrics_addr = match metrics {
@@ -324,45 +491,200 @@ async fn serve(
             let bound = http_listener.local_addr().map_err(|err| {
                 Failure::new(format!("cannot read the metrics listener's address: {err}"))
             })?;
-            let health = Arc::new(Health::new(Arc::clone(&driver), server.subscribe(), handle));
+            let health = Arc::new(Health::new(Arc::clone(&readiness), handle));
             http_task = Some(tokio::spawn(http::serve(http_listener, health, stopped)));
             Some(bound)
         }
         None => None,
     };
-    let mut serve = tokio::spawn(server.serve_with_listener(listener, shutdown));
 
-    // Announce only once the server fenced its first window and answers
-    // calls: a script (or a test) waiting for the line may call at once.
-    let outcome = tokio::select! {
-        ready = serving.wait_for(|state| matches!(state, ServingState::Serving)) => {
-            // `wait_for` returns a read guard on the serving state; keep only
-            // the flag, since the server's shutdown path writes that state.
-            if ready.map(|_| ()).is_ok() {
-                announce(addr, metrics_addr);
-                tracing::info!(
-                    state_dir = %state_dir.display(),
-                    recovered_high_water = driver.high_water(),
-                    window_ahead = %humantime::format_duration(args.window_ahead),
-                    "listening on {addr}"
-                );
+    // The server's routes next to the standard health service, on one
+    // listener; the guard owns the server's leader-watch task.
+    let (routes, guard) = server
+        .into_router()
+        .map_err(|err| Failure::new(format!("cannot build the gRPC service: {err}")))?;
+    let mut tonic = grpc_server;
+    let (drain, draining) = tokio::sync::oneshot::channel::<()>();
+    let grpc = tonic
+        .add_routes(routes)
+        .add_service(grpc_health::service(Arc::clone(&readiness)))
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener),
+            async move {
+                let _ = draining.await;
+            },
+        );
+    tokio::pin!(grpc, signal);
+
+    // Runs until a stop signal, or until the gRPC server or the server's
+    // leader watch ends by itself (an error). Announce only once the server
+    // fenced its first window and answers calls: a script (or a test)
+    // waiting for the line may call at once.
+    let mut announced = false;
+    let mut watch_poll = tokio::time::interval(WATCH_POLL);
+    let ended = loop {
+        tokio::select! {
+            biased;
+            () = &mut signal => break Ended::Signal,
+            result = &mut grpc => break Ended::Grpc(result),
+            ready = serving.wait_for(|state| matches!(state, ServingState::Serving)), if !announced => {
+                // `wait_for` returns a read guard on the serving state; keep
+                // only the flag, since the server writes that state.
+                announced = true;
+                if ready.map(|_| ()).is_ok() {
+                    announce(addr, metrics_addr);
+                    if let Some(notifier) = &notify.notifier {
+                        notifier.send(&format!("READY=1\nSTATUS={}", status_line(&driver, addr)));
+                        tokio::spawn(keep_notifying(
+                            Arc::clone(notifier),
+                            Arc::clone(&driver),
+                            addr,
+                            notify.watchdog,
+                            stop.subscribe(),
+                        ));
+                    }
+                    tracing::info!(
+                        state_dir = %state_dir.display(),
+                        recovered_high_water = driver.high_water(),
+                        window_ahead = %humantime::format_duration(args.window_ahead),
+                        "listening on {addr}"
+                    );
+                }
             }
-            (&mut serve).await
+            _ = watch_poll.tick() => if guard.is_finished() {
+                break Ended::Watch;
+            },
         }
-        // Stopped (a signal, or an error) before it ever served.
-        outcome = &mut serve => outcome,
     };
+
+    // Stopping: probes turn not ready and health watchers get NOT_SERVING
+    // and their streams end; then the gRPC server drains.
+    let _ = stop.send(true);
+    if let Some(notifier) = &notify.notifier {
+        notifier.send("STOPPING=1\nSTATUS=stopping: draining calls, then closing the driver");
+    }
+    let drained = match ended {
+        Ended::Grpc(result) => result,
+        Ended::Signal | Ended::Watch => {
+            let _ = drain.send(());
+            // A connection that sends nothing would hold a graceful drain
+            // open for ever, and the directory locked with it.
+            match tokio::time::timeout(args.shutdown_timeout, &mut grpc).await {
+                Ok(result) => result,
+                Err(_) => {
+                    tracing::warn!(
+                        "connections still open after --shutdown-timeout {}: closing them",
+                        humantime::format_duration(args.shutdown_timeout)
+                    );
+                    Ok(())
+                }
+            }
+        }
+    };
+    // Stops the leader watch (bounded by the server's shutdown grace); its
+    // own error, when it ended by itself, is the reason to report.
+    let watched = guard.shutdown().await;
     if let Some(task) = http_task {
         task.abort();
     }
-    match outcome {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(err)) => Err(Failure::new(format!(
+    if let Err(err) = watched {
+        return Err(Failure::new(format!(
             "the server stopped: {}",
             cli::error_chain(&err)
-        ))),
-        Err(join) => Err(Failure::new(format!("the server task failed: {join}"))),
+        )));
     }
+    drained.map_err(|err| {
+        Failure::new(format!(
+            "the gRPC server stopped: {}",
+            cli::error_chain(&err)
+        ))
+    })
+}
+
+/// How often the loop of [`serve`] checks whether the server's leader watch
+/// ended by itself (the guard has no notification of it).
+const WATCH_POLL: Duration = Duration::from_millis(250);
+
+/// What `serve` tells systemd, when it started the process.
+struct Notify {
+    notifier: Option<Arc<sd_notify::Notifier>>,
+    /// The watchdog ping interval (half of `WATCHDOG_USEC`).
+    watchdog: Option<Duration>,
+}
+
+/// How often the `STATUS=` line is refreshed without a watchdog.
+const STATUS_EVERY: Duration = Duration::from_secs(10);
+
+/// The `STATUS=` text: where it serves, the durable high-water, the dense
+/// keys and leases; or that the driver is poisoned.
+fn status_line(driver: &FileDriver, addr: SocketAddr) -> String {
+    let high_water = driver.high_water();
+    let held = format!(
+        "high-water {high_water} ({}), {} dense keys, {} leases",
+        cli::utc_text(high_water),
+        driver.dense_key_count(),
+        driver.lease_count()
+    );
+    if driver.is_poisoned() {
+        format!("driver poisoned, every write refused until a restart; {held}")
+    } else {
+        format!("serving gRPC on {addr}; {held}")
+    }
+}
+
+/// Until the stop: each watchdog interval, `WATCHDOG=1` with a fresh
+/// `STATUS=` while the driver is not poisoned, and only the `STATUS=` once
+/// it is, so that systemd's watchdog restarts the process (a poisoned
+/// driver recovers only by reopening). Without a watchdog, the `STATUS=`
+/// line whenever it changed, every [`STATUS_EVERY`].
+async fn keep_notifying(
+    notifier: Arc<sd_notify::Notifier>,
+    driver: Arc<FileDriver>,
+    addr: SocketAddr,
+    watchdog: Option<Duration>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(watchdog.unwrap_or(STATUS_EVERY));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = status_line(&driver, addr);
+    let mut told_poisoned = false;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => {}
+        }
+        if *stop.borrow() {
+            return;
+        }
+        let status = status_line(&driver, addr);
+        if driver.is_poisoned() {
+            if !told_poisoned {
+                told_poisoned = true;
+                tracing::error!(
+                    "the driver is poisoned: no more systemd watchdog pings, so that a \
+                     watchdog restarts the service"
+                );
+            }
+            if watchdog.is_some() || status != last {
+                notifier.send(&format!("STATUS={status}"));
+            }
+        } else if watchdog.is_some() {
+            notifier.send(&format!("WATCHDOG=1\nSTATUS={status}"));
+        } else if status != last {
+            notifier.send(&format!("STATUS={status}"));
+        }
+        last = status;
+    }
+}
+
+/// Why the serving loop ended.
+enum Ended {
+    /// SIGINT or SIGTERM.
+    Signal,
+    /// The gRPC server returned by itself.
+    Grpc(Result<(), tonic::transport::Error>),
+    /// The server's leader watch ended by itself.
+    Watch,
 }
 
 /// The readiness line on stdout.

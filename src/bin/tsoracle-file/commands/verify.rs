@@ -1,11 +1,18 @@
 //! `verify DIR [--json]`: exit 0 and `ok: DIR (...)` when every file
-//! decodes and checks, exit 1 and a one-line reason naming the file
-//! otherwise.
+//! decodes and checks and the directory would serve, exit 1 and a one-line
+//! reason naming the file otherwise.
+//!
+//! "Would serve": besides the files, what every open (and so `serve`)
+//! refuses is refused here too: a directory without oracle state, one its
+//! group or others may write, a `LOCK` that is not a regular file (a
+//! symbolic link), a `RETIRED` or a `SEEDING` marker. Who runs `verify` is
+//! not checked (a directory `serve` would refuse to serve as another user
+//! passes), since root often verifies what a service user serves.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use tsoracle_driver_file::read_state_dir;
+use tsoracle_driver_file::{RETIRED_FILE, SEEDING_FILE, StateDir, read_state_dir};
 
 use crate::cli::{self, CmdResult, Failure};
 
@@ -46,10 +53,12 @@ pub(crate) struct VerifyFailed {
 /// Checks every file of the directory.
 pub(crate) fn exec(args: &Args) -> CmdResult {
     let dir = &args.dir;
-    let state = match read_state_dir(dir) {
+    let state = match read_state_dir(dir)
+        .map_err(|err| Failure::from_error(&err))
+        .and_then(|state| would_serve(dir, &state).map(|()| state))
+    {
         Ok(state) => state,
-        Err(err) => {
-            let failure = Failure::from_error(&err);
+        Err(failure) => {
             if !args.json {
                 return Err(failure);
             }
@@ -89,4 +98,70 @@ pub(crate) fn exec(args: &Args) -> CmdResult {
     }
     summary.push_str(")\n");
     Ok(summary)
+}
+
+/// Refuses what [`read_state_dir`] reads but no open would serve.
+fn would_serve(dir: &Path, state: &StateDir) -> Result<(), Failure> {
+    let refuse = |why: String| Err(Failure::new(why));
+    if state.seeding {
+        return refuse(format!(
+            "state directory {} was not completely seeded (marker {} left by an \
+             interrupted seed); every open refuses it: remove the directory and seed it again",
+            dir.display(),
+            dir.join(SEEDING_FILE).display()
+        ));
+    }
+    if state.retired {
+        let note = std::fs::read_to_string(dir.join(RETIRED_FILE)).unwrap_or_default();
+        let note = note.lines().next().unwrap_or("").trim();
+        return refuse(format!(
+            "state directory {} is retired (marker {}{}): its state was carried to another \
+             oracle, and every open refuses it",
+            dir.display(),
+            dir.join(RETIRED_FILE).display(),
+            if note.is_empty() {
+                String::new()
+            } else {
+                format!(": {note}")
+            }
+        ));
+    }
+    if state.high_water.is_none() && state.dense.is_none() && state.leases.is_none() {
+        return refuse(format!(
+            "state directory {} holds no oracle state (no state, dense or leases file): \
+             `serve` refuses it, since serving it would start a new oracle at high-water 0; \
+             `tsoracle-file init` makes a new one",
+            dir.display()
+        ));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir)
+            .map_err(|err| Failure::new(format!("cannot read {}: {err}", dir.display())))?
+            .permissions()
+            .mode()
+            & 0o7777;
+        if mode & 0o022 != 0 {
+            return refuse(format!(
+                "state directory {} may be written by its group or others (mode {mode:04o}); \
+                 every open refuses it: `chmod go-w {}`",
+                dir.display(),
+                dir.display()
+            ));
+        }
+    }
+    let lock = dir.join("LOCK");
+    match std::fs::symlink_metadata(&lock) {
+        Ok(meta) if meta.file_type().is_symlink() => refuse(format!(
+            "{} is a symbolic link: nothing inside a state directory is followed through \
+             one, and every open refuses it",
+            lock.display()
+        )),
+        Ok(meta) if !meta.is_file() => refuse(format!(
+            "{} is not a regular file; every open refuses it",
+            lock.display()
+        )),
+        _ => Ok(()),
+    }
 }
