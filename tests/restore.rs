@@ -382,3 +382,21 @@ fn refuses_a_backup_that_is_not_one() {
     );
     assert!(!newdir.exists());
 }
+
+#[test]
+fn help_states_the_clock_caveat() {
+    let run = tsoracle_file(["restore", "--help"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("CLOCK CAVEAT"), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("not behind the one the lost oracle ran on"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("Leases are not carried"),
+        "{}",
+        run.stdout
+    );
+}

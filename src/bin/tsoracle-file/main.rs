@@ -154,9 +154,9 @@ macro_rules! exit_codes {
 #[command(
     name = "tsoracle-file",
     version,
-    about = "Serve, inspect, verify, initialize, seed, export and migrate a tsoracle FileDriver state directory",
+    about = "Serve, inspect, verify, initialize, seed, restore, export and migrate a tsoracle FileDriver state directory",
     long_about = concat!(
-        "Serve, inspect, verify, initialize, seed, export and migrate a tsoracle FileDriver ",
+        "Serve, inspect, verify, initialize, seed, restore, export and migrate a tsoracle FileDriver ",
         "state directory (serve needs the `server` feature, migrate the `migrate` feature).\n\n",
         "inspect, verify and export only read: they take no lock and change nothing, ",
         "so they are safe while a driver runs on the directory.\n\n",
