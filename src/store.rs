@@ -517,7 +517,7 @@ impl Store {
             origin = %origin.id_hex(),
             was = %format!("device {:#x} inode {}", origin.device, origin.inode),
             now = %format!("device {device:#x} inode {inode}"),
-            "this state directory is a copy, a restore or a move of the one its identity was recorded in: if that one still exists, at most one of the two may ever serve (two oracles on copies hand out the same values)"
+            "this state directory is a copy, a restore or a move of the one its identity was recorded in: if that one still exists, at most one of the two may ever serve (two oracles on copies hand out the same values); a copy of a backup hands out again what the lost oracle issued since the backup: make a new oracle from a backup with `tsoracle-file restore BACKUP NEWDIR` instead"
         );
         Origin {
             device,

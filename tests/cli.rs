@@ -388,6 +388,23 @@ fn inspect_works_and_reports_the_lock_while_a_driver_holds_it() {
     let run = tsoracle_file([OsStr::new("seed"), dir.path().as_os_str(), OsStr::new("5")]);
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(run.stderr.contains("locked"), "{}", run.stderr);
+    if cfg!(target_os = "linux") {
+        // The refusal names the holder, as inspect does.
+        assert!(
+            run.stderr
+                .contains(&format!("; held by pid {}", std::process::id())),
+            "{}",
+            run.stderr
+        );
+        let run = tsoracle_file([OsStr::new("init"), dir.path().as_os_str()]);
+        assert_eq!(run.code, 1, "{}", run.stderr);
+        assert!(
+            run.stderr
+                .contains(&format!("; held by pid {}", std::process::id())),
+            "{}",
+            run.stderr
+        );
+    }
 
     drop(driver);
     let run = tsoracle_file([
@@ -915,4 +932,25 @@ fn inspect_and_export_show_keys_seqkey_cannot_hold() {
         text.contains("\"\" = 5 (kept, but no call can reach it"),
         "{text}"
     );
+}
+
+/// `init` over existing state says it refuses to initialize (the library's
+/// wording was seed's), names the file, and writes nothing.
+#[test]
+fn init_refuses_existing_state_in_its_own_words() {
+    let dir = copy_fixture("full");
+    let before = dir_contents(dir.path());
+    let run = tsoracle_file([OsStr::new("init"), dir.path().as_os_str()]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!(
+            "refusing to initialize {}: {} already exists",
+            dir.path().display(),
+            dir.path().join("state").display()
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("seed"), "{}", run.stderr);
+    assert_eq!(dir_contents(dir.path()), before);
 }

@@ -359,6 +359,20 @@ async fn serve_answers_calls_metrics_and_probes_then_stops_on_sigterm() {
             "{exported} has no help line:\n{text}"
         );
     }
+    // The facade's histograms are Prometheus summaries, as the README's
+    // metrics table says: quantiles, no buckets.
+    assert!(
+        text.contains("# TYPE tsoracle_file_driver_dir_fsync_seconds summary"),
+        "{text}"
+    );
+    assert!(
+        text.contains("tsoracle_file_driver_dir_fsync_seconds{quantile=\"0.99\"}"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("tsoracle_file_driver_dir_fsync_seconds_bucket"),
+        "{text}"
+    );
     // Values that follow from the calls made.
     assert_eq!(sample(&text, "tsoracle_file_driver_dense_keys"), Some(2.0));
     assert_eq!(sample(&text, "tsoracle_file_driver_poisoned"), Some(0.0));

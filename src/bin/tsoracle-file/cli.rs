@@ -51,8 +51,14 @@ impl Failure {
 
     /// The error's `Display` followed by its `source()` chain, joined with
     /// `": "`: one line that names the file and says what is wrong with it.
+    /// When the error is (or wraps) a held lock, the holder's pid is
+    /// added, as `inspect` finds it.
     pub(crate) fn from_error(err: &(dyn Error + 'static)) -> Self {
-        Failure::new(error_chain(err))
+        let mut message = error_chain(err);
+        if let Some(holder) = lock_holder(err) {
+            message.push_str(&holder);
+        }
+        Failure::new(message)
     }
 
     /// The same failure, also printing `stdout` on stdout.
@@ -94,6 +100,32 @@ pub(crate) fn finish(result: CmdResult) -> ExitCode {
             ExitCode::from(failure.code)
         }
     }
+}
+
+/// `"; held by pid N"` when `err` is, or wraps, an
+/// [`AlreadyLocked`](tsoracle_driver_file::FileDriverError::AlreadyLocked)
+/// whose holder the kernel's lock table names; `None` otherwise.
+fn lock_holder(err: &(dyn Error + 'static)) -> Option<String> {
+    let mut current = Some(err);
+    while let Some(err) = current {
+        if let Some(tsoracle_driver_file::FileDriverError::AlreadyLocked { path, .. }) =
+            err.downcast_ref::<tsoracle_driver_file::FileDriverError>()
+        {
+            let dir = path.parent()?;
+            return match crate::locks::lock_status(dir, true) {
+                crate::locks::LockStatus::Held { pids } if !pids.is_empty() => {
+                    let pids: Vec<String> = pids.iter().map(i64::to_string).collect();
+                    Some(format!(
+                        "; held by pid {} (`tsoracle-file inspect` shows it too)",
+                        pids.join(", ")
+                    ))
+                }
+                _ => None,
+            };
+        }
+        current = err.source();
+    }
+    None
 }
 
 /// Reads and checks a state directory without the lock, as every read-only

@@ -22,6 +22,10 @@
 //!   [`FileDriver::init_seeded`](tsoracle_driver_file::FileDriver::init_seeded);
 //!   refuses existing state.
 //! - `init DIR`: a new, empty oracle (a state file at high-water 0).
+//! - `restore BACKUP NEWDIR`: a new oracle from a backup (a copied state
+//!   directory or a stopped-state receipt), only with a floor or an advance
+//!   for every dense counter and a high-water above what the lost oracle
+//!   issued (see `commands::restore`).
 //! - `export DIR [--allow-empty]`: the whole state as JSON on stdout, for
 //!   a migration to another driver; refuses a directory without state
 //!   unless `--allow-empty`. `export DIR --receipt`: the ecosystem's
@@ -102,7 +106,7 @@ use clap::{Parser, Subcommand};
 
 #[cfg(feature = "server")]
 use commands::serve;
-use commands::{export, init, inspect, migrate, seed, verify};
+use commands::{export, init, inspect, migrate, restore, seed, verify};
 
 /// The field list of the `export` JSON, shared by the top-level and the
 /// `export` long help.
@@ -150,9 +154,9 @@ macro_rules! exit_codes {
 #[command(
     name = "tsoracle-file",
     version,
-    about = "Serve, inspect, verify, initialize, seed, export and migrate a tsoracle FileDriver state directory",
+    about = "Serve, inspect, verify, initialize, seed, restore, export and migrate a tsoracle FileDriver state directory",
     long_about = concat!(
-        "Serve, inspect, verify, initialize, seed, export and migrate a tsoracle FileDriver ",
+        "Serve, inspect, verify, initialize, seed, restore, export and migrate a tsoracle FileDriver ",
         "state directory (serve needs the `server` feature, migrate the `migrate` feature).\n\n",
         "inspect, verify and export only read: they take no lock and change nothing, ",
         "so they are safe while a driver runs on the directory.\n\n",
@@ -221,6 +225,33 @@ enum Command {
         exit_codes!(),
     ))]
     Init(init::Args),
+    /// Create a new oracle from a backup (a copied state directory or a
+    /// stopped-state receipt), above what the lost oracle handed out since
+    #[command(long_about = concat!(
+        "Create a new oracle in NEWDIR (which must not exist, or be empty) from BACKUP: ",
+        "a copied, stopped state directory, or a stopped-state receipt (JSON, as ",
+        "`tsoracle-file export --receipt` writes).\n\n",
+        "A backup is older than the oracle it was taken from: serving it as it is hands ",
+        "out again every dense value and timestamp issued since. So restore refuses ",
+        "(exit 1, nothing written) until it is told what the backup cannot know:\n\n",
+        "  dense counters: --key K=FLOOR per key (the counter becomes the larger of its ",
+        "backup value and FLOOR; e.g. the application's highest id plus one), or ",
+        "--dense-advance N (added to every counter of the backup); every key of the ",
+        "backup must be covered by one or the other.\n\n",
+        "  timestamps: --high-water-from-clock --window-ms W --lease-reach-ms L (the ",
+        "high-water becomes now + W + L), or --high-water H. CLOCK CAVEAT: ",
+        "--high-water-from-clock reads this machine's clock; it covers the lost oracle ",
+        "only if this clock is not behind the one the lost oracle ran on. If it may be ",
+        "(another machine, a clock stepped back), add the possible difference to W, or ",
+        "pass --high-water. Either way the high-water is never below the backup's own ",
+        "high-water or any lease upper bound in it.\n\n",
+        "Leases are not carried: the high-water is above every upper bound the backup ",
+        "records, and holders acquire again. NEWDIR is written all or nothing (the ",
+        "seeding protocol: a crash half-way leaves a SEEDING marker every open refuses), ",
+        "and gets a new origin id.\n\n",
+        exit_codes!(),
+    ))]
+    Restore(restore::Args),
     /// Run the tsoracle server on a state directory, with metrics and
     /// health checks
     #[cfg(feature = "server")]
@@ -266,6 +297,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => verify::exec(args),
         Command::Seed(args) => seed::exec(args),
         Command::Init(args) => init::exec(args),
+        Command::Restore(args) => restore::exec(args),
         #[cfg(feature = "server")]
         Command::Serve(args) => serve::exec(args),
         Command::Export(args) => export::exec(args),

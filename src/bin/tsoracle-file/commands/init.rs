@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use tsoracle_driver_file::FileDriver;
+use tsoracle_driver_file::{FileDriver, FileDriverError};
 
 use crate::cli::{CmdResult, Failure};
 
@@ -17,7 +17,17 @@ pub(crate) struct Args {
 /// Writes a `state` file at high-water 0, so the directory is known to be
 /// an oracle's. Refuses a directory that already holds state.
 pub(crate) fn exec(args: &Args) -> CmdResult {
-    init(&args.dir).map_err(|err| Failure::from_error(&err))?;
+    init(&args.dir).map_err(|err| match &err {
+        // The library's wording is seed's; this is init.
+        FileDriverError::StateExists { existing, .. } => Failure::new(format!(
+            "refusing to initialize {}: {} already exists (it already holds an oracle's \
+             state; `tsoracle-file inspect {}` shows it)",
+            args.dir.display(),
+            existing.display(),
+            args.dir.display()
+        )),
+        _ => Failure::from_error(&err),
+    })?;
     Ok(format!(
         "initialized {}: a new oracle at high-water 0; serve it with \
          `tsoracle-file serve --state-dir {}`\n",

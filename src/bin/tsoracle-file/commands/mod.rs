@@ -6,6 +6,7 @@ pub(crate) mod export;
 pub(crate) mod init;
 pub(crate) mod inspect;
 pub(crate) mod migrate;
+pub(crate) mod restore;
 pub(crate) mod seed;
 #[cfg(feature = "server")]
 pub(crate) mod serve;

@@ -58,9 +58,48 @@ pub(crate) enum Command {
         "server on NEWDIR.",
     ))]
     In(into::Args),
+    /// Carry a stopped state directory into a running oracle (not in this
+    /// build: needs feature `migrate`)
+    #[cfg(not(feature = "migrate"))]
+    Out(NotBuilt),
+    /// Seed a new state directory above everything a running oracle issued
+    /// (not in this build: needs feature `migrate`)
+    #[cfg(not(feature = "migrate"))]
+    In(NotBuilt),
     /// Lift the RETIRED marker of a migration that was abandoned before the
     /// target served anyone
     Reinstate(reinstate::Args),
+}
+
+/// `migrate out` and `migrate in` in a build without feature `migrate`:
+/// any arguments are accepted, and the command says how to get them,
+/// rather than "unrecognized subcommand" while `--help` and the `RETIRED`
+/// message recommend them.
+#[cfg(not(feature = "migrate"))]
+#[derive(Debug, clap::Args)]
+pub(crate) struct NotBuilt {
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        num_args = 0..,
+        hide = true
+    )]
+    rest: Vec<std::ffi::OsString>,
+}
+
+/// The refusal of `migrate WHICH` in a build without feature `migrate`.
+#[cfg(not(feature = "migrate"))]
+fn not_built(which: &str) -> Failure {
+    Failure {
+        code: crate::cli::EXIT_USAGE,
+        ..Failure::new(format!(
+            "`migrate {which}` is not in this build of tsoracle-file: it needs the \
+             `migrate` feature (the gRPC client). Install with `cargo install \
+             tsoracle-driver-file --features migrate` (or `--features server,migrate` to \
+             keep `serve`), or from a clone `cargo build --features migrate --bin \
+             tsoracle-file`"
+        ))
+    }
 }
 
 /// Runs a `migrate` subcommand.
@@ -70,6 +109,10 @@ pub(crate) fn exec(args: &Args) -> CmdResult {
         Command::Out(args) => out::exec(args),
         #[cfg(feature = "migrate")]
         Command::In(args) => into::exec(args),
+        #[cfg(not(feature = "migrate"))]
+        Command::Out(_) => Err(not_built("out")),
+        #[cfg(not(feature = "migrate"))]
+        Command::In(_) => Err(not_built("in")),
         Command::Reinstate(args) => reinstate::exec(args),
     }
 }
@@ -84,6 +127,47 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .map_err(|err| Failure::new(format!("cannot start the async runtime: {err}")))
 }
 
-#[cfg(not(feature = "migrate"))]
-#[allow(dead_code)]
-fn _unused(_: Failure) {}
+#[cfg(all(test, not(feature = "migrate")))]
+mod tests {
+    use clap::Parser;
+
+    /// `migrate out`/`in` parse, with any arguments, and refuse naming the
+    /// feature, with a usage exit code.
+    #[test]
+    fn migrate_without_the_feature_names_it() {
+        #[derive(Debug, clap::Parser)]
+        struct Top {
+            #[command(subcommand)]
+            command: super::Command,
+        }
+        for (which, args) in [
+            (
+                "out",
+                vec!["x", "out", "/var/lib/tsoracle", "--to", "http://h:1"],
+            ),
+            (
+                "in",
+                vec!["x", "in", "/new", "--from", "http://h:1", "--key", "k"],
+            ),
+        ] {
+            let top = Top::try_parse_from(args).expect("parses");
+            let failure = super::exec(&super::Args {
+                command: top.command,
+            })
+            .expect_err("refused");
+            assert_eq!(failure.code, crate::cli::EXIT_USAGE);
+            assert!(
+                failure
+                    .message
+                    .contains(&format!("`migrate {which}` is not in this build")),
+                "{}",
+                failure.message
+            );
+            assert!(
+                failure.message.contains("--features migrate"),
+                "{}",
+                failure.message
+            );
+        }
+    }
+}
