@@ -1493,3 +1493,59 @@ fn sighup_stops_gracefully_as_sigterm_does() {
     );
     FileDriver::open_or_init(&dir).expect("unlocked");
 }
+
+/// A full disk at start: the first high-water write (the fence) fails with
+/// ENOSPC. Clients see upstream's UNAVAILABLE "not leader", which `serve`
+/// cannot change; so the cause is logged at ERROR with the file and the OS
+/// error, and `/readyz` names it.
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_full_disk_at_start_is_named_by_readyz_and_logged_at_error() {
+    let parent = tempfile::tempdir().expect("temp dir");
+    let dir = parent.path().join("oracle");
+    init(&dir);
+    let mut server = Logged::start(
+        &[],
+        &dir,
+        &[(
+            "FAILPOINTS",
+            "file_driver::before_temp_write=return(enospc)",
+        )],
+        Stdio::null(),
+    );
+    let line = server.wait_for("metrics and probes on http://");
+    let http: SocketAddr = line
+        .split("metrics and probes on http://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("an address")
+        .parse()
+        .expect("metrics address");
+    let error = server.wait_for("the high-water write failed");
+    assert!(error.contains("ERROR"), "{error}");
+    assert!(error.contains("state.tmp"), "names the file: {error}");
+    assert!(
+        error.contains("No space left on device"),
+        "names the OS error: {error}"
+    );
+    let deadline = Instant::now() + BOUND;
+    let (status, body) = loop {
+        let (status, body) = http_get(http, "/readyz");
+        if body.contains("No space left on device") || Instant::now() >= deadline {
+            break (status, body);
+        }
+        std::thread::yield_now();
+    };
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("high-water write failed"), "{body}");
+    assert!(body.contains("state.tmp"), "{body}");
+    assert!(body.contains("No space left on device"), "{body}");
+    let (status, stderr) = server.stop(Signal::SIGTERM);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(status.code(), Some(0), "a clean stop: {stderr}");
+    assert!(
+        stderr.contains("shut down; driver closed and state directory unlocked"),
+        "{stderr}"
+    );
+    FileDriver::open_or_init(&dir).expect("unlocked");
+}

@@ -99,6 +99,8 @@ mod locks;
 mod readiness;
 #[cfg(feature = "server")]
 mod sd_notify;
+#[cfg(feature = "server")]
+mod watched;
 
 use std::process::ExitCode;
 

@@ -42,6 +42,7 @@ use crate::grpc_health;
 use crate::http::{self, Health};
 use crate::readiness::Readiness;
 use crate::sd_notify;
+use crate::watched::{Watched, WriteFailure};
 
 /// Arguments of `serve`.
 #[derive(Debug, clap::Args)]
@@ -480,8 +481,13 @@ async fn serve(
 
     // TLS is applied to the gRPC server built below (with the health
     // service), not through the oracle server's builder.
+    // The server gets the driver through `Watched`: a failed high-water
+    // write is logged at ERROR and named by the readiness check, since the
+    // server's clients see only "not leader".
+    let write_failure = WriteFailure::default();
+    let watched = Watched::new(Arc::clone(&driver), write_failure.clone());
     let builder = Server::builder()
-        .consensus_driver(Arc::clone(&driver) as Arc<dyn ConsensusDriver>)
+        .consensus_driver(Arc::new(watched) as Arc<dyn ConsensusDriver>)
         .window_ahead(args.window_ahead)
         .failover_advance(args.failover_advance)
         .lease_ttl_floor(args.lease_ttl_floor)
@@ -504,6 +510,7 @@ async fn serve(
         Arc::clone(&driver),
         server.subscribe(),
         stopped.clone(),
+        write_failure,
     ));
 
     let mut http_task = None;
@@ -518,6 +525,7 @@ async fn serve(
             let bound = http_listener.local_addr().map_err(|err| {
                 Failure::new(format!("cannot read the metrics listener's address: {err}"))
             })?;
+            tracing::info!("metrics and probes on http://{bound} (/metrics, /healthz, /readyz)");
             let health = Arc::new(Health::new(Arc::clone(&readiness), handle));
             http_task = Some(tokio::spawn(http::serve(http_listener, health, stopped)));
             Some(bound)
