@@ -152,13 +152,14 @@ fn failpoint(name: &'static str) -> io::Result<()> {
 
 #[cfg(feature = "failpoints")]
 fn injected_error(name: &str, arg: Option<String>) -> io::Error {
-    let kind = match arg.as_deref() {
-        Some("enospc") => io::ErrorKind::StorageFull,
-        Some("erofs") => io::ErrorKind::ReadOnlyFilesystem,
-        Some("eacces") => io::ErrorKind::PermissionDenied,
-        _ => io::ErrorKind::Other,
+    // The kinds carry the OS's wording, as a real error of that kind would.
+    let (kind, text) = match arg.as_deref() {
+        Some("enospc") => (io::ErrorKind::StorageFull, "No space left on device: "),
+        Some("erofs") => (io::ErrorKind::ReadOnlyFilesystem, "Read-only file system: "),
+        Some("eacces") => (io::ErrorKind::PermissionDenied, "Permission denied: "),
+        _ => (io::ErrorKind::Other, ""),
     };
-    io::Error::new(kind, format!("injected by failpoint {name}"))
+    io::Error::new(kind, format!("{text}injected by failpoint {name}"))
 }
 
 /// The names of every failpoint, in the order a write reaches them.

@@ -1345,3 +1345,207 @@ fn serve_refuses_a_log_filter_that_is_neither_a_level_nor_target_level() {
         assert!(stderr.contains("does not exist"), "{filter}: {stderr}");
     }
 }
+
+/// A `serve` process whose stderr is read line by line as it comes.
+struct Logged {
+    child: Option<Child>,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Logged {
+    /// Starts `serve` with `stdout` as its standard output.
+    fn start(args: &[&str], dir: &Path, env: &[(&str, &str)], stdout: Stdio) -> Logged {
+        let mut command = command(args, dir);
+        command.envs(env.iter().copied());
+        let mut child = command
+            .stdout(stdout)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tsoracle-file serve");
+        let pipe = child.stderr.take().expect("piped stderr");
+        let (send, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let _ = send.send(line);
+            }
+        });
+        Logged {
+            child: Some(child),
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits (bounded) for a stderr line containing `text`; returns it.
+    fn wait_for(&mut self, text: &str) -> String {
+        if let Some(line) = self.seen.iter().find(|line| line.contains(text)) {
+            return line.clone();
+        }
+        let deadline = std::time::Instant::now() + BOUND;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(text) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no stderr line with {text:?}; stderr:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Sends `signal`, waits for the exit; returns the status and all of stderr.
+    fn stop(mut self, signal: Signal) -> (ExitStatus, String) {
+        let child = self.child.take().expect("not reaped");
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+        nix::sys::signal::kill(pid, signal).expect("signal serve");
+        let status = wait_bounded(child);
+        // The reader ends at EOF, once the process is gone.
+        let deadline = std::time::Instant::now() + BOUND;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!("stderr did not close"),
+            }
+        }
+        (status, self.seen.join("\n"))
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A stdout on `/dev/full` (every write ENOSPC) once turned a clean SIGTERM
+/// into exit 1: the serving line stayed in stdout's buffer and the flush at
+/// the stop failed. The failed write is logged; the stop is clean.
+#[test]
+fn a_stdout_that_cannot_be_written_never_fails_a_clean_stop() {
+    let parent = tempfile::tempdir().expect("temp dir");
+    let dir = parent.path().join("oracle");
+    init(&dir);
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("open /dev/full");
+    let mut server = Logged::start(&[], &dir, &[], Stdio::from(full));
+    let line = server.wait_for("listening on ");
+    let grpc: SocketAddr = line
+        .split("listening on ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("an address")
+        .parse()
+        .expect("gRPC address");
+    // It serves despite the failed line.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let client = Client::connect(vec![format!("http://{grpc}")])
+            .await
+            .expect("client");
+        tokio::time::timeout(BOUND, client.get_ts())
+            .await
+            .expect("bounded")
+            .expect("get_ts");
+    });
+    server.wait_for("cannot write the serving line to stdout");
+    let (status, stderr) = server.stop(Signal::SIGTERM);
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("error:"), "{stderr}");
+    assert!(
+        stderr.contains("shut down; driver closed and state directory unlocked"),
+        "{stderr}"
+    );
+    FileDriver::open_or_init(&dir).expect("unlocked");
+}
+
+/// SIGHUP once ended the process at once, the graceful stop skipped: it
+/// stops as SIGTERM does (reloading is not supported).
+#[test]
+fn sighup_stops_gracefully_as_sigterm_does() {
+    let parent = tempfile::tempdir().expect("temp dir");
+    let dir = parent.path().join("oracle");
+    init(&dir);
+    let server = Serving::start(&[], &dir, &[]);
+    let (status, stderr) = server.stop(Signal::SIGHUP);
+    assert_eq!(status.code(), Some(0), "{status}: {stderr}");
+    assert!(stderr.contains("signal=\"SIGHUP\""), "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("shut down; driver closed and state directory unlocked"),
+        "the final line is SIGTERM's: {stderr}"
+    );
+    FileDriver::open_or_init(&dir).expect("unlocked");
+}
+
+/// A full disk at start: the first high-water write (the fence) fails with
+/// ENOSPC. Clients see upstream's UNAVAILABLE "not leader", which `serve`
+/// cannot change; so the cause is logged at ERROR with the file and the OS
+/// error, and `/readyz` names it.
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_full_disk_at_start_is_named_by_readyz_and_logged_at_error() {
+    let parent = tempfile::tempdir().expect("temp dir");
+    let dir = parent.path().join("oracle");
+    init(&dir);
+    let mut server = Logged::start(
+        &[],
+        &dir,
+        &[(
+            "FAILPOINTS",
+            "file_driver::before_temp_write=return(enospc)",
+        )],
+        Stdio::null(),
+    );
+    let line = server.wait_for("metrics and probes on http://");
+    let http: SocketAddr = line
+        .split("metrics and probes on http://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("an address")
+        .parse()
+        .expect("metrics address");
+    let error = server.wait_for("the high-water write failed");
+    assert!(error.contains("ERROR"), "{error}");
+    assert!(error.contains("state.tmp"), "names the file: {error}");
+    assert!(
+        error.contains("No space left on device"),
+        "names the OS error: {error}"
+    );
+    let deadline = Instant::now() + BOUND;
+    let (status, body) = loop {
+        let (status, body) = http_get(http, "/readyz");
+        if body.contains("No space left on device") || Instant::now() >= deadline {
+            break (status, body);
+        }
+        std::thread::yield_now();
+    };
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("high-water write failed"), "{body}");
+    assert!(body.contains("state.tmp"), "{body}");
+    assert!(body.contains("No space left on device"), "{body}");
+    let (status, stderr) = server.stop(Signal::SIGTERM);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(status.code(), Some(0), "a clean stop: {stderr}");
+    assert!(
+        stderr.contains("shut down; driver closed and state directory unlocked"),
+        "{stderr}"
+    );
+    FileDriver::open_or_init(&dir).expect("unlocked");
+}

@@ -74,6 +74,9 @@ pub(crate) use tsoracle_driver_file::error_chain;
 /// A reader that went away (`| head`) ends the output quietly.
 pub(crate) fn finish(result: CmdResult) -> ExitCode {
     match result {
+        // Nothing to print (`serve`'s clean stop): stdout is not touched,
+        // so a stdout that cannot be written cannot fail the exit.
+        Ok(output) if output.is_empty() => ExitCode::SUCCESS,
         Ok(output) => {
             let mut stdout = io::stdout().lock();
             match stdout

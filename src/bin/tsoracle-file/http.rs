@@ -37,7 +37,7 @@ impl Health {
         Health { readiness, metrics }
     }
 
-    fn ready(&self) -> Result<(), &'static str> {
+    fn ready(&self) -> Result<(), std::borrow::Cow<'static, str>> {
         self.readiness.ready()
     }
 }

@@ -70,7 +70,7 @@
 //!
 //! # Exit codes
 //!
-//! 0 success (`serve`: stopped by SIGINT or SIGTERM); 1 the directory
+//! 0 success (`serve`: stopped by SIGINT, SIGTERM or SIGHUP); 1 the directory
 //! cannot be read, its state is invalid or corrupt, or the request was
 //! refused (seeding over existing state, a seed from which no server could
 //! make progress, an export of a directory without state, `serve` on a
@@ -99,6 +99,8 @@ mod locks;
 mod readiness;
 #[cfg(feature = "server")]
 mod sd_notify;
+#[cfg(feature = "server")]
+mod watched;
 
 use std::process::ExitCode;
 
@@ -265,8 +267,9 @@ enum Command {
         "A missing directory, or one that holds no state, is refused unless --init is ",
         "given (or `tsoracle-file init DIR` was run). Once serving, prints ",
         "`tsoracle-file: serving gRPC on ADDR, metrics on http://ADDR/metrics` on stdout. ",
-        "SIGINT or SIGTERM stops it gracefully (in-flight calls finish, the directory is ",
-        "unlocked) and it exits 0.\n\n",
+        "SIGINT, SIGTERM or SIGHUP stops it gracefully (in-flight calls finish, the ",
+        "directory is unlocked) and it exits 0; SIGHUP reloads nothing. A stdout that ",
+        "cannot be written (closed, full) is logged, never fails the stop.\n\n",
         exit_codes!(),
     ))]
     Serve(Box<serve::Args>),

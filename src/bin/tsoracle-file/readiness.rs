@@ -4,14 +4,19 @@
 //! Ready means: the driver is not poisoned (a failed fsync, or a displaced
 //! directory found at a write, poisons it until the process restarts), the
 //! process is not stopping, and the server is the serving leader (it fenced
-//! its window and answers calls).
+//! its window and answers calls). When it does not serve because its
+//! high-water write failed (a full disk at start), the reason names the
+//! file and the OS error.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tsoracle_driver_file::FileDriver;
 use tsoracle_server::ServingState;
+
+use crate::watched::WriteFailure;
 
 /// How often [`Readiness::watch`] looks at the driver's poisoned flag, which
 /// has no notification of its own. Changes of the serving state and the stop
@@ -40,6 +45,7 @@ pub(crate) struct Readiness {
     driver: Arc<FileDriver>,
     serving: watch::Receiver<ServingState>,
     stop: watch::Receiver<bool>,
+    write_failure: WriteFailure,
 }
 
 impl Readiness {
@@ -47,28 +53,35 @@ impl Readiness {
         driver: Arc<FileDriver>,
         serving: watch::Receiver<ServingState>,
         stop: watch::Receiver<bool>,
+        write_failure: WriteFailure,
     ) -> Self {
         Readiness {
             driver,
             serving,
             stop,
+            write_failure,
         }
     }
 
     /// `Err` says why the process should not take traffic.
-    pub(crate) fn ready(&self) -> Result<(), &'static str> {
+    pub(crate) fn ready(&self) -> Result<(), Cow<'static, str>> {
         if self.driver.is_poisoned() {
-            return Err(
+            return Err(Cow::Borrowed(
                 "the driver is poisoned: a write failed where the disk's content is \
                         unknown, and every write is refused until the process restarts",
-            );
+            ));
         }
         if *self.stop.borrow() {
-            return Err("the server is shutting down");
+            return Err(Cow::Borrowed("the server is shutting down"));
         }
         // Borrowed only for the match: the server writes this state.
         if !matches!(*self.serving.borrow(), ServingState::Serving) {
-            return Err("the server is not serving");
+            return Err(match self.write_failure.get() {
+                Some(failure) => Cow::Owned(format!(
+                    "the server is not serving: the high-water write failed: {failure}"
+                )),
+                None => Cow::Borrowed("the server is not serving"),
+            });
         }
         Ok(())
     }

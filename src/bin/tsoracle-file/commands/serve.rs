@@ -14,8 +14,8 @@
 //! the directory); the headroom check; both listeners; then the server.
 //! Once it fenced its first window and serves, one line goes to stdout:
 //! `tsoracle-file: serving gRPC on ADDR, metrics on http://ADDR/metrics`
-//! (or `metrics disabled`), and systemd is told `READY=1`. SIGINT or
-//! SIGTERM stops it gracefully: systemd is told `STOPPING=1`, the probes
+//! (or `metrics disabled`), and systemd is told `READY=1`. SIGINT,
+//! SIGTERM or SIGHUP stops it gracefully (SIGHUP reloads nothing): systemd is told `STOPPING=1`, the probes
 //! turn not ready, in-flight calls finish (within `--shutdown-timeout`,
 //! then the connections left are closed), the driver is dropped and the
 //! directory unlocked before the process exits 0.
@@ -42,6 +42,7 @@ use crate::grpc_health;
 use crate::http::{self, Health};
 use crate::readiness::Readiness;
 use crate::sd_notify;
+use crate::watched::{Watched, WriteFailure};
 
 /// Arguments of `serve`.
 #[derive(Debug, clap::Args)]
@@ -72,7 +73,7 @@ pub(crate) struct Args {
     /// moves the durable high-water its TTL past the clock, for good)
     #[arg(long, env = "TSORACLE_LEASE_TTL_CEILING", value_name = "DURATION", default_value = "300s", value_parser = parse_lease_ttl)]
     pub(crate) lease_ttl_ceiling: Duration,
-    /// How long a stop (SIGTERM, SIGINT) waits for calls in flight and
+    /// How long a stop (SIGTERM, SIGINT, SIGHUP) waits for calls in flight and
     /// open connections to finish before it closes them, idle connections
     /// included, and unlocks the directory
     #[arg(long, env = "TSORACLE_SHUTDOWN_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = cli::parse_duration)]
@@ -173,7 +174,7 @@ fn parse_log(text: &str) -> Result<Targets, String> {
         .map_err(|err| format!("{err} (a level such as `info`, or `target=level,...`)"))
 }
 
-/// Runs the server until SIGINT or SIGTERM.
+/// Runs the server until SIGINT, SIGTERM or SIGHUP.
 pub(crate) fn exec(args: &Args) -> CmdResult {
     tracing_subscriber::registry()
         .with(
@@ -225,11 +226,11 @@ pub(crate) fn exec(args: &Args) -> CmdResult {
         .enable_all()
         .build()
         .map_err(|err| Failure::new(format!("cannot start the async runtime: {err}")))?;
-    // Install the SIGINT/SIGTERM handlers before anything else, so a stop
+    // Install the SIGINT/SIGTERM/SIGHUP handlers before anything else, so a stop
     // request can never hit the default terminate-at-once disposition.
     let signal = {
         let _context = runtime.enter();
-        tsoracle_server::shutdown_signal()
+        stop_signal()
     };
 
     let state_dir = std::path::absolute(&args.state_dir).unwrap_or(args.state_dir.clone());
@@ -270,6 +271,33 @@ pub(crate) fn exec(args: &Args) -> CmdResult {
         "shut down; driver closed and state directory unlocked"
     );
     Ok(String::new())
+}
+
+/// SIGINT, SIGTERM or SIGHUP, whichever comes first: each stops the server
+/// gracefully. SIGHUP (a closed terminal, or `systemctl kill -s HUP`)
+/// would otherwise end the process at once, the stop skipped; reloading
+/// settings is not supported. The handlers are installed when this is
+/// called (inside the runtime), not when the future is first polled.
+fn stop_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{SignalKind, signal};
+    let upstream = tsoracle_server::shutdown_signal();
+    let hangup = signal(SignalKind::hangup());
+    async move {
+        let mut hangup = match hangup {
+            Ok(hangup) => hangup,
+            Err(err) => {
+                tracing::warn!(error = %err, "could not install the SIGHUP handler");
+                upstream.await;
+                return;
+            }
+        };
+        tokio::select! {
+            () = upstream => {}
+            _ = hangup.recv() => {
+                tracing::info!(signal = "SIGHUP", "shutdown signal received (reloading is not supported)");
+            }
+        }
+    }
 }
 
 /// Refuses a directory that is missing or holds no state, unless `init`:
@@ -453,8 +481,13 @@ async fn serve(
 
     // TLS is applied to the gRPC server built below (with the health
     // service), not through the oracle server's builder.
+    // The server gets the driver through `Watched`: a failed high-water
+    // write is logged at ERROR and named by the readiness check, since the
+    // server's clients see only "not leader".
+    let write_failure = WriteFailure::default();
+    let watched = Watched::new(Arc::clone(&driver), write_failure.clone());
     let builder = Server::builder()
-        .consensus_driver(Arc::clone(&driver) as Arc<dyn ConsensusDriver>)
+        .consensus_driver(Arc::new(watched) as Arc<dyn ConsensusDriver>)
         .window_ahead(args.window_ahead)
         .failover_advance(args.failover_advance)
         .lease_ttl_floor(args.lease_ttl_floor)
@@ -477,6 +510,7 @@ async fn serve(
         Arc::clone(&driver),
         server.subscribe(),
         stopped.clone(),
+        write_failure,
     ));
 
     let mut http_task = None;
@@ -491,6 +525,7 @@ async fn serve(
             let bound = http_listener.local_addr().map_err(|err| {
                 Failure::new(format!("cannot read the metrics listener's address: {err}"))
             })?;
+            tracing::info!("metrics and probes on http://{bound} (/metrics, /healthz, /readyz)");
             let health = Arc::new(Health::new(Arc::clone(&readiness), handle));
             http_task = Some(tokio::spawn(http::serve(http_listener, health, stopped)));
             Some(bound)
@@ -679,7 +714,7 @@ async fn keep_notifying(
 
 /// Why the serving loop ended.
 enum Ended {
-    /// SIGINT or SIGTERM.
+    /// SIGINT, SIGTERM or SIGHUP.
     Signal,
     /// The gRPC server returned by itself.
     Grpc(Result<(), tonic::transport::Error>),
@@ -693,8 +728,17 @@ fn announce(addr: SocketAddr, metrics: Option<SocketAddr>) {
         Some(metrics) => format!("metrics on http://{metrics}/metrics"),
         None => "metrics disabled".to_string(),
     };
+    // One write of the whole line: a failed write (a closed pipe, a full
+    // disk, /dev/full) then leaves nothing in stdout's buffer for a later
+    // flush to fail on, which turned a clean stop into exit 1. A stdout
+    // that cannot be written must not stop the server: the log has the
+    // same news.
+    let line = format!("tsoracle-file: serving gRPC on {addr}, {metrics}\n");
     let mut stdout = std::io::stdout().lock();
-    // A closed stdout must not stop the server: the log has the same news.
-    let _ = writeln!(stdout, "tsoracle-file: serving gRPC on {addr}, {metrics}")
-        .and_then(|()| stdout.flush());
+    if let Err(err) = stdout
+        .write_all(line.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        tracing::warn!(error = %err, "cannot write the serving line to stdout");
+    }
 }
