@@ -36,7 +36,6 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use tsoracle_core::{PHYSICAL_MS_MAX, SeqKey};
 use tsoracle_driver_file::receipt::{RECEIPT_SCHEMA, StoppedStateReceipt};
-use tsoracle_driver_file::{FileDriver, Seed};
 
 use crate::cli::{self, CmdResult, Failure};
 
@@ -345,14 +344,15 @@ pub(crate) fn exec(args: &Args) -> CmdResult {
     let report = plan(args, &backup)?;
     check_newdir(&args.newdir)?;
 
-    let mut seed = Seed::new(report.high_water).with_key_cap(report.dense_cardinality_cap);
-    for entry in &report.dense {
-        // Checked when parsed or read.
-        let key =
-            SeqKey::try_new(entry.key.as_str()).map_err(|err| Failure::new(err.to_string()))?;
-        seed = seed.with_counter(key, entry.next);
-    }
-    FileDriver::init_from(&args.newdir, &seed).map_err(|err| Failure::from_error(&err))?;
+    crate::commands::seed::init_new_oracle(
+        &args.newdir,
+        report.high_water,
+        report.dense_cardinality_cap,
+        report
+            .dense
+            .iter()
+            .map(|entry| (entry.key.as_str(), entry.next)),
+    )?;
 
     if args.json {
         return Ok(cli::json_pretty(&report));

@@ -81,3 +81,23 @@ pub(crate) fn exec(args: &Args) -> CmdResult {
         cli::utc_text(*value)
     ))
 }
+
+/// Creates `newdir` as a new oracle at `high_water` with `counters` and a key
+/// cap of `cap`, all or nothing (`FileDriver::init_from`): what `restore` and
+/// `migrate in` write once they have decided the values.
+pub(crate) fn init_new_oracle<'a>(
+    newdir: &std::path::Path,
+    high_water: u64,
+    cap: u64,
+    counters: impl IntoIterator<Item = (&'a str, u64)>,
+) -> Result<(), Failure> {
+    let mut seed = tsoracle_driver_file::Seed::new(high_water).with_key_cap(cap);
+    for (key, next) in counters {
+        // Callers checked every key when they parsed or read it.
+        let key =
+            tsoracle_core::SeqKey::try_new(key).map_err(|err| Failure::new(err.to_string()))?;
+        seed = seed.with_counter(key, next);
+    }
+    FileDriver::init_from(newdir, &seed).map_err(|err| Failure::from_error(&err))?;
+    Ok(())
+}

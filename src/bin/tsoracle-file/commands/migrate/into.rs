@@ -44,7 +44,6 @@ use serde::Serialize;
 use tsoracle_core::SeqKey;
 use tsoracle_driver_file::dense_record::DEFAULT_KEY_CAP;
 use tsoracle_driver_file::receipt::{RECEIPT_SCHEMA, StoppedStateReceipt};
-use tsoracle_driver_file::{FileDriver, Seed};
 
 use super::out::{MIGRATE_OUT_SCHEMA, MigrateOutReceipt};
 use super::target::{Target, now_ms};
@@ -177,14 +176,15 @@ pub(crate) fn exec(args: &Args) -> CmdResult {
     let runtime = super::runtime()?;
     let report = runtime.block_on(plan(args, &keys, cap, receipt_high_water))?;
 
-    let mut seed = Seed::new(report.high_water).with_key_cap(report.dense_cardinality_cap);
-    for entry in &report.dense {
-        // Checked in `keys`.
-        let key =
-            SeqKey::try_new(entry.key.as_str()).map_err(|err| Failure::new(err.to_string()))?;
-        seed = seed.with_counter(key, entry.next);
-    }
-    FileDriver::init_from(&args.newdir, &seed).map_err(|err| Failure::from_error(&err))?;
+    crate::commands::seed::init_new_oracle(
+        &args.newdir,
+        report.high_water,
+        report.dense_cardinality_cap,
+        report
+            .dense
+            .iter()
+            .map(|entry| (entry.key.as_str(), entry.next)),
+    )?;
 
     if args.json {
         return Ok(cli::json_pretty(&report));
