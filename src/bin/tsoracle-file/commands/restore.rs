@@ -26,7 +26,7 @@
 //! below anything the new one issues; holders acquire again.
 //!
 //! NEWDIR must not exist or be empty, and is written all or nothing with
-//! [`FileDriver::init_from`] (the seeding protocol): a crash half-way
+//! [`FileDriver::init_from`](tsoracle_driver_file::FileDriver::init_from) (the seeding protocol): a crash half-way
 //! leaves a `SEEDING` marker every open refuses. The new oracle gets a new
 //! origin id: it is not a copy of the backup's oracle.
 
