@@ -97,13 +97,7 @@ impl Serving {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start tsoracle-file serve");
-        let (send_stderr, stderr) = mpsc::channel();
-        let mut pipe = child.stderr.take().expect("piped stderr");
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            let _ = send_stderr.send(text);
-        });
+        let stderr = collect_stderr(&mut child);
         let stdout = child.stdout.take().expect("piped stdout");
         let (lines, received) = mpsc::channel();
         std::thread::spawn(move || {
@@ -208,13 +202,9 @@ fn wait_bounded(mut child: Child) -> ExitStatus {
     }
 }
 
-/// Runs `serve` expecting it to refuse to start: its exit code and stderr.
-fn refused(args: &[&str], dir: &Path) -> (i32, String) {
-    let mut child = command(args, dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start tsoracle-file serve");
+/// Reads the child's piped stderr to its end on a thread; the receiver
+/// gets everything once the process closes it.
+fn collect_stderr(child: &mut Child) -> mpsc::Receiver<String> {
     let mut pipe = child.stderr.take().expect("piped stderr");
     let (send_stderr, stderr) = mpsc::channel();
     std::thread::spawn(move || {
@@ -222,6 +212,17 @@ fn refused(args: &[&str], dir: &Path) -> (i32, String) {
         let _ = pipe.read_to_string(&mut text);
         let _ = send_stderr.send(text);
     });
+    stderr
+}
+
+/// Runs `serve` expecting it to refuse to start: its exit code and stderr.
+fn refused(args: &[&str], dir: &Path) -> (i32, String) {
+    let mut child = command(args, dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start tsoracle-file serve");
+    let stderr = collect_stderr(&mut child);
     let status = wait_bounded(child);
     let stderr = stderr.recv_timeout(BOUND).expect("stderr closes at exit");
     assert!(!stderr.contains("panicked"), "{stderr}");
@@ -957,13 +958,7 @@ fn start_notified(dir: &Path, notify: &NotifySocket, env: &[(&str, &str)]) -> Se
         .stderr(Stdio::piped())
         .spawn()
         .expect("start tsoracle-file serve");
-    let (send_stderr, stderr) = mpsc::channel();
-    let mut pipe = child.stderr.take().expect("piped stderr");
-    std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = pipe.read_to_string(&mut text);
-        let _ = send_stderr.send(text);
-    });
+    let stderr = collect_stderr(&mut child);
     Serving {
         child: Some(child),
         grpc: "0.0.0.0:0".parse().expect("placeholder"),
