@@ -421,18 +421,7 @@ async fn identity(mounted: &Mounted) -> String {
     let dir = mounted.point.join("identity");
     let driver = FileDriver::open_or_init(&dir).unwrap();
     let origin = driver.origin().expect("a new oracle has an identity");
-    driver
-        .persist_high_water(1_000, LEADER_EPOCH)
-        .await
-        .unwrap();
-    driver
-        .advance_dense(&key("orders"), 3, LEADER_EPOCH)
-        .await
-        .unwrap();
-    driver
-        .persist_leases(&common::full_leases(), LEADER_EPOCH)
-        .await
-        .unwrap();
+    common::write_each_file(&driver).await;
     drop(driver);
     mounted.remount();
     assert_eq!(
@@ -515,18 +504,7 @@ async fn without_extended_attributes_on_ramfs_the_driver_runs_without_an_identit
     let dir = point.join("oracle");
     let driver = FileDriver::open_or_init(&dir).unwrap();
     assert_eq!(driver.origin(), None);
-    driver
-        .persist_high_water(1_000, LEADER_EPOCH)
-        .await
-        .unwrap();
-    driver
-        .advance_dense(&key("orders"), 3, LEADER_EPOCH)
-        .await
-        .unwrap();
-    driver
-        .persist_leases(&common::full_leases(), LEADER_EPOCH)
-        .await
-        .unwrap();
+    common::write_each_file(&driver).await;
     drop(driver);
     assert_eq!(
         common::entry_names(&dir),

@@ -321,3 +321,22 @@ pub fn now_ms() -> u64 {
         .expect("clock after 1970")
         .as_millis() as u64
 }
+
+/// Writes each of the driver's files once: `state` (high-water 1000),
+/// `dense` (3 values of "orders") and `leases` ([`full_leases`]).
+pub async fn write_each_file(driver: &tsoracle_driver_file::FileDriver) {
+    use tsoracle_consensus::ConsensusDriver;
+    use tsoracle_driver_file::LEADER_EPOCH;
+    driver
+        .persist_high_water(1_000, LEADER_EPOCH)
+        .await
+        .unwrap();
+    driver
+        .advance_dense(&key("orders"), 3, LEADER_EPOCH)
+        .await
+        .unwrap();
+    driver
+        .persist_leases(&full_leases(), LEADER_EPOCH)
+        .await
+        .unwrap();
+}
