@@ -108,7 +108,7 @@ use clap::{Parser, Subcommand};
 
 #[cfg(feature = "server")]
 use commands::serve;
-use commands::{export, init, inspect, migrate, restore, seed, verify};
+use commands::{dense, export, init, inspect, migrate, restore, seed, verify};
 
 /// The field list of the `export` JSON, shared by the top-level and the
 /// `export` long help.
@@ -291,6 +291,9 @@ enum Command {
     Export(export::Args),
     /// Carry the state to a running oracle (openraft, paxos, ...) and back
     Migrate(migrate::Args),
+    /// Add a dense key at a floor, or set the key cap, of a stopped
+    /// directory (offline)
+    Dense(dense::Args),
 }
 
 fn main() -> ExitCode {
@@ -305,6 +308,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::exec(args),
         Command::Export(args) => export::exec(args),
         Command::Migrate(args) => migrate::exec(args),
+        Command::Dense(args) => dense::exec(args),
     };
     cli::finish(result)
 }

@@ -2,10 +2,12 @@
 //! output types (plain structs that serialize, so `--json` is a type), and
 //! its `exec`.
 
+pub(crate) mod dense;
 pub(crate) mod export;
 pub(crate) mod init;
 pub(crate) mod inspect;
 pub(crate) mod migrate;
+pub(crate) mod pending;
 pub(crate) mod restore;
 pub(crate) mod seed;
 #[cfg(feature = "server")]

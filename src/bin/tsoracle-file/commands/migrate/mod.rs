@@ -4,9 +4,13 @@
 //!
 //! - `migrate out DIR --to URL[,URL...]` (feature `migrate`)
 //! - `migrate in NEWDIR --from URL[,URL...] --keys-from RECEIPT | --key K`
-//!   (feature `migrate`)
+//!   (feature `migrate`): writes NEWDIR pending
+//! - `migrate finish NEWDIR` (feature `migrate`): once the source stopped,
+//!   makes NEWDIR servable
 //! - `migrate reinstate DIR --target-never-served`
 
+#[cfg(feature = "migrate")]
+pub(crate) mod finish;
 #[cfg(feature = "migrate")]
 pub(crate) mod into;
 #[cfg(feature = "migrate")]
@@ -46,26 +50,48 @@ pub(crate) enum Command {
         "`tsoracle admin activate-format` command to run.",
     ))]
     Out(out::Args),
-    /// Seed a new state directory above everything a running oracle issued
+    /// Observe a running oracle and write a new state directory PENDING,
+    /// to be finished by `migrate finish` once the oracle is stopped
     #[cfg(feature = "migrate")]
     #[command(long_about = concat!(
-        "Seed a new state directory whose high-water is above every timestamp the running ",
-        "oracle issued or may issue until it stops (--stop-within, --window-ms), and whose ",
-        "dense counters are above the oracle's (each key is probed by taking, and burning, ",
-        "one value; --dense-margin more are left for stragglers). Keys come from ",
-        "--keys-from RECEIPT (migrate out's receipt or export --receipt) and --key.\n\n",
-        "Stop the oracle before the deadline the command prints, and only then start a ",
-        "server on NEWDIR.",
+        "Observe a running oracle and write NEWDIR PENDING: every driver refuses to serve it ",
+        "until `tsoracle-file migrate finish NEWDIR`.\n\n",
+        "Measures, rather than trusts: the oracle's window (waits, at most --measure-limit, ",
+        "for its max-safe to move twice), whether it grants leases, its lease TTL ceiling ",
+        "(a lease of --lease-ttl-ceiling + 1 ms must be refused) and whether its renewals ",
+        "stack. An oracle that grants leases needs --lease-grants N (the leases it may still ",
+        "grant before it stops; 0 when no client uses leases meanwhile), or is refused. ",
+        "Each dense key (--keys-from RECEIPT, --key) is probed by taking, and burning, one ",
+        "value; NEWDIR starts --dense-margin above it. NEWDIR's key cap is its number of ",
+        "keys: any other key is refused until `tsoracle-file dense add`.\n\n",
+        "Then stop the oracle (every node) and run `tsoracle-file migrate finish NEWDIR`.",
     ))]
     In(into::Args),
+    /// Make a pending directory from `migrate in` servable, once every
+    /// endpoint of the source oracle has stopped answering
+    #[cfg(feature = "migrate")]
+    #[command(long_about = concat!(
+        "Make the pending NEWDIR of `migrate in` servable. Probes every source endpoint on its ",
+        "own client, three times about a second apart: only a refused connection, an ",
+        "unreachable host or a timeout counts as down; any gRPC reply (even NOT_LEADER) means ",
+        "the source still runs, and the command refuses naming it, NEWDIR staying pending. ",
+        "Otherwise raises NEWDIR's high-water above everything the source could have issued ",
+        "until it stopped (from what `migrate in` measured, the clocks and --lease-grants) and ",
+        "lifts the pending mark. Re-running it on a finished directory says so.",
+    ))]
+    Finish(finish::Args),
     /// Carry a stopped state directory into a running oracle (not in this
     /// build: needs feature `migrate`)
     #[cfg(not(feature = "migrate"))]
     Out(NotBuilt),
-    /// Seed a new state directory above everything a running oracle issued
+    /// Observe a running oracle and write a new state directory pending
     /// (not in this build: needs feature `migrate`)
     #[cfg(not(feature = "migrate"))]
     In(NotBuilt),
+    /// Make a pending directory servable once the source stopped (not in
+    /// this build: needs feature `migrate`)
+    #[cfg(not(feature = "migrate"))]
+    Finish(NotBuilt),
     /// Lift the RETIRED marker of a migration that was abandoned before the
     /// target served anyone
     Reinstate(reinstate::Args),
@@ -109,10 +135,14 @@ pub(crate) fn exec(args: &Args) -> CmdResult {
         Command::Out(args) => out::exec(args),
         #[cfg(feature = "migrate")]
         Command::In(args) => into::exec(args),
+        #[cfg(feature = "migrate")]
+        Command::Finish(args) => finish::exec(args),
         #[cfg(not(feature = "migrate"))]
         Command::Out(_) => Err(not_built("out")),
         #[cfg(not(feature = "migrate"))]
         Command::In(_) => Err(not_built("in")),
+        #[cfg(not(feature = "migrate"))]
+        Command::Finish(_) => Err(not_built("finish")),
         Command::Reinstate(args) => reinstate::exec(args),
     }
 }
