@@ -3,13 +3,16 @@
 //! the public client API, so any driver's server is a target). After
 //! `migrate out` the target issues only timestamps above the source's
 //! high-water and dense values at or above its counters, the source refuses
-//! to serve, and re-running changes nothing that matters; after
-//! `migrate in` the new directory starts above everything the target issued.
+//! to serve, and re-running changes nothing that matters. `migrate in`
+//! leaves the new directory pending; `migrate finish`, refused while any
+//! source endpoint answers, raises it above everything the source issued
+//! until it stopped, stragglers included (timestamps, dense values, lease
+//! upper bounds, a failover, a source clock ahead of this one).
 
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -17,8 +20,8 @@ use tokio::time::timeout;
 use tsoracle_client::Client;
 use tsoracle_consensus::ConsensusDriver;
 use tsoracle_core::{LeaseRecord, SeqKey};
-use tsoracle_driver_file::{FileDriver, FileDriverError, LEADER_EPOCH, Seed};
-use tsoracle_server::{Server, ServingState};
+use tsoracle_driver_file::{FileDriver, FileDriverError, LEADER_EPOCH, Seed, StoppedDir};
+use tsoracle_server::{Clock, Server, ServerBuilder, ServingState};
 
 const BOUND: Duration = Duration::from_secs(60);
 
@@ -65,14 +68,37 @@ async fn serve(dir: &Path) -> (String, oneshot::Sender<()>, tokio::task::JoinHan
     serve_driver(FileDriver::open_or_init(dir).expect("open target")).await
 }
 
+/// A server on a FileDriver in `dir`, set up by `configure`.
+async fn serve_with(
+    dir: &Path,
+    configure: impl FnOnce(ServerBuilder) -> ServerBuilder,
+) -> (String, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    serve_on(
+        listener,
+        FileDriver::open_or_init(dir).expect("open"),
+        configure,
+    )
+    .await
+}
+
 /// A tsoracle server on `driver`; stop it with the sender.
 async fn serve_driver(
     driver: Arc<dyn ConsensusDriver>,
 ) -> (String, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    serve_on(listener, driver, |builder| builder).await
+}
+
+/// A tsoracle server on `driver` and `listener`, its builder set up by
+/// `configure`; stop it with the sender.
+async fn serve_on(
+    listener: TcpListener,
+    driver: Arc<dyn ConsensusDriver>,
+    configure: impl FnOnce(ServerBuilder) -> ServerBuilder,
+) -> (String, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
     let addr = listener.local_addr().expect("addr");
-    let server = Server::builder()
-        .consensus_driver(driver)
+    let server = configure(Server::builder().consensus_driver(driver))
         .build()
         .expect("server");
     let mut serving = server.subscribe();
@@ -92,6 +118,105 @@ async fn serve_driver(
     .expect("serving within the bound")
     .expect("serving");
     (format!("http://{addr}"), stop, handle)
+}
+
+/// Stops a server started by [`serve_on`] and waits for it.
+async fn stop_server(stop: oneshot::Sender<()>, handle: tokio::task::JoinHandle<()>) {
+    let _ = stop.send(());
+    timeout(BOUND, handle).await.expect("stop").expect("join");
+}
+
+/// A clock `0` ms ahead of this machine's.
+struct Ahead(u64);
+
+impl Clock for Ahead {
+    fn now_ms(&self) -> u64 {
+        now_ms() + self.0
+    }
+}
+
+/// `tsoracle-file ARGS` off the async runtime (the servers under test run
+/// on it).
+async fn run(args: Vec<String>) -> (bool, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        tsoracle_file(&args)
+    })
+    .await
+    .expect("join")
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|arg| (*arg).to_string()).collect()
+}
+
+fn path(path: &Path) -> &str {
+    path.to_str().expect("utf-8")
+}
+
+/// The committed high-water of a stopped directory.
+fn committed(dir: &Path) -> u64 {
+    StoppedDir::lock(dir)
+        .expect("lock")
+        .high_water()
+        .expect("a state file")
+}
+
+/// A pending directory is refused by every open.
+// TODO(lead api): `FileDriverError::MigrationPending` once the library has it.
+fn assert_pending(dir: &Path) {
+    match FileDriver::open_or_init(dir) {
+        Err(FileDriverError::Retired { note, .. }) => {
+            assert!(note.contains("PENDING"), "{note}");
+        }
+        Err(other) => panic!("{} refused, but not as pending: {other}", dir.display()),
+        Ok(_) => panic!("{} serves while pending", dir.display()),
+    }
+}
+
+/// The JSON of `migrate in --json`.
+fn report(stdout: &str) -> serde_json::Value {
+    serde_json::from_str(stdout).unwrap_or_else(|err| panic!("not JSON ({err}): {stdout}"))
+}
+
+fn u64_at(value: &serde_json::Value, pointer: &str) -> u64 {
+    value
+        .pointer(pointer)
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or_else(|| panic!("no {pointer} in {value}"))
+}
+
+/// Takes timestamps from `client` until one is above `above`, within
+/// `BOUND`; returns the highest seen.
+async fn timestamps_until_above(client: &Client, above: u64) -> u64 {
+    let deadline = Instant::now() + BOUND;
+    let mut highest = 0;
+    while highest <= above {
+        assert!(
+            Instant::now() < deadline,
+            "the source never issued above {above} (at {highest})"
+        );
+        highest = highest.max(client.get_ts().await.expect("ts").physical_ms());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    highest
+}
+
+/// Takes timestamps until the leader's max-safe moves (a window extension
+/// was just committed), within `BOUND`; returns the highest timestamp.
+async fn until_the_window_extends(client: &Client) -> u64 {
+    let deadline = Instant::now() + BOUND;
+    let first = client.get_current_max_safe().await.expect("max-safe");
+    let mut highest = 0;
+    loop {
+        assert!(Instant::now() < deadline, "max-safe never moved");
+        highest = highest.max(client.get_ts().await.expect("ts").physical_ms());
+        let now = client.get_current_max_safe().await.expect("max-safe");
+        if now.max_safe_physical_ms > first.max_safe_physical_ms {
+            return highest;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 fn tsoracle_file(args: &[&str]) -> (bool, String, String) {
@@ -122,9 +247,9 @@ async fn migrate_out_and_back_never_reissues() {
         lease_id: 7,
         holder: b"svc-a".to_vec(),
         holder_epoch: 3,
-        ttl_ms: 60_000,
+        ttl_ms: 8_000,
         ts_upper_bound: high_water,
-        expires_at_ms: now_ms() + 60_000,
+        expires_at_ms: now_ms() + 8_000,
         superseded: false,
     };
     let old = LeaseRecord {
@@ -230,37 +355,42 @@ async fn migrate_out_and_back_never_reissues() {
     // And back: the new directory starts above everything the target issued.
     let last_ts = client.get_ts().await.expect("ts");
     let last_orders = client.get_seq("orders", 1).await.expect("orders");
-    let (ok, stdout, stderr) = tsoracle_file(&[
+    let (ok, stdout, stderr) = run(strings(&[
         "migrate",
         "in",
-        back.to_str().expect("utf-8"),
+        path(&back),
         "--from",
         &url,
         "--keys-from",
-        receipt.to_str().expect("utf-8"),
+        path(&receipt),
         "--key",
         "fresh",
-        "--stop-within",
-        "5",
-        "--dense-margin",
+        "--lease-grants",
         "0",
-    ]);
+    ]))
+    .await;
     assert!(ok, "migrate in failed: {stderr}");
     assert!(stdout.contains("STOP the oracle"), "{stdout}");
-    let _ = stop.send(());
-    timeout(BOUND, handle).await.expect("stop").expect("join");
+    assert!(stdout.contains("migrate finish"), "{stdout}");
+    assert_pending(&back);
+    stop_server(stop, handle).await;
+    let (ok, stdout, stderr) = run(strings(&["migrate", "finish", path(&back)])).await;
+    assert!(ok, "migrate finish failed: {stderr}");
+    assert!(stdout.contains("finished"), "{stdout}");
 
     let driver = FileDriver::open_or_init(&back).expect("open the new directory");
-    assert!(driver.high_water() > last_ts.physical_ms() + 5_000);
+    assert!(driver.high_water() > committed(&target_dir));
+    assert!(driver.high_water() > last_ts.physical_ms());
     let next = driver
         .advance_dense(&key("orders"), 1, LEADER_EPOCH)
         .await
         .expect("orders");
     assert!(next > last_orders.start, "{next} <= {}", last_orders.start);
-    // --key fresh was probed too: its first value went to the probe.
+    // --key fresh was probed too: its first value went to the probe, and
+    // the default margin is left above it.
     assert_eq!(
         driver.load_dense_seq(&key("fresh")).await.expect("fresh"),
-        1
+        1 + u64::from(tsoracle_core::DEFAULT_MAX_SEQ_COUNT)
     );
 }
 
@@ -355,4 +485,319 @@ async fn a_target_without_dense_sequences_is_refused_before_anything_changes() {
 
     let _ = stop.send(());
     timeout(BOUND, handle).await.expect("stop").expect("join");
+}
+
+/// The whole protocol against a source with a 5 s window and leases:
+/// `migrate in` refuses without `--lease-grants`, measures the window
+/// (which the old default of `--window-ms 3000` underestimated), and the
+/// new directory stays pending and refused while any endpoint answers.
+/// Stragglers take timestamps, dense values (as many as the margin) and
+/// three stacking lease acquisitions from the source between `migrate in`
+/// and its stop; after `migrate finish` the new directory issues above all
+/// of it, refuses a key nobody named, and takes it after `dense add`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stragglers_between_migrate_in_and_the_stop_are_never_reissued() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let source = tmp.path().join("source");
+    let back = tmp.path().join("back");
+    FileDriver::init_seeded(&source, now_ms()).expect("seed the source");
+    let ceiling = Duration::from_secs(20);
+    let (url, stop, handle) = serve_with(&source, |builder| {
+        builder
+            .window_ahead(Duration::from_secs(5))
+            .lease_ttl_floor(Duration::from_secs(1))
+            .lease_ttl_ceiling(ceiling)
+    })
+    .await;
+    let client = Client::connect(vec![url.clone()]).await.expect("client");
+    let before = client.get_seq("orders", 1_000).await.expect("orders");
+    client.get_seq("users", 3).await.expect("users");
+
+    // A second endpoint, down during `migrate in`, that comes up before
+    // `migrate finish`: every endpoint is checked, not the first one.
+    let spare = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let spare_addr = spare.local_addr().expect("addr");
+    drop(spare);
+    let spare_url = format!("http://{spare_addr}");
+    let from = format!("{url},{spare_url}");
+
+    let in_args = |grants: Option<&str>| {
+        let mut args = strings(&[
+            "migrate",
+            "in",
+            path(&back),
+            "--from",
+            &from,
+            "--key",
+            "orders",
+            "--key",
+            "users",
+            "--dense-margin",
+            "100",
+            "--lease-ttl-ceiling",
+            "20000",
+            "--json",
+        ]);
+        if let Some(grants) = grants {
+            args.extend(strings(&["--lease-grants", grants]));
+        }
+        args
+    };
+    // The source grants leases: without --lease-grants, refused, nothing
+    // written.
+    let (ok, _, stderr) = run(in_args(None)).await;
+    assert!(!ok, "migrate in without --lease-grants was accepted");
+    assert!(
+        stderr.contains("grants leases") && stderr.contains("--lease-grants 0"),
+        "{stderr}"
+    );
+    assert!(!back.join("state").exists(), "a refused migrate in wrote");
+
+    let (ok, stdout, stderr) = run(in_args(Some("3"))).await;
+    assert!(ok, "migrate in failed: {stderr}");
+    let report = report(&stdout);
+    assert_eq!(report["pending"], true);
+    let window = u64_at(&report, "/note/window/window_bound_ms");
+    assert!((5_000..6_000).contains(&window), "measured {window}");
+    assert_eq!(u64_at(&report, "/note/leases/ttl_ceiling_ms"), 20_000);
+    assert_eq!(report["note"]["leases"]["renewals_stack"], false);
+    assert_eq!(u64_at(&report, "/note/dense_cardinality_cap"), 2);
+    let m2 = u64_at(&report, "/note/window/max_safe/2");
+    assert_pending(&back);
+
+    // Stragglers. The source issues timestamps above what the old
+    // `--window-ms 3000` default would have taken its high-water to be.
+    let mut highest_ts = timestamps_until_above(&client, m2 + 3_000 + 1).await;
+    let orders = client.get_seq("orders", 100).await.expect("orders");
+    let users = client.get_seq("users", 100).await.expect("users");
+    let mut highest_bound = 0;
+    for holder in ["a", "b", "c"] {
+        let lease = client
+            .acquire_lease(holder.as_bytes(), 1, ceiling)
+            .await
+            .expect("lease");
+        highest_bound = highest_bound.max(lease.ts_upper_bound);
+    }
+    // A renewal on 3.3 does not stack: not counted in --lease-grants.
+    let lease = client
+        .acquire_lease(b"a", 1, ceiling)
+        .await
+        .expect("same lease");
+    let renewed = client.renew_lease(lease.lease_id).await.expect("renew");
+    highest_bound = highest_bound.max(renewed.ts_upper_bound);
+    highest_ts = highest_ts.max(client.get_ts().await.expect("ts").physical_ms());
+
+    // Finish is refused while the source serves, then while the spare
+    // endpoint answers; the directory stays pending.
+    let (ok, _, stderr) = run(strings(&["migrate", "finish", path(&back)])).await;
+    assert!(!ok && stderr.contains(&url), "{stderr}");
+    assert!(stderr.contains("stays pending"), "{stderr}");
+    assert_pending(&back);
+    stop_server(stop, handle).await;
+    let spare = TcpListener::bind(spare_addr).await.expect("rebind");
+    let (_spare_url, spare_stop, spare_handle) = serve_on(
+        spare,
+        FileDriver::open_or_init(tmp.path().join("spare")).expect("open"),
+        |builder| builder,
+    )
+    .await;
+    let (ok, _, stderr) = run(strings(&["migrate", "finish", path(&back)])).await;
+    assert!(!ok && stderr.contains(&spare_url), "{stderr}");
+    assert_pending(&back);
+    stop_server(spare_stop, spare_handle).await;
+
+    let (ok, stdout, stderr) = run(strings(&["migrate", "finish", path(&back)])).await;
+    assert!(ok, "migrate finish failed: {stderr}");
+    assert!(stdout.contains("finished"), "{stdout}");
+    let (ok, stdout, _) = run(strings(&["migrate", "finish", path(&back)])).await;
+    assert!(ok && stdout.contains("not pending"), "{stdout}");
+
+    let source_high_water = committed(&source);
+    assert!(source_high_water >= highest_bound && source_high_water >= highest_ts);
+    let (new_url, new_stop, new_handle) = serve(&back).await;
+    let new = Client::connect(vec![new_url]).await.expect("client");
+    let ts = new.get_ts().await.expect("ts");
+    assert!(
+        ts.physical_ms() > source_high_water,
+        "{} <= the source's {source_high_water}",
+        ts.physical_ms()
+    );
+    let new_orders = new.get_seq("orders", 1).await.expect("orders");
+    assert!(
+        new_orders.start >= orders.start + u64::from(orders.count)
+            && new_orders.start > before.start,
+        "orders {} reissued (a straggler got up to {})",
+        new_orders.start,
+        orders.start + u64::from(orders.count) - 1
+    );
+    let new_users = new.get_seq("users", 1).await.expect("users");
+    assert!(new_users.start >= users.start + u64::from(users.count));
+    let new_lease = new
+        .acquire_lease(b"d", 1, Duration::from_secs(5))
+        .await
+        .expect("lease");
+    assert!(new_lease.ts_upper_bound > source_high_water);
+
+    // A key nobody named is refused, naming the cap...
+    let err = new.get_seq("invoices", 1).await.expect_err("a new key");
+    assert!(err.to_string().contains("cardinality cap 2"), "{err}");
+    // ... and `dense add` (offline) is refused while the server runs.
+    let (ok, _, stderr) = run(strings(&[
+        "dense",
+        "add",
+        path(&back),
+        "invoices",
+        "--floor",
+        "500",
+    ]))
+    .await;
+    assert!(!ok && stderr.contains("lock"), "{stderr}");
+    stop_server(new_stop, new_handle).await;
+    let (ok, stdout, stderr) = run(strings(&[
+        "dense",
+        "add",
+        path(&back),
+        "invoices",
+        "--floor",
+        "500",
+    ]))
+    .await;
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("invoices added at 500"), "{stdout}");
+    let driver = FileDriver::open_or_init(&back).expect("open");
+    assert_eq!(
+        driver
+            .advance_dense(&key("invoices"), 1, LEADER_EPOCH)
+            .await
+            .expect("invoices"),
+        500
+    );
+    // Still one key at a time: the cap rose by exactly one.
+    assert!(
+        driver
+            .advance_dense(&key("other"), 1, LEADER_EPOCH)
+            .await
+            .is_err()
+    );
+}
+
+/// A source whose clock runs 30 s ahead of this machine's keeps extending
+/// its window after `migrate in`: `migrate finish` carries the source's
+/// clock forward and adds the window, so the new directory is above the
+/// source's last high-water, taken just after a window extension.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finish_covers_the_window_after_the_observation_on_the_sources_clock() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let source = tmp.path().join("source");
+    let back = tmp.path().join("back");
+    FileDriver::init_seeded(&source, now_ms() + 30_000).expect("seed the source");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let (url, stop, handle) = serve_on(
+        listener,
+        Arc::new(TimestampsOnly(
+            FileDriver::open_or_init(&source).expect("open"),
+        )),
+        |builder| {
+            builder
+                .window_ahead(Duration::from_secs(2))
+                .clock(Arc::new(Ahead(30_000)))
+        },
+    )
+    .await;
+    let client = Client::connect(vec![url.clone()]).await.expect("client");
+    let (ok, stdout, stderr) = run(strings(&[
+        "migrate",
+        "in",
+        path(&back),
+        "--from",
+        &url,
+        "--failover-advance-ms",
+        "0",
+        "--json",
+    ]))
+    .await;
+    assert!(ok, "migrate in failed: {stderr}");
+    let report = report(&stdout);
+    assert!(
+        report["note"]["leases"]["not_granted"]
+            .as_str()
+            .is_some_and(|why| why.contains("Unimplemented")),
+        "{report}"
+    );
+    let bound = u64_at(&report, "/note/window/high_water_bound");
+    let window = u64_at(&report, "/note/window/window_bound_ms");
+    assert!((2_000..3_000).contains(&window), "measured {window}");
+    // The source issues above what migrate in saw, then extends once more.
+    timestamps_until_above(&client, bound + 1).await;
+    until_the_window_extends(&client).await;
+    stop_server(stop, handle).await;
+    let source_high_water = committed(&source);
+    assert!(source_high_water > bound + 1);
+
+    let (ok, _, stderr) = run(strings(&["migrate", "finish", path(&back)])).await;
+    assert!(ok, "migrate finish failed: {stderr}");
+    let new = committed(&back);
+    assert!(
+        new > source_high_water,
+        "new {new} <= the source's {source_high_water}"
+    );
+}
+
+/// A failover (here a restart of the single-node source, which advances
+/// its high-water by 5 s) after `migrate in`: `--failover-advance-ms`
+/// covers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finish_covers_a_failover_after_the_observation() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let source = tmp.path().join("source");
+    let back = tmp.path().join("back");
+    FileDriver::init_seeded(&source, now_ms()).expect("seed the source");
+    let configure = |builder: ServerBuilder| {
+        builder
+            .window_ahead(Duration::from_secs(2))
+            .failover_advance(Duration::from_secs(5))
+    };
+    let start = || async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        serve_on(
+            listener,
+            Arc::new(TimestampsOnly(
+                FileDriver::open_or_init(&source).expect("open"),
+            )),
+            configure,
+        )
+        .await
+    };
+    let (url, stop, handle) = start().await;
+    let (ok, _, stderr) = run(strings(&[
+        "migrate",
+        "in",
+        path(&back),
+        "--from",
+        &url,
+        "--failover-advance-ms",
+        "5000",
+    ]))
+    .await;
+    assert!(ok, "migrate in failed: {stderr}");
+    stop_server(stop, handle).await;
+    let before = committed(&source);
+    let (url, stop, handle) = start().await;
+    Client::connect(vec![url])
+        .await
+        .expect("client")
+        .get_ts()
+        .await
+        .expect("ts");
+    stop_server(stop, handle).await;
+    let source_high_water = committed(&source);
+    assert!(source_high_water >= before + 5_000, "no failover advance");
+
+    let (ok, _, stderr) = run(strings(&["migrate", "finish", path(&back)])).await;
+    assert!(ok, "migrate finish failed: {stderr}");
+    let new = committed(&back);
+    assert!(
+        new > source_high_water,
+        "new {new} <= the source's {source_high_water}"
+    );
 }

@@ -8,8 +8,10 @@
 //! `migrate in` (see [`super::into`]) left in NEWDIR's note: `H`, an upper
 //! bound of the source's committed high-water at its observation; the
 //! window bound `W` (the measured `m2 - m1`, at least the real window); the
-//! lease TTL ceiling `C` (0 when the source grants no lease); `grants`, the
-//! leases the source may still grant (`--lease-grants`); the failover
+//! lease TTL ceiling `C` (0 when the source grants no lease and no attempt
+//! is expected: upstream raises the high-water even for an acquisition it
+//! then refuses for want of lease support); `grants`, the leases the
+//! source may still grant (`--lease-grants`); the failover
 //! advance `A`; the source's clock at the observation. Let `S` be the
 //! moment the source stopped and `F` this command's time: the later of this
 //! machine's clock and the source's clock carried forward (its last
@@ -18,7 +20,9 @@
 //! endpoint refused the connection or timed out, three times, each probed
 //! on its own client without retries (a gRPC reply of any kind, even an
 //! error status, means "up", and the command refuses naming it, leaving
-//! NEWDIR pending). So `S <= F`.
+//! NEWDIR pending). `F` is read just before the first probe: a source
+//! that does not answer then (nor at the two probes after) had stopped
+//! already. So `S <= F`.
 //!
 //! 1. The source never issues a timestamp (nor grants a lease upper bound)
 //!    above its committed high-water `HW`, and `HW` at the observation is at
@@ -84,6 +88,18 @@ pub(crate) struct LeaseFacts {
     pub(crate) renewals_stack: bool,
     /// The probe's upper bounds: acquired, renewed.
     pub(crate) probe_upper_bounds: Vec<u64>,
+}
+
+impl LeaseFacts {
+    /// `C` in the bound: the ceiling, but 0 for a source that grants no
+    /// lease when no attempt is expected (`grants` 0).
+    pub(crate) fn reach_ms(&self, grants: u64) -> u64 {
+        if self.not_granted.is_some() && grants == 0 {
+            0
+        } else {
+            self.ttl_ceiling_ms
+        }
+    }
 }
 
 /// What `migrate in` measured of the source's window.
@@ -312,6 +328,9 @@ pub(crate) fn exec(args: &Args) -> CmdResult {
             note.schema
         )));
     }
+    // F is read before the first probe: a source down at the first probe
+    // (and at the two after it) stopped before F.
+    let finish_ms = finish_time(&note.clock, now_ms(), uptime_ms());
     let runtime = super::runtime()?;
     if let Some((url, how)) = runtime.block_on(still_answering(&note.from)) {
         return Err(Failure::new(format!(
@@ -322,13 +341,12 @@ pub(crate) fn exec(args: &Args) -> CmdResult {
             dir.display()
         )));
     }
-    let finish_ms = finish_time(&note.clock, now_ms(), uptime_ms());
     let high_water = finish_high_water(BoundInputs {
         seed_high_water: note.seed_high_water,
         high_water_bound: note.window.high_water_bound,
         finish_ms,
         window_bound_ms: note.window.window_bound_ms,
-        lease_ttl_ceiling_ms: note.leases.ttl_ceiling_ms,
+        lease_ttl_ceiling_ms: note.leases.reach_ms(note.lease_grants),
         lease_grants: note.lease_grants,
         failover_advance_ms: note.failover_advance_ms,
     });

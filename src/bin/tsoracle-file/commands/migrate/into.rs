@@ -33,7 +33,10 @@
 //!    smallest TTL `t` (of 1 s, 5 s, 10 s, ..., `C`) the oracle accepts,
 //!    renews it at once and releases it: a renewal whose upper bound rose
 //!    by more than `t / 2` stacks (3.2). `UNIMPLEMENTED`, or the lease
-//!    format not activated, means the oracle grants no lease (`C` = 0).
+//!    format not activated, means the oracle grants no lease; but upstream
+//!    commits an acquisition's upper bound *before* it stores the lease, so
+//!    each refused attempt still raises its high-water like a grant: `C`
+//!    is then 0 only with `--lease-grants 0` (or none).
 //!    An oracle that grants leases needs `--lease-grants N` (how many
 //!    acquisitions, plus renewals when they stack, it may still grant until
 //!    it stops), or the command refuses: nothing bounds how far they raise
@@ -436,9 +439,13 @@ async fn measure_leases(target: &Target, ceiling: u64) -> Result<LeaseFacts, Fai
     let epoch = now_ms()
         .saturating_mul(1_000)
         .saturating_add(u64::from(u16::from_le_bytes(random) % 1_000));
+    // Upstream commits an acquisition's upper bound before it stores the
+    // lease, so even an oracle that refuses leases raises its high-water
+    // on each attempt: the ceiling is kept (finish uses it when
+    // --lease-grants counts such attempts).
     let not_granted = |why: String| LeaseFacts {
         not_granted: Some(why),
-        ttl_ceiling_ms: 0,
+        ttl_ceiling_ms: ceiling,
         probe_ttl_ms: 0,
         renewals_stack: false,
         probe_upper_bounds: Vec::new(),
