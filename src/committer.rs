@@ -270,6 +270,9 @@ impl Committer {
                 Request::Dense { entries, reply } => {
                     let outcome =
                         apply_dense(&mut self.current.dense, &entries, &mut fold.dense_undo);
+                    if let Err(CommitError::Cardinality { cap }) = &outcome {
+                        self.log_closed_keys(&entries, *cap);
+                    }
                     fold.dense_waiters.push((reply, outcome));
                 }
                 // The set is absolute: the last one queued wins.
@@ -290,6 +293,29 @@ impl Committer {
             }
         }
         fold
+    }
+
+    /// Names the keys a cardinality refusal turned away, and the way to
+    /// admit one: the client only hears "cap reached". A directory that
+    /// `migrate in` seeded has a cap of exactly its seeded keys, so that a
+    /// key the source served and nobody named is never started again at 0.
+    fn log_closed_keys(&self, entries: &[(SeqKey, u32)], cap: u64) {
+        let dir = self.store.dir().display();
+        for key in entries
+            .iter()
+            .map(|(key, _)| key)
+            .filter(|key| !self.current.dense.counters.contains_key(*key))
+            .take(5)
+        {
+            tracing::warn!(
+                dir = %dir,
+                key = %key.as_str(),
+                cap,
+                "refused dense key {:?}: the directory's key cap {cap} is reached. If this directory was seeded by `migrate in` and the source oracle served this key, add it with a floor above everything the source handed out: `tsoracle-file dense add {dir} {} --floor N` (with the server stopped); if it is a new key, raise the cap: `tsoracle-file dense cap {dir} N`",
+                key.as_str(),
+                key.as_str()
+            );
+        }
     }
 
     /// Writes each changed file (steps 1-3 of the protocol), then fsyncs the

@@ -14,13 +14,12 @@ use tokio::sync::{oneshot, watch};
 use tsoracle_consensus::{
     ConsensusDriver, ConsensusError, LeaderState, reject_out_of_range_advance,
 };
-use tsoracle_core::{Epoch, LeaseRecord, PHYSICAL_MS_MAX, SeqKey};
+use tsoracle_core::{Epoch, LeaseRecord, SeqKey};
 
 use crate::committer::{CommitError, CommitStats, Committer, Published, Request, StatCounters};
 use crate::error::{Bt, FileDriverError, to_consensus};
 use crate::identity_record::Origin;
-use crate::record;
-use crate::store::{DirLock, FileKind, Snapshot, Store};
+use crate::store::{DirLock, Snapshot, Store};
 use crate::vfs::{StdFs, Vfs};
 
 /// The epoch this driver reports: a single node is always the leader of
@@ -113,9 +112,8 @@ impl FileDriver {
     ) -> Result<Arc<FileDriver>, FileDriverError> {
         let dir = dir.as_ref();
         let (store, lock) = Store::lock(vfs, dir)?;
-        crate::fence::refuse_if_fenced(&store)?;
         let recovery = Instant::now();
-        let files = store.load()?;
+        let files = store.load(|files| crate::fence::refuse_if_fenced(&store, files))?;
         let origin = store.ensure_identity(now_ms(), !files.hold_state())?;
         let snapshot = Snapshot::from(files);
         if !snapshot.dense.unaddressable.is_empty() {
@@ -222,29 +220,9 @@ impl FileDriver {
         seed_physical_ms: u64,
         vfs: Arc<dyn Vfs>,
     ) -> Result<(), FileDriverError> {
-        if seed_physical_ms > PHYSICAL_MS_MAX {
-            return Err(FileDriverError::SeedOutOfRange {
-                seed: seed_physical_ms,
-                max: PHYSICAL_MS_MAX,
-                backtrace: Bt::capture(),
-            });
-        }
-        let (store, _lock) = Store::lock(vfs, dir.as_ref())?;
-        if let Some(existing) = store.existing_state_file()? {
-            return Err(FileDriverError::StateExists {
-                existing,
-                backtrace: Bt::capture(),
-            });
-        }
-        let state = FileKind::State;
-        store.write_whole(
-            state.temp_name(),
-            state.name(),
-            &record::encode(seed_physical_ms),
-        )?;
-        // Seeded where a server restarted on the path will find it?
-        store.check_owner()?;
-        store.ensure_identity(now_ms(), true).map(drop)
+        // One seeding path: the markers, the precondition and the owner
+        // check are those of init_from.
+        Self::init_from_with(dir, &crate::Seed::new(seed_physical_ms), vfs)
     }
 
     /// The state directory this driver owns.

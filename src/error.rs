@@ -307,6 +307,48 @@ pub enum FileDriverError {
         /// Where the error was made.
         backtrace: Bt,
     },
+    /// The directory was seeded by `tsoracle-file migrate in` and waits for
+    /// `tsoracle-file migrate finish`, which proves that the source oracle
+    /// stopped and raises the high-water over everything it could have
+    /// issued. Serving before that could hand out what the source still
+    /// hands out.
+    #[error(
+        "state directory {} is pending a migration ({}) and must not serve yet: stop the source \
+         oracle, then run `tsoracle-file migrate finish {}`",
+        .marker.parent().unwrap_or(.marker).display(),
+        .marker.display(),
+        .marker.parent().unwrap_or(.marker).display()
+    )]
+    MigrationPending {
+        /// The `state` file that carries the mark, or the `PENDING` note.
+        marker: PathBuf,
+        /// Where the error was made.
+        backtrace: Bt,
+    },
+    /// [`StoppedDir::finish_pending`](crate::StoppedDir::finish_pending) on
+    /// a directory that is not pending: nothing was changed.
+    #[error("state directory {} is not pending a migration: nothing to finish", .dir.display())]
+    NotPending {
+        /// The state directory.
+        dir: PathBuf,
+        /// Where the error was made.
+        backtrace: Bt,
+    },
+    /// A dense key cap below the number of keys the directory holds.
+    #[error(
+        "dense key cap {cap} is below the {keys} key(s) {} holds: refused, nothing was changed",
+        .dir.display()
+    )]
+    KeyCapBelowKeys {
+        /// The state directory.
+        dir: PathBuf,
+        /// The cap asked for.
+        cap: u64,
+        /// The keys held.
+        keys: u64,
+        /// Where the error was made.
+        backtrace: Bt,
+    },
     /// A stopped-state receipt was asked of a directory without a `state`
     /// file: it never committed a high-water, so it has nothing to carry.
     #[error("state directory {} has no state file, so there is no committed state to describe", .dir.display())]
@@ -410,6 +452,9 @@ impl FileDriverError {
             | FileDriverError::CommitterStopped { backtrace, .. }
             | FileDriverError::Retired { backtrace, .. }
             | FileDriverError::SeedingInterrupted { backtrace, .. }
+            | FileDriverError::MigrationPending { backtrace, .. }
+            | FileDriverError::NotPending { backtrace, .. }
+            | FileDriverError::KeyCapBelowKeys { backtrace, .. }
             | FileDriverError::NoStateFile { backtrace, .. } => backtrace.get(),
         }
     }

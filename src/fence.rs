@@ -1,65 +1,143 @@
-//! Marker files that keep a state directory from serving.
+//! Directories that must not serve: the marks of the `state` record, and
+//! the note files beside them.
 //!
-//! - [`RETIRED_FILE`] (`RETIRED`) is written by `tsoracle-file migrate out`
-//!   *before* it advances anything on the target oracle, and rewritten with
-//!   the migration's receipt when it finishes. The directory's state now
-//!   lives on in another oracle; a server started here by mistake would
-//!   resume from the old high-water and counters and hand out values the
-//!   other oracle hands out too. Two live oracles is the one way to lose
-//!   every guarantee this crate makes, so [`FileDriver::open_or_init`]
-//!   refuses a retired directory with [`FileDriverError::Retired`], naming
-//!   the marker and the commands that lift it.
-//! - [`SEEDING_FILE`] (`SEEDING`) is written by
-//!   [`FileDriver::init_from`] before the first state file and removed
-//!   (durably) only after the last one is durable. A crash in between leaves
-//!   a directory that may hold a high-water without its counters, or
-//!   counters without their high-water; serving that would rewind whatever
-//!   is missing. Open refuses it with [`FileDriverError::SeedingInterrupted`].
+//! A state directory must not serve, whichever driver opens it, when
+//!
+//! - its state was carried to another oracle (`tsoracle-file migrate out`:
+//!   [`Mark::Retired`]): that oracle hands out values above this
+//!   directory's, which a server here would hand out again;
+//! - a seed is being written ([`FileDriver::init_from`]: [`Mark::Seeding`]):
+//!   the directory may hold a high-water without its counters;
+//! - it waits for `tsoracle-file migrate finish` ([`Mark::Pending`]): the
+//!   source oracle may still be serving.
+//!
+//! The mark is the version byte of the `state` record (see
+//! [`record`](crate::record)), so upstream's drivers, which refuse a
+//! version they do not know, refuse the directory too; the high-water stays
+//! in the record for the tools that describe or carry it. Beside it, a note
+//! file says why, for people: [`RETIRED_FILE`] holds `migrate out`'s
+//! receipt, [`PENDING_FILE`] what `migrate in` observed.
+//!
+//! Earlier versions of this crate fenced with the note files alone
+//! (`RETIRED`, `SEEDING`), which only this crate honours. A note file is
+//! still refused on its own, and an open that finds one beside a live
+//! record first marks the record ([`refuse_if_fenced`]), so that
+//! upstream's driver refuses the directory from then on.
 //!
 //! Both are checked after the directory's locks are taken, through the
-//! opened directory, so a marker written by a process that held the lock is
-//! seen by every later owner. Markers are written like the state files:
-//! `NAME.tmp` created exclusively, fsync, rename, directory fsync; their
-//! removal is followed by a directory fsync.
+//! opened directory, so a mark written by a process that held the lock is
+//! seen by every later owner. Marks and notes are written like the state
+//! files: `NAME.tmp` created exclusively, fsync, rename, directory fsync.
 //!
-//! [`FileDriver::open_or_init`]: crate::FileDriver::open_or_init
+//! [`Mark::Retired`]: crate::record::Mark::Retired
+//! [`Mark::Seeding`]: crate::record::Mark::Seeding
+//! [`Mark::Pending`]: crate::record::Mark::Pending
 //! [`FileDriver::init_from`]: crate::FileDriver::init_from
 
 use std::io;
 
 use crate::error::{Bt, FileDriverError, FileOp};
-use crate::store::Store;
+use crate::record::{self, Mark};
+use crate::store::{FileKind, Files, Store};
 use crate::vfs::Entry;
 
-/// Name of the marker `migrate out` leaves in a state directory whose state
-/// was carried to another oracle.
+/// Name of the note `migrate out` leaves beside a [`Mark::Retired`]
+/// record: where the state went (its first line) and the receipt.
 pub const RETIRED_FILE: &str = "RETIRED";
 
-/// Name of the marker present while
-/// [`FileDriver::init_from`](crate::FileDriver::init_from) writes a new
-/// state directory.
+/// Name of the note earlier versions of this crate kept while
+/// [`FileDriver::init_from`](crate::FileDriver::init_from) wrote a new state
+/// directory; today the record's [`Mark::Seeding`] does that job, and the
+/// note is only refused when found.
 pub const SEEDING_FILE: &str = "SEEDING";
+
+/// Name of the note beside a [`Mark::Pending`] record: what `migrate in`
+/// observed, which `migrate finish` reads.
+pub const PENDING_FILE: &str = "PENDING";
+
+/// The note file that goes with `mark`.
+pub(crate) fn note_file(mark: Mark) -> &'static str {
+    match mark {
+        Mark::Retired => RETIRED_FILE,
+        Mark::Seeding => SEEDING_FILE,
+        Mark::Pending => PENDING_FILE,
+    }
+}
 
 /// At most this many bytes of a marker's first line go into an error.
 const NOTE_LIMIT: usize = 512;
 
-/// Refuses a directory that carries either marker. Called with the locks
-/// held.
-pub(crate) fn refuse_if_fenced(store: &Store) -> Result<(), FileDriverError> {
-    if exists(store, SEEDING_FILE)? {
-        return Err(FileDriverError::SeedingInterrupted {
-            marker: store.dir().join(SEEDING_FILE),
-            backtrace: Bt::capture(),
-        });
+/// Refuses a directory whose `state` record carries a mark, or that holds
+/// a note file. Called with the locks held, after `files` were read.
+///
+/// A note found beside a live record (left by an earlier version of this
+/// crate, which fenced with the note alone) is first carried into the
+/// record, durably, so that other drivers refuse the directory as well.
+pub(crate) fn refuse_if_fenced(store: &Store, files: &Files) -> Result<(), FileDriverError> {
+    let mut mark = files.mark;
+    if mark.is_none() {
+        for candidate in Mark::ALL {
+            if exists(store, note_file(candidate))? {
+                mark = Some(candidate);
+                break;
+            }
+        }
+        // Without a `state` file too: every other driver reads a missing
+        // `state` as a fresh oracle at 0, so the mark goes in at 0.
+        if let Some(found) = mark {
+            tracing::warn!(
+                dir = %store.dir().display(),
+                mark = %found,
+                "the directory carries a {} note but a live state record (an earlier version fenced with the note alone): marking the record so that every driver refuses it",
+                note_file(found)
+            );
+            write_mark(store, files.high_water.unwrap_or(0), Some(found))?;
+        }
     }
-    if let Some(note) = read_marker(store, RETIRED_FILE)? {
-        return Err(FileDriverError::Retired {
-            marker: store.dir().join(RETIRED_FILE),
-            note: first_line(&note).into(),
+    let Some(mark) = mark else {
+        return Ok(());
+    };
+    let state = store.dir().join(FileKind::State.name());
+    let note_path = store.dir().join(note_file(mark));
+    let marker = if exists(store, note_file(mark))? {
+        note_path
+    } else {
+        state
+    };
+    Err(match mark {
+        Mark::Seeding => FileDriverError::SeedingInterrupted {
+            marker,
             backtrace: Bt::capture(),
-        });
-    }
-    Ok(())
+        },
+        Mark::Pending => FileDriverError::MigrationPending {
+            marker,
+            backtrace: Bt::capture(),
+        },
+        Mark::Retired => {
+            let note = read_marker(store, RETIRED_FILE)?
+                .map(|note| first_line(&note))
+                .unwrap_or_else(|| "its state record is marked retired".into());
+            FileDriverError::Retired {
+                marker,
+                note: note.into(),
+                backtrace: Bt::capture(),
+            }
+        }
+    })
+}
+
+/// Writes the `state` record at `high_water` with `mark` (`None`: live),
+/// durably, with the owner check after the directory fsync.
+pub(crate) fn write_mark(
+    store: &Store,
+    high_water: u64,
+    mark: Option<Mark>,
+) -> Result<(), FileDriverError> {
+    let bytes = match mark {
+        Some(mark) => record::encode_marked(high_water, mark),
+        None => record::encode(high_water),
+    };
+    store.write_file(FileKind::State, &bytes)
 }
 
 /// The first line of a marker, at most [`NOTE_LIMIT`] bytes, for a message.

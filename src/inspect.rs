@@ -8,6 +8,7 @@ use tsoracle_core::LeaseRecord;
 use crate::dense_record::DenseState;
 use crate::error::{FileDriverError, FileOp};
 use crate::identity_record::Origin;
+use crate::record::Mark;
 use crate::store::{self, LOCK_FILE, XattrOrigin};
 use crate::vfs::{DirIdentity, Entry, StdFs, Vfs};
 
@@ -61,12 +62,21 @@ pub struct StateDir {
     /// the directory, which upstream's tools refuse; the next open removes
     /// it (after carrying it into the attribute, when that is missing).
     pub identity_file: bool,
-    /// Whether a `RETIRED` marker is present: the state was migrated to
-    /// another oracle and every open refuses the directory.
+    /// The mark of the `state` record, if any (see
+    /// [`record`](crate::record)): a directory no driver serves.
+    pub mark: Option<Mark>,
+    /// Whether the directory is retired (its record is marked so, or a
+    /// `RETIRED` note is present): the state was migrated to another oracle
+    /// and every open refuses the directory.
     pub retired: bool,
-    /// Whether a `SEEDING` marker is present: an interrupted seed that every
-    /// open refuses.
+    /// Whether the directory is an interrupted seed (its record is marked
+    /// seeding, or an earlier version's `SEEDING` note is present), which
+    /// every open refuses.
     pub seeding: bool,
+    /// Whether the directory waits for `tsoracle-file migrate finish` (its
+    /// record is marked pending, or a `PENDING` note is present), which
+    /// every open refuses.
+    pub pending: bool,
     /// Whether a `LOCK` file exists (it says nothing about who holds it).
     pub has_lock_file: bool,
     /// Leftover `*.tmp` files of interrupted writes, which the next open
@@ -145,8 +155,10 @@ pub fn read_state_dir_with(
         dense: files.dense,
         leases: files.leases,
         has_lock_file: exists(LOCK_FILE)?,
-        retired: exists(crate::fence::RETIRED_FILE)?,
-        seeding: exists(crate::fence::SEEDING_FILE)?,
+        mark: files.mark,
+        retired: files.mark == Some(Mark::Retired) || exists(crate::fence::RETIRED_FILE)?,
+        seeding: files.mark == Some(Mark::Seeding) || exists(crate::fence::SEEDING_FILE)?,
+        pending: files.mark == Some(Mark::Pending) || exists(crate::fence::PENDING_FILE)?,
         leftover_temp_files,
     })
 }

@@ -140,7 +140,7 @@ pub mod guide {}
 pub use committer::CommitStats;
 pub use driver::{FileDriver, LEADER_EPOCH};
 pub use error::{Bt, FileDriverError, FileOp, error_chain};
-pub use fence::{RETIRED_FILE, SEEDING_FILE};
+pub use fence::{PENDING_FILE, RETIRED_FILE, SEEDING_FILE};
 pub use inspect::{OriginSource, StateDir, read_state_dir, read_state_dir_with};
 #[cfg(feature = "receipt")]
 #[cfg_attr(docsrs, doc(cfg(feature = "receipt")))]

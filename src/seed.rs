@@ -11,19 +11,32 @@
 //!
 //! The three files cannot be renamed into place in one step, and a crash
 //! between them would leave a directory that `open_or_init` serves with a
-//! counter at 0, or a high-water at 0. So `init_from`:
+//! counter at 0, or a high-water at 0. So the `state` record, which every
+//! driver reads first, is the commit point: `init_from`
 //!
-//! 1. takes the lock and refuses a directory holding any state or marker;
-//! 2. writes the `SEEDING` marker durably (fsync, rename, directory fsync):
-//!    from here a crash leaves a directory every open refuses;
-//! 3. writes `dense`, `leases` and `state` (temp, fsync, rename each) and
-//!    fsyncs the directory once: all three are durable;
-//! 4. removes `SEEDING` and fsyncs the directory: only now can it serve.
+//! 1. takes the lock and refuses a directory holding any state file or
+//!    note (`RETIRED`, `SEEDING`, `PENDING`);
+//! 2. writes `state` marked [`Mark::Seeding`] (temp, fsync, rename,
+//!    directory fsync): from here a crash leaves a directory every driver
+//!    refuses, upstream's too (it does not know the version);
+//! 3. writes `dense` and `leases` (temp, fsync, rename each), and for a
+//!    [pending](Seed::pending) seed the `PENDING` note, and fsyncs the
+//!    directory: all of it is durable, and still refused;
+//! 4. renames the final `state` record over the marked one (live, or
+//!    marked [`Mark::Pending`]) and fsyncs the directory: only now can it
+//!    serve (or be finished).
 //!
-//! A crash before 2 leaves no state (seed again); between 2 and 4 a marked
-//! directory that is refused with
-//! [`FileDriverError::SeedingInterrupted`]
-//! (it never served: remove it and seed again); after 4 the complete seed.
+//! A crash before 2 leaves no state (seed again); between 2 and 4 a
+//! directory refused with [`FileDriverError::SeedingInterrupted`] (it never
+//! served: remove it and seed again); after 4 the complete seed. After each
+//! directory fsync the path must still lead to the locked directory and
+//! `LOCK` must still be the file locked (as before a committer
+//! acknowledges), or the seed is reported as failed.
+//!
+//! [`FileDriver::init_seeded`] is this same path with a high-water alone.
+//!
+//! [`Mark::Seeding`]: crate::record::Mark::Seeding
+//! [`Mark::Pending`]: crate::record::Mark::Pending
 
 use std::path::Path;
 use std::sync::Arc;
@@ -33,10 +46,11 @@ use tsoracle_core::{LeaseRecord, PHYSICAL_MS_MAX, SeqKey};
 use crate::dense_record::{self, DenseState};
 use crate::driver::FileDriver;
 use crate::error::{Bt, FileDriverError};
-use crate::fence::{self, RETIRED_FILE, SEEDING_FILE};
+use crate::fence::{self, PENDING_FILE, RETIRED_FILE, SEEDING_FILE};
+use crate::lease_record;
+use crate::record::Mark;
 use crate::store::{FileKind, Store};
 use crate::vfs::{StdFs, Vfs};
-use crate::{lease_record, record};
 
 /// What [`FileDriver::init_from`] writes into a fresh state directory.
 ///
@@ -56,6 +70,8 @@ pub struct Seed {
     high_water: u64,
     dense: DenseState,
     leases: Vec<LeaseRecord>,
+    /// The `PENDING` note, for a seed that must wait for `migrate finish`.
+    pending: Option<String>,
 }
 
 impl Seed {
@@ -66,6 +82,7 @@ impl Seed {
             high_water,
             dense: DenseState::default(),
             leases: Vec::new(),
+            pending: None,
         }
     }
 
@@ -89,6 +106,39 @@ impl Seed {
     pub fn with_leases(mut self, leases: Vec<LeaseRecord>) -> Self {
         self.leases = leases;
         self
+    }
+
+    /// Leaves the seeded directory pending a migration, with `note` (what
+    /// the seed was derived from) in its `PENDING` note: every driver
+    /// refuses to serve it (this crate with
+    /// [`FileDriverError::MigrationPending`]) until
+    /// [`StoppedDir::finish_pending`](crate::StoppedDir::finish_pending)
+    /// makes it live.
+    ///
+    /// ```
+    /// use tsoracle_driver_file::{FileDriver, FileDriverError, Seed, StoppedDir};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// FileDriver::init_from(dir.path(), &Seed::new(1_764_000_000_000).pending("{}"))?;
+    /// assert!(matches!(
+    ///     FileDriver::open_or_init(dir.path()),
+    ///     Err(FileDriverError::MigrationPending { .. })
+    /// ));
+    /// let mut stopped = StoppedDir::lock(dir.path())?;
+    /// assert_eq!(stopped.finish_pending(1_764_000_100_000)?, 1_764_000_100_000);
+    /// drop(stopped);
+    /// assert_eq!(FileDriver::open_or_init(dir.path())?.high_water(), 1_764_000_100_000);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn pending(mut self, note: impl Into<String>) -> Self {
+        self.pending = Some(note.into());
+        self
+    }
+
+    /// The `PENDING` note, for a [pending](Self::pending) seed.
+    pub fn pending_note(&self) -> Option<&str> {
+        self.pending.as_deref()
     }
 
     /// The high-water.
@@ -176,8 +226,10 @@ impl FileDriver {
         }
         // Encode everything before touching the disk: a seed that cannot be
         // stored leaves no trace.
-        let state = record::encode(seed.high_water);
-        let dense = dense_record::encode(&seed.dense);
+        // A default `dense` (no counters, the default cap) reads the same as
+        // no file, and the high-water-only seed writes `state` alone.
+        let dense =
+            (seed.dense != DenseState::default()).then(|| dense_record::encode(&seed.dense));
         let leases = lease_record::encode(&seed.leases).map_err(|source| {
             FileDriverError::InvalidLeases {
                 dir: dir.to_path_buf(),
@@ -186,41 +238,53 @@ impl FileDriver {
             }
         })?;
 
+        // Step 1.
         let (store, _lock) = Store::lock(vfs, dir)?;
-        let existing = match store.existing_state_file()? {
-            Some(existing) => Some(existing),
-            None => [SEEDING_FILE, RETIRED_FILE]
-                .into_iter()
-                .find_map(|name| match fence::exists(&store, name) {
-                    Ok(true) => Some(Ok(dir.join(name))),
-                    Ok(false) => None,
-                    Err(err) => Some(Err(err)),
-                })
-                .transpose()?,
-        };
-        if let Some(existing) = existing {
-            return Err(FileDriverError::StateExists {
-                existing,
-                backtrace: Bt::capture(),
-            });
-        }
-
-        fence::write_marker(
-            &store,
-            SEEDING_FILE,
-            b"tsoracle-driver-file init_from in progress: this directory is incomplete and must not serve\n",
-        )?;
+        refuse_existing(&store)?;
+        // Step 2: the commit point's "before".
+        fence::write_mark(&store, seed.high_water, Some(Mark::Seeding))?;
+        // Step 3.
         let stage = |kind, bytes: &[u8]| store.stage(kind, bytes).map_err(|failure| failure.error);
-        stage(FileKind::Dense, &dense)?;
+        if let Some(dense) = &dense {
+            stage(FileKind::Dense, dense)?;
+        }
         if !seed.leases.is_empty() {
             stage(FileKind::Leases, &leases)?;
         }
-        stage(FileKind::State, &state)?;
+        if let Some(note) = &seed.pending {
+            fence::write_marker(&store, PENDING_FILE, note.as_bytes())?;
+        }
         store.sync_dir()?;
-        fence::remove_marker(&store, SEEDING_FILE)?;
+        store.check_owner()?;
+        // Step 4: the commit point.
+        let last = seed.pending.as_ref().map(|_| Mark::Pending);
+        fence::write_mark(&store, seed.high_water, last)?;
         // A new origin, as for any oracle this crate starts.
         store
             .ensure_identity(crate::driver::now_ms(), true)
             .map(drop)
+    }
+}
+
+/// Refuses a directory that holds any state file or note: seeding never
+/// replaces anything.
+fn refuse_existing(store: &Store) -> Result<(), FileDriverError> {
+    let existing = match store.existing_state_file()? {
+        Some(existing) => Some(existing),
+        None => [SEEDING_FILE, RETIRED_FILE, PENDING_FILE]
+            .into_iter()
+            .find_map(|name| match fence::exists(store, name) {
+                Ok(true) => Some(Ok(store.dir().join(name))),
+                Ok(false) => None,
+                Err(err) => Some(Err(err)),
+            })
+            .transpose()?,
+    };
+    match existing {
+        Some(existing) => Err(FileDriverError::StateExists {
+            existing,
+            backtrace: Bt::capture(),
+        }),
+        None => Ok(()),
     }
 }

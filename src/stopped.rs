@@ -5,11 +5,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tsoracle_core::LeaseRecord;
+use tsoracle_core::{LeaseRecord, PHYSICAL_MS_MAX, SeqKey};
 
 use crate::dense_record::{self, DenseState};
 use crate::error::{Bt, FileDriverError, FileOp};
-use crate::fence::{self, RETIRED_FILE, SEEDING_FILE};
+use crate::fence::{self, PENDING_FILE, RETIRED_FILE, SEEDING_FILE};
+use crate::record::Mark;
 use crate::store::{DirLock, FileKind, LOCK_FILE, Store, decode_named};
 use crate::vfs::{StdFs, Vfs};
 use crate::{lease_record, record};
@@ -68,6 +69,8 @@ pub struct StoppedDir {
     #[cfg_attr(not(feature = "receipt"), allow(dead_code))]
     files: [RawFile; 4],
     high_water: Option<u64>,
+    /// The `state` record's mark, as read when locked.
+    mark: Option<Mark>,
     dense: Option<DenseState>,
     leases: Option<Vec<LeaseRecord>>,
     _lock: DirLock,
@@ -120,6 +123,7 @@ impl StoppedDir {
                 backtrace: Bt::capture(),
             });
         }
+        let state_name = FileKind::State.name();
         // A rename left un-synced by a process that died is made durable
         // before anything read here is carried elsewhere.
         store.sync_dir()?;
@@ -137,12 +141,20 @@ impl StoppedDir {
         let [_, dense_raw, leases_raw, state_raw] = &files;
         let dense = dense_raw.decode(dir, dense_record::decode)?;
         let leases = leases_raw.decode(dir, lease_record::decode)?;
-        let high_water = state_raw.decode(dir, record::decode)?;
+        let state = state_raw.decode(dir, record::decode_record)?;
+        let mark = state.and_then(|state| state.mark);
+        if mark == Some(Mark::Seeding) {
+            return Err(FileDriverError::SeedingInterrupted {
+                marker: dir.join(state_name),
+                backtrace: Bt::capture(),
+            });
+        }
         Ok(StoppedDir {
             dir: dir.to_path_buf(),
             store,
             files,
-            high_water,
+            high_water: state.map(|state| state.high_water),
+            mark,
             dense,
             leases,
             _lock: lock,
@@ -183,28 +195,196 @@ impl StoppedDir {
         fence::read_marker(&self.store, RETIRED_FILE)
     }
 
-    /// Writes (or replaces) the `RETIRED` marker with `note`, durably: from
-    /// then on [`FileDriver::open_or_init`](crate::FileDriver::open_or_init)
-    /// refuses the directory with [`FileDriverError::Retired`], whose
-    /// message quotes the note's first line.
+    /// The mark of the `state` record as it was when the directory was
+    /// locked (see [`record`](crate::record)); `None` for a live record or
+    /// no `state` file.
+    pub fn mark(&self) -> Option<Mark> {
+        self.mark
+    }
+
+    /// Retires the directory, durably: marks its `state` record
+    /// [`Mark::Retired`] (keeping the high-water), then writes (or
+    /// replaces) the `RETIRED` note with `note`. From the first step on,
+    /// every driver refuses the directory: this crate's with
+    /// [`FileDriverError::Retired`], whose message quotes the note's first
+    /// line, and upstream's, which refuses the record's version.
     ///
     /// # Errors
     ///
-    /// [`FileDriverError::Io`] for a failed write, fsync or rename.
+    /// [`FileDriverError::MigrationPending`] for a pending directory
+    /// (nothing is written); [`FileDriverError::Io`] for a failed write,
+    /// fsync or rename; [`FileDriverError::Displaced`] when the path no
+    /// longer leads to the locked directory afterwards.
     pub fn retire(&self, note: &str) -> Result<(), FileDriverError> {
+        self.refuse_pending()?;
+        // The mark first: it is what every driver honours, the note only
+        // explains it. Rewritten on every call: cheap, and idempotent.
+        fence::write_mark(
+            &self.store,
+            self.high_water.unwrap_or(0),
+            Some(Mark::Retired),
+        )?;
         fence::write_marker(&self.store, RETIRED_FILE, note.as_bytes())
     }
 
-    /// Removes the `RETIRED` marker, durably, so the directory can serve
-    /// again. Safe only when the oracle its state was carried to never
-    /// served anyone (an abandoned migration): otherwise that oracle issued
-    /// values above this directory's, which this one would issue again.
+    /// Lifts a retirement, durably, so the directory can serve again: the
+    /// `state` record becomes live again (same high-water), then the
+    /// `RETIRED` note is removed. Safe only when the oracle its state was
+    /// carried to never served anyone (an abandoned migration): otherwise
+    /// that oracle issued values above this directory's, which this one
+    /// would issue again.
     ///
     /// # Errors
     ///
-    /// [`FileDriverError::Io`] when the marker cannot be removed or the
-    /// directory fsynced.
+    /// [`FileDriverError::MigrationPending`] for a pending directory
+    /// (finish it with `migrate finish` instead; nothing is written);
+    /// [`FileDriverError::Io`] when a write, the note's removal or a
+    /// directory fsync fails.
     pub fn reinstate(&self) -> Result<(), FileDriverError> {
+        self.refuse_pending()?;
+        if let Some(high_water) = self.high_water {
+            fence::write_mark(&self.store, high_water, None)?;
+        }
         fence::remove_marker(&self.store, RETIRED_FILE)
+    }
+
+    /// The content of the `PENDING` note that `migrate in` left, when the
+    /// directory carries one.
+    ///
+    /// # Errors
+    ///
+    /// [`FileDriverError::Io`] when the note cannot be read.
+    pub fn pending_note(&self) -> Result<Option<String>, FileDriverError> {
+        fence::read_marker(&self.store, PENDING_FILE)
+    }
+
+    /// Whether the directory waits for `migrate finish`: its record is
+    /// marked [`Mark::Pending`], or a `PENDING` note is left (a finish that
+    /// stopped between its two steps).
+    ///
+    /// # Errors
+    ///
+    /// [`FileDriverError::Io`] when the note cannot be probed.
+    pub fn is_pending(&self) -> Result<bool, FileDriverError> {
+        Ok(self.mark == Some(Mark::Pending) || fence::exists(&self.store, PENDING_FILE)?)
+    }
+
+    fn refuse_pending(&self) -> Result<(), FileDriverError> {
+        if self.is_pending()? {
+            return Err(FileDriverError::MigrationPending {
+                marker: self.dir.join(FileKind::State.name()),
+                backtrace: Bt::capture(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Ends a pending migration: writes the live `state` record at the
+    /// larger of its high-water and `high_water_at_least`, durably, then
+    /// removes the `PENDING` note. Returns the high-water now stored.
+    ///
+    /// The caller (`tsoracle-file migrate finish`) has proven that the
+    /// source oracle stopped, and `high_water_at_least` covers everything it
+    /// could have issued. A crash between the two steps leaves a live
+    /// record beside the note, which this crate still refuses; calling this
+    /// again completes it.
+    ///
+    /// # Errors
+    ///
+    /// [`FileDriverError::NotPending`] when the directory is not pending;
+    /// [`FileDriverError::SeedOutOfRange`] for a high-water above
+    /// `PHYSICAL_MS_MAX` (nothing is written); [`FileDriverError::Io`] and
+    /// [`FileDriverError::Displaced`] as for [`retire`](Self::retire).
+    pub fn finish_pending(&mut self, high_water_at_least: u64) -> Result<u64, FileDriverError> {
+        if !self.is_pending()? {
+            return Err(FileDriverError::NotPending {
+                dir: self.dir.clone(),
+                backtrace: Bt::capture(),
+            });
+        }
+        let high_water = self.high_water.unwrap_or(0).max(high_water_at_least);
+        if high_water > PHYSICAL_MS_MAX {
+            return Err(FileDriverError::SeedOutOfRange {
+                seed: high_water,
+                max: PHYSICAL_MS_MAX,
+                backtrace: Bt::capture(),
+            });
+        }
+        fence::write_mark(&self.store, high_water, None)?;
+        self.high_water = Some(high_water);
+        self.mark = None;
+        self.files[3].bytes = Some(record::encode(high_water).to_vec());
+        fence::remove_marker(&self.store, PENDING_FILE)?;
+        Ok(high_water)
+    }
+
+    /// Adds the dense counter `key` at `floor`, or raises it to at least
+    /// `floor` when it exists, durably; the key cap is raised by one when a
+    /// new key would not fit. Returns the counter now stored (the next
+    /// value a server on this directory hands out for `key`). Never lowers
+    /// a counter.
+    ///
+    /// For a directory seeded by `migrate in`, whose cap admits only the
+    /// keys it was seeded with: a key the source served must come back with
+    /// a floor at or above everything the source handed out for it.
+    ///
+    /// ```
+    /// use tsoracle_core::SeqKey;
+    /// use tsoracle_driver_file::{FileDriver, Seed, StoppedDir};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let orders = SeqKey::try_new("orders")?;
+    /// FileDriver::init_from(dir.path(), &Seed::new(1_764_000_000_000).with_key_cap(0))?;
+    /// let mut stopped = StoppedDir::lock(dir.path())?;
+    /// assert_eq!(stopped.add_counter(&orders, 500)?, 500);
+    /// assert_eq!(stopped.add_counter(&orders, 10)?, 500); // never lowered
+    /// assert_eq!(stopped.dense().cap, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`FileDriverError::Io`] and [`FileDriverError::Displaced`] as for
+    /// [`retire`](Self::retire).
+    pub fn add_counter(&mut self, key: &SeqKey, floor: u64) -> Result<u64, FileDriverError> {
+        let mut dense = self.dense();
+        let next = dense.counters.get(key).copied().unwrap_or(0).max(floor);
+        if !dense.counters.contains_key(key) {
+            let needed = dense.key_count() as u64 + 1;
+            dense.cap = dense.cap.max(needed);
+        }
+        dense.counters.insert(key.clone(), next);
+        self.write_dense(dense)?;
+        Ok(next)
+    }
+
+    /// Sets the dense key cap, durably.
+    ///
+    /// # Errors
+    ///
+    /// [`FileDriverError::KeyCapBelowKeys`] for a cap below the number of
+    /// keys held (nothing is written); [`FileDriverError::Io`] and
+    /// [`FileDriverError::Displaced`] as for [`retire`](Self::retire).
+    pub fn set_key_cap(&mut self, cap: u64) -> Result<(), FileDriverError> {
+        let mut dense = self.dense();
+        let keys = dense.key_count() as u64;
+        if cap < keys {
+            return Err(FileDriverError::KeyCapBelowKeys {
+                dir: self.dir.clone(),
+                cap,
+                keys,
+                backtrace: Bt::capture(),
+            });
+        }
+        dense.cap = cap;
+        self.write_dense(dense)
+    }
+
+    fn write_dense(&mut self, dense: DenseState) -> Result<(), FileDriverError> {
+        let bytes = dense_record::encode(&dense);
+        self.store.write_file(FileKind::Dense, &bytes)?;
+        self.files[1].bytes = Some(bytes);
+        self.dense = Some(dense);
+        Ok(())
     }
 }

@@ -108,10 +108,10 @@ pub const IDENTITY_FILE: &str = "IDENTITY";
 const IDENTITY_TEMP: &str = "IDENTITY.tmp";
 
 /// The temp name of every file this crate replaces (the three state files,
-/// the markers `RETIRED` and `SEEDING` of `crate::fence`, whose temps are
-/// `NAME.tmp`, and `IDENTITY`, which earlier versions wrote): the debris
-/// open removes, and what `read_state_dir` reports as leftover.
-pub(crate) fn temp_files() -> [&'static str; 6] {
+/// the notes `RETIRED`, `SEEDING` and `PENDING` of `crate::fence`, whose
+/// temps are `NAME.tmp`, and `IDENTITY`, which earlier versions wrote): the
+/// debris open removes, and what `read_state_dir` reports as leftover.
+pub(crate) fn temp_files() -> [&'static str; 7] {
     let [state, dense, leases] = FileKind::ALL.map(FileKind::temp_name);
     [
         state,
@@ -120,6 +120,7 @@ pub(crate) fn temp_files() -> [&'static str; 6] {
         IDENTITY_TEMP,
         "RETIRED.tmp",
         "SEEDING.tmp",
+        "PENDING.tmp",
     ]
 }
 
@@ -366,9 +367,13 @@ impl Store {
     /// Returns them as found ([`Snapshot::from`] gives what a driver
     /// serves), so the caller also knows which exist.
     ///
-    /// Debris is removed only after every file decoded, so a directory that
-    /// is refused as corrupt is left exactly as it was found.
-    pub(crate) fn load(&self) -> Result<Files, FileDriverError> {
+    /// Debris is removed only after every file decoded and `accept` agreed
+    /// to what they hold, so a directory that is refused as corrupt, or by
+    /// `accept` (a marked one), is left exactly as it was found.
+    pub(crate) fn load(
+        &self,
+        accept: impl FnOnce(&Files) -> Result<(), FileDriverError>,
+    ) -> Result<Files, FileDriverError> {
         failpoint("file_driver::open")
             .map_err(|err| FileDriverError::io(FileOp::Read, &self.dir, err))?;
         // A process that died between a rename and its directory fsync left
@@ -377,6 +382,7 @@ impl Store {
         self.sync_handle()
             .map_err(|err| FileDriverError::io(FileOp::FsyncDir, &self.dir, err))?;
         let files = read_files(self.handle.as_ref(), &self.dir)?;
+        accept(&files)?;
         let mut removed = 0;
         for temp in temp_files() {
             match self.handle.remove(temp) {
@@ -606,9 +612,11 @@ impl Store {
     }
 
     /// Replaces one file of the directory durably, outside a batch: steps 1
-    /// to 4 of the protocol for `name` alone (the seed's `state`, the
-    /// markers of `crate::fence`). A crash leaves the file
-    /// whole or as it was.
+    /// to 4 of the protocol for `name` alone (a marked `state`, the notes
+    /// of `crate::fence`), then the owner check that a committer makes
+    /// before it acknowledges (the path still leads here and `LOCK` is
+    /// still ours: see the module docs). A crash leaves the file whole or
+    /// as it was.
     pub(crate) fn write_whole(
         &self,
         temp_name: &str,
@@ -617,7 +625,13 @@ impl Store {
     ) -> Result<(), FileDriverError> {
         self.stage_named(temp_name, name, bytes)
             .map_err(|failure| failure.error)?;
-        self.sync_dir().map(drop)
+        self.sync_dir()?;
+        self.check_owner()
+    }
+
+    /// [`Store::write_whole`] for one of the three state files.
+    pub(crate) fn write_file(&self, kind: FileKind, bytes: &[u8]) -> Result<(), FileDriverError> {
+        self.write_whole(kind.temp_name(), kind.name(), bytes)
     }
 
     /// The first state file present in the directory, if any.
@@ -734,6 +748,9 @@ fn sync_temp(file: &mut dyn VfsFile) -> io::Result<()> {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Files {
     pub(crate) high_water: Option<u64>,
+    /// The mark of the `state` record, if it carries one (the directory
+    /// must not serve; `crate::fence` refuses it).
+    pub(crate) mark: Option<record::Mark>,
     pub(crate) dense: Option<DenseState>,
     pub(crate) leases: Option<Vec<LeaseRecord>>,
 }
@@ -762,8 +779,10 @@ impl From<Files> for Snapshot {
 /// `handle` (named `dir` in errors). Reads only: safe without the lock,
 /// because live files are only ever replaced whole by rename.
 pub(crate) fn read_files(handle: &dyn VfsDir, dir: &Path) -> Result<Files, FileDriverError> {
+    let state = read_decoded(handle, dir, FileKind::State, record::decode_record)?;
     Ok(Files {
-        high_water: read_decoded(handle, dir, FileKind::State, record::decode)?,
+        high_water: state.map(|state| state.high_water),
+        mark: state.and_then(|state| state.mark),
         dense: read_decoded(handle, dir, FileKind::Dense, dense_record::decode)?,
         leases: read_decoded(handle, dir, FileKind::Leases, lease_record::decode)?,
     })

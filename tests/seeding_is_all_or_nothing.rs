@@ -13,7 +13,8 @@ use std::sync::Arc;
 use simfs::{OpKind, SimFs};
 use tsoracle_consensus::ConsensusDriver;
 use tsoracle_core::{LeaseRecord, SeqKey};
-use tsoracle_driver_file::{FileDriver, FileDriverError, LEADER_EPOCH, Seed};
+use tsoracle_driver_file::record::Mark;
+use tsoracle_driver_file::{FileDriver, FileDriverError, LEADER_EPOCH, Seed, read_state_dir_with};
 
 const DIR: &str = "/data/oracle";
 const HIGH_WATER: u64 = 1_764_000_555_000;
@@ -49,7 +50,13 @@ fn runtime() -> tokio::runtime::Runtime {
 fn observe(fs: &SimFs) -> Option<(u64, u64, u64, usize)> {
     match FileDriver::open_or_init_with(DIR, Arc::new(fs.clone())) {
         Err(FileDriverError::SeedingInterrupted { marker, .. }) => {
-            assert_eq!(marker, Path::new(DIR).join("SEEDING"));
+            // Refused by the `state` record's mark, which upstream's driver
+            // refuses too (it reads only version 1), not by a note file
+            // only this crate honours.
+            assert_eq!(marker, Path::new(DIR).join("state"));
+            let found = read_state_dir_with(DIR, fs).expect("readable");
+            assert_eq!(found.mark, Some(Mark::Seeding));
+            assert_eq!(found.high_water, Some(HIGH_WATER));
             None
         }
         Err(other) => panic!("unexpected refusal: {other}"),

@@ -67,6 +67,10 @@ pub(crate) struct InspectDoc {
     pub(crate) retired: bool,
     /// Whether a `SEEDING` marker refuses every open (an interrupted seed).
     pub(crate) seeding: bool,
+    /// Whether the directory waits for `migrate finish`, refusing every open.
+    pub(crate) pending: bool,
+    /// The `state` record's mark (`retired`, `seeding`, `pending`), or null.
+    pub(crate) state_mark: Option<&'static str>,
 }
 
 /// The `identity` object of `inspect --json`.
@@ -163,6 +167,8 @@ fn document(state: &StateDir, now: u64, lock: &LockStatus) -> InspectDoc {
         identity_file: state.identity_file,
         retired: state.retired,
         seeding: state.seeding,
+        pending: state.pending,
+        state_mark: state.mark.map(|mark| mark.name()),
     }
 }
 
@@ -273,6 +279,12 @@ fn text(state: &StateDir, now: u64, lock: &LockStatus) -> String {
     }
     if state.seeding {
         line("status:      SEEDING: an interrupted seed; every open refuses it (remove the directory and seed again)".into());
+    }
+    if state.pending {
+        line(format!(
+            "status:      PENDING: seeded by `migrate in`; every open refuses it until `tsoracle-file migrate finish {}`",
+            state.dir.display()
+        ));
     }
     if state.leftover_temp_files.is_empty() {
         line("temp files:  none".into());

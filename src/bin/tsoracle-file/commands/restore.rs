@@ -141,6 +141,25 @@ fn read_backup(path: &Path) -> Result<Backup, Failure> {
                 path.display()
             )));
         }
+        if state.retired || state.pending {
+            // Restoring either would start an oracle that the migration's
+            // protocol keeps from serving: a retired directory's state lives
+            // on in another oracle, a pending one's source may still serve.
+            return Err(Failure::new(format!(
+                "backup {} is {}: restoring it would start a second oracle from state that {}; refused",
+                path.display(),
+                if state.retired {
+                    "retired (migrated out)"
+                } else {
+                    "pending a migration"
+                },
+                if state.retired {
+                    "another oracle now serves"
+                } else {
+                    "`tsoracle-file migrate finish` has not yet proven safe"
+                }
+            )));
+        }
         if state.high_water.is_none() && state.dense.is_none() && state.leases.is_none() {
             return Err(Failure::new(format!(
                 "backup {} holds no oracle state (no state, dense or leases file): a mistyped path?",

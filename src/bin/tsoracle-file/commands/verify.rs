@@ -111,6 +111,14 @@ fn would_serve(dir: &Path, state: &StateDir) -> Result<(), Failure> {
             dir.join(SEEDING_FILE).display()
         ));
     }
+    if state.pending {
+        return refuse(format!(
+            "state directory {} is pending a migration (seeded by `migrate in`); every open \
+             refuses it until `tsoracle-file migrate finish {}` proves the source stopped",
+            dir.display(),
+            dir.display()
+        ));
+    }
     if state.retired {
         let note = std::fs::read_to_string(dir.join(RETIRED_FILE)).unwrap_or_default();
         let note = note.lines().next().unwrap_or("").trim();
