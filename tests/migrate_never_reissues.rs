@@ -163,12 +163,9 @@ fn committed(dir: &Path) -> u64 {
 }
 
 /// A pending directory is refused by every open.
-// TODO(lead api): `FileDriverError::MigrationPending` once the library has it.
 fn assert_pending(dir: &Path) {
     match FileDriver::open_or_init(dir) {
-        Err(FileDriverError::Retired { note, .. }) => {
-            assert!(note.contains("PENDING"), "{note}");
-        }
+        Err(FileDriverError::MigrationPending { .. }) => {}
         Err(other) => panic!("{} refused, but not as pending: {other}", dir.display()),
         Ok(_) => panic!("{} serves while pending", dir.display()),
     }
