@@ -540,6 +540,21 @@ async fn stragglers_between_migrate_in_and_the_stop_are_never_reissued() {
         }
         args
     };
+    // A lease of --lease-ttl-ceiling + 1 ms is granted: refused, asking for
+    // the real ceiling.
+    let mut low_ceiling = in_args(Some("3"));
+    let at = low_ceiling
+        .iter()
+        .position(|arg| arg == "20000")
+        .expect("the ceiling flag");
+    low_ceiling[at] = "10000".into();
+    let (ok, _, stderr) = run(low_ceiling).await;
+    assert!(!ok, "a ceiling below the source's was accepted");
+    assert!(
+        stderr.contains("granted a lease of 10001 ms") && stderr.contains("--lease-ttl-ceiling"),
+        "{stderr}"
+    );
+    assert!(!back.join("state").exists(), "a refused migrate in wrote");
     // The source grants leases: without --lease-grants, refused, nothing
     // written.
     let (ok, _, stderr) = run(in_args(None)).await;
@@ -789,6 +804,73 @@ async fn finish_covers_a_failover_after_the_observation() {
     stop_server(stop, handle).await;
     let source_high_water = committed(&source);
     assert!(source_high_water >= before + 5_000, "no failover advance");
+
+    let (ok, _, stderr) = run(strings(&["migrate", "finish", path(&back)])).await;
+    assert!(ok, "migrate finish failed: {stderr}");
+    let new = committed(&back);
+    assert!(
+        new > source_high_water,
+        "new {new} <= the source's {source_high_water}"
+    );
+}
+
+/// A lease acquired before `migrate in` and renewed all along (renewals on
+/// 3.3 do not stack, and `--lease-grants 0` counts none): each renewal
+/// commits `now + ttl`, which only the TTL ceiling in the bound covers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewals_that_do_not_stack_are_covered_by_the_ttl_ceiling() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let source = tmp.path().join("source");
+    let back = tmp.path().join("back");
+    FileDriver::init_seeded(&source, now_ms()).expect("seed the source");
+    let (url, stop, handle) = serve_with(&source, |builder| {
+        builder
+            .window_ahead(Duration::from_secs(2))
+            .lease_ttl_floor(Duration::from_secs(1))
+            .lease_ttl_ceiling(Duration::from_secs(10))
+    })
+    .await;
+    let client = Arc::new(Client::connect(vec![url.clone()]).await.expect("client"));
+    let lease = client
+        .acquire_lease(b"renewer", 1, Duration::from_secs(10))
+        .await
+        .expect("lease");
+    let (quit, mut quitting) = oneshot::channel::<()>();
+    let renewer = {
+        let client = Arc::clone(&client);
+        tokio::spawn(async move {
+            let mut renewals = 0u64;
+            loop {
+                client.renew_lease(lease.lease_id).await.expect("renew");
+                renewals += 1;
+                tokio::select! {
+                    _ = &mut quitting => return renewals,
+                    () = tokio::time::sleep(Duration::from_millis(300)) => {}
+                }
+            }
+        })
+    };
+    let (ok, _, stderr) = run(strings(&[
+        "migrate",
+        "in",
+        path(&back),
+        "--from",
+        &url,
+        "--lease-ttl-ceiling",
+        "10000",
+        "--lease-grants",
+        "0",
+    ]))
+    .await;
+    assert!(ok, "migrate in failed: {stderr}");
+    // Renewals go on after the observation, then the source stops.
+    let renewed = client.renew_lease(lease.lease_id).await.expect("renew");
+    let _ = quit.send(());
+    assert!(renewer.await.expect("renewer") > 0);
+    let last = client.renew_lease(lease.lease_id).await.expect("renew");
+    stop_server(stop, handle).await;
+    let source_high_water = committed(&source);
+    assert!(source_high_water >= last.ts_upper_bound.max(renewed.ts_upper_bound));
 
     let (ok, _, stderr) = run(strings(&["migrate", "finish", path(&back)])).await;
     assert!(ok, "migrate finish failed: {stderr}");

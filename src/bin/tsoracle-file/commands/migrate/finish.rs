@@ -173,7 +173,7 @@ fn boot_id() -> Option<String> {
 fn uptime_ms() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/uptime").ok()?;
     let seconds: f64 = text.split_whitespace().next()?.parse().ok()?;
-    (seconds.is_finite() && seconds >= 0.0).then(|| (seconds * 1_000.0) as u64)
+    (seconds.is_finite() && seconds >= 0.0).then_some((seconds * 1_000.0) as u64)
 }
 
 /// `F`: the later of this machine's clock and the source's clock at
