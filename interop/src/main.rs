@@ -13,8 +13,12 @@
 //!    it renewed); A refuses to serve; a re-run is safe; the cluster's
 //!    timestamps are all above A's and no dense value repeats.
 //! 3. SIGKILL the leader; the same checks across the failover.
-//! 4. `migrate in B`; stragglers still take values from the cluster; stop
-//!    the cluster; our server on B (and a lease); the same checks again.
+//! 4. `migrate in B --lease-grants 2` (it measures the cluster's window
+//!    and lease settings) leaves B pending; stragglers still take values
+//!    from the cluster, and two leases; `migrate finish B` is refused
+//!    while the cluster answers and B stays pending; stop the cluster;
+//!    `migrate finish B`; our server on B (and a lease); the same checks
+//!    again, and B's timestamps are above the stragglers' lease bounds.
 //! 5. Upstream's tools on B, stopped: `tsoracle export file` accepts it and
 //!    its receipt equals ours (`tsoracle-file export --receipt`) field for
 //!    field but `producer`; `tsoracle serve file` serves B above everything
@@ -51,8 +55,12 @@ use tsoracle_client::{ClientBuilder, ClientError, RetryPolicy};
 type Fallible<T> = Result<T, String>;
 
 const KEYS: [&str; 3] = ["orders", "users", "invoices"];
-/// The cluster's window ahead (upstream's default), told to `migrate in`.
+/// The cluster's window ahead (upstream's default), which `migrate in`
+/// must measure at least.
 const WINDOW_MS: u64 = 3_000;
+/// The leases stragglers acquire from the cluster after `migrate in`:
+/// `--lease-grants`.
+const STRAGGLER_LEASES: u64 = 2;
 /// The leases' TTL. Short (upstream allows 5 s to 300 s): a server reserves
 /// a lease's upper bound ahead of its clock, and `migrate out` waits that
 /// out; long enough to outlive the cluster's start and the activation.
@@ -1312,15 +1320,16 @@ impl<'a> Run<'a> {
         self.add(false, "cluster after leader SIGKILL", took)
     }
 
-    /// Phase 4: `migrate in B`, stragglers, stop the cluster, our server on
-    /// B (and a lease, for upstream's tools to read).
+    /// Phase 4: `migrate in B` (pending), stragglers, `migrate finish`
+    /// refused while the cluster answers, stop the cluster, `migrate
+    /// finish`, our server on B (and a lease, for upstream's tools to read).
     async fn migrate_in_b(&mut self, nodes: &mut [Node]) -> Fallible<()> {
         let paths = self.paths;
         let dir_b = self.dir_b.clone();
         println!("== 4. migrate in {}", dir_b.display());
         let from = endpoints(nodes).join(",");
         let started = Instant::now();
-        let window = WINDOW_MS.to_string();
+        let grants = STRAGGLER_LEASES.to_string();
         let out = run_cli(
             paths,
             &[
@@ -1331,16 +1340,15 @@ impl<'a> Run<'a> {
                 &from,
                 "--keys-from",
                 path_str(&self.receipt)?,
-                "--window-ms",
-                &window,
-                "--stop-within",
-                "60",
+                "--lease-grants",
+                &grants,
+                "--json",
             ],
         )?;
         self.timings.insert("migrate_in_ms", ms(started.elapsed()));
         self.record(
             format!(
-                "tsoracle-file migrate in {} --from {from} --keys-from {} --window-ms {window} --stop-within 60",
+                "tsoracle-file migrate in {} --from {from} --keys-from {} --lease-grants {grants} --json",
                 dir_b.display(),
                 self.receipt.display()
             ),
@@ -1349,21 +1357,119 @@ impl<'a> Run<'a> {
         if !out.status.success() {
             return Err(format!("migrate in: {}", text(&out.stderr)));
         }
-        println!("{}", text(&out.stdout).trim_end());
-        // Clients that have not heard yet: the values they get must be covered.
+        let report: Value = serde_json::from_slice(&out.stdout)
+            .map_err(|err| format!("migrate in --json: {err}: {}", text(&out.stdout)))?;
+        let window = report
+            .pointer("/note/window/window_bound_ms")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| format!("migrate in reported no window: {report}"))?;
+        if window < WINDOW_MS {
+            return Err(format!(
+                "migrate in measured a window of {window} ms, below the cluster's {WINDOW_MS}"
+            ));
+        }
+        if report.pointer("/note/leases/not_granted") != Some(&Value::Null) {
+            return Err(format!(
+                "migrate in did not see the cluster's leases: {}",
+                report["note"]["leases"]
+            ));
+        }
+        self.timings.insert("migrate_in_window_bound_ms", window);
+        for (name, pointer) in [
+            (
+                "migrate_in_window_measured_in_ms",
+                "/note/window/measured_in_ms",
+            ),
+            (
+                "migrate_in_lease_ttl_ceiling_ms",
+                "/note/leases/ttl_ceiling_ms",
+            ),
+            (
+                "migrate_in_high_water_bound",
+                "/note/window/high_water_bound",
+            ),
+        ] {
+            if let Some(value) = report.pointer(pointer).and_then(Value::as_u64) {
+                self.timings.insert(name, value);
+            }
+        }
+        println!(
+            "   measured window <= {window} ms, leases up to {} ms, renewals stack: {}; B pending",
+            report["note"]["leases"]["ttl_ceiling_ms"], report["note"]["leases"]["renewals_stack"]
+        );
+        // B is refused while pending (verify fails on what every open
+        // refuses).
+        let out = run_cli(paths, &["verify", path_str(&dir_b)?])?;
+        if out.status.success() || !text(&out.stderr).contains("pending") {
+            return Err(format!(
+                "verify accepted B while pending: {}{}",
+                text(&out.stdout),
+                text(&out.stderr)
+            ));
+        }
+        // Clients that have not heard yet: the values they get must be
+        // covered, and so must the leases they acquire.
         let took = hammer(&endpoints(nodes), LIGHT).await?;
         self.add(false, "cluster stragglers after migrate in", took)?;
+        let stragglers = client(&endpoints(nodes)).await?;
+        let mut lease_bound = 0;
+        for holder in 0..STRAGGLER_LEASES {
+            let name = format!("straggler-{holder}");
+            let lease = leader_call(|| stragglers.acquire_lease(name.as_bytes(), 1, LEASE_TTL))
+                .await
+                .map_err(|err| format!("straggler lease on the cluster: {err}"))?;
+            lease_bound = lease_bound.max(lease.ts_upper_bound);
+        }
+
+        let newdir = path_str(&dir_b)?;
+        let out = run_cli(paths, &["migrate", "finish", newdir])?;
+        self.record(
+            format!("tsoracle-file migrate finish {newdir}   # cluster up"),
+            &out,
+        );
+        if out.status.success() || !text(&out.stderr).contains("still answers") {
+            return Err(format!(
+                "migrate finish while the cluster serves was not refused: {}{}",
+                text(&out.stdout),
+                text(&out.stderr)
+            ));
+        }
+        println!("   migrate finish refused while the cluster answers; B stays pending");
+
         let started = Instant::now();
         stop_cluster(nodes)?;
         self.timings
             .insert("openraft_stop_ms", ms(started.elapsed()));
+        let started = Instant::now();
+        let out = run_cli(paths, &["migrate", "finish", newdir])?;
+        self.timings
+            .insert("migrate_finish_ms", ms(started.elapsed()));
+        self.record(format!("tsoracle-file migrate finish {newdir}"), &out);
+        if !out.status.success() {
+            return Err(format!("migrate finish: {}", text(&out.stderr)));
+        }
+        println!("   {}", text(&out.stdout).trim_end());
 
         let (server, url) = self.file_server(&dir_b, "file-server-b")?;
+        let b = client(std::slice::from_ref(&url)).await?;
+        let first = b
+            .get_ts()
+            .await
+            .map_err(|err| format!("a timestamp from B: {err}"))?;
+        if first.physical_ms() <= lease_bound {
+            return Err(format!(
+                "B issued physical {} ms, not above the stragglers' lease bound {lease_bound}",
+                first.physical_ms()
+            ));
+        }
+        self.checks.push(format!(
+            "B's first timestamp (physical {}) is above the stragglers' lease upper bounds ({lease_bound})",
+            first.physical_ms()
+        ));
+        println!("   {}", self.checks.last().map_or("", String::as_str));
         let took = hammer(std::slice::from_ref(&url), FULL).await?;
         self.add(false, "file server B", took)?;
-        client(std::slice::from_ref(&url))
-            .await?
-            .acquire_lease(b"svc-c", 1, LEASE_TTL)
+        b.acquire_lease(b"svc-c", 1, LEASE_TTL)
             .await
             .map_err(|err| format!("acquire a lease on B: {err}"))?;
         stop(server)
