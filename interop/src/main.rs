@@ -58,6 +58,13 @@ const KEYS: [&str; 3] = ["orders", "users", "invoices"];
 /// The cluster's window ahead (upstream's default), which `migrate in`
 /// must measure at least.
 const WINDOW_MS: u64 = 3_000;
+/// The clusters' lease TTL ceiling (upstream's default is 300 s). `migrate
+/// in` checks it and starts B that far (plus that far again per counted
+/// grant) ahead of the clock: kept small so that B's high-water stays
+/// within `migrate out`'s default `--wait-limit` (300 s) in phase 6.
+const LEASE_TTL_CEILING: &str = "30s";
+/// The same in ms, for `migrate in --lease-ttl-ceiling`.
+const LEASE_TTL_CEILING_MS: &str = "30000";
 /// The leases stragglers acquire from the cluster after `migrate in`:
 /// `--lease-grants`.
 const STRAGGLER_LEASES: u64 = 2;
@@ -573,7 +580,8 @@ fn cluster(paths: &Paths, consensus: Consensus) -> Fallible<Vec<Node>> {
         command
             .args(["serve", name])
             .args(["--listen", &format!("127.0.0.1:{service}")])
-            .args(["--heartbeat-interval", "0s", "--no-metrics"]);
+            .args(["--heartbeat-interval", "0s", "--no-metrics"])
+            .args(["--lease-ttl-ceiling", LEASE_TTL_CEILING]);
         match consensus {
             Consensus::Openraft => {
                 command
@@ -1342,13 +1350,15 @@ impl<'a> Run<'a> {
                 path_str(&self.receipt)?,
                 "--lease-grants",
                 &grants,
+                "--lease-ttl-ceiling",
+                LEASE_TTL_CEILING_MS,
                 "--json",
             ],
         )?;
         self.timings.insert("migrate_in_ms", ms(started.elapsed()));
         self.record(
             format!(
-                "tsoracle-file migrate in {} --from {from} --keys-from {} --lease-grants {grants} --json",
+                "tsoracle-file migrate in {} --from {from} --keys-from {} --lease-grants {grants} --lease-ttl-ceiling {LEASE_TTL_CEILING_MS} --json",
                 dir_b.display(),
                 self.receipt.display()
             ),

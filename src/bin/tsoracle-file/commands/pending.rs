@@ -17,6 +17,7 @@ fn failure(err: &FileDriverError) -> Failure {
 /// Creates `newdir` as a new oracle at `high_water` with `counters` and a
 /// key cap of `cap`, all or nothing, left pending with `note`: every driver
 /// refuses to serve it until [`finish`].
+#[cfg_attr(not(feature = "migrate"), allow(dead_code))] // used by `migrate in` / `finish`
 pub(crate) fn init_pending<'a>(
     newdir: &Path,
     high_water: u64,
@@ -34,6 +35,7 @@ pub(crate) fn init_pending<'a>(
 }
 
 /// The note of a directory held stopped; `None` when it is not pending.
+#[cfg_attr(not(feature = "migrate"), allow(dead_code))] // used by `migrate in` / `finish`
 pub(crate) fn note(stopped: &StoppedDir) -> Result<Option<String>, Failure> {
     if !stopped.is_pending().map_err(|err| failure(&err))? {
         return Ok(None);
@@ -50,6 +52,7 @@ pub(crate) fn note(stopped: &StoppedDir) -> Result<Option<String>, Failure> {
 
 /// Makes the pending directory held by `stopped` servable at a high-water of
 /// at least `high_water_at_least`; returns the high-water written.
+#[cfg_attr(not(feature = "migrate"), allow(dead_code))] // used by `migrate in` / `finish`
 pub(crate) fn finish(mut stopped: StoppedDir, high_water_at_least: u64) -> Result<u64, Failure> {
     stopped
         .finish_pending(high_water_at_least)
