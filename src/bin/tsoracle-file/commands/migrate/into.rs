@@ -50,7 +50,13 @@
 //!    a floor when given) bounds the real window, and the committed
 //!    high-water at the observation is at most `H = m2 + window_bound + 1`
 //!    (after the probe leases of 1., which it covers). Every timestamp
-//!    seen is checked to be at or below `H`.
+//!    seen is checked to be at or below `H`. One caveat, covered in the
+//!    bound: a 3.3 renewal by some client during the measurement may move
+//!    max-safe by less than the window, and then `W` falls short; but then
+//!    the source grants leases, and `migrate finish` uses `F + C` with `C`
+//!    the TTL ceiling, which covers the window whenever the ceiling is at
+//!    least the window (upstream's defaults: 300 s against 3 s; pass
+//!    `--window-ms` for a source whose ceiling is below its window).
 //! 3. **Time.** The oracle's clock is read from the timestamps it issues:
 //!    the note records the later of this machine's clock and the last
 //!    timestamp's physical part plus the time elapsed since it came (an
