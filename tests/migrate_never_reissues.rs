@@ -623,6 +623,9 @@ async fn stragglers_between_migrate_in_and_the_stop_are_never_reissued() {
     assert!(stdout.contains("finished"), "{stdout}");
     let (ok, stdout, _) = run(strings(&["migrate", "finish", path(&back)])).await;
     assert!(ok && stdout.contains("not pending"), "{stdout}");
+    // A second `migrate in` into it is refused at once.
+    let (ok, _, stderr) = run(in_args(Some("0"))).await;
+    assert!(!ok && stderr.contains("already exists"), "{stderr}");
 
     let source_high_water = committed(&source);
     assert!(source_high_water >= highest_bound && source_high_water >= highest_ts);

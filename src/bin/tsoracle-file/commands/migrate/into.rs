@@ -217,6 +217,7 @@ fn keys(args: &Args) -> Result<(BTreeMap<String, u64>, u64), Failure> {
 /// Observes the oracle and writes NEWDIR pending.
 pub(crate) fn exec(args: &Args) -> CmdResult {
     let (keys, receipt_high_water) = keys(args)?;
+    refuse_existing(&args.newdir)?;
     let runtime = super::runtime()?;
     let note = runtime.block_on(plan(args, &keys, receipt_high_water))?;
     let text = serde_json::to_string(&note)
@@ -284,6 +285,31 @@ pub(crate) fn exec(args: &Args) -> CmdResult {
         report.newdir,
     ));
     Ok(out)
+}
+
+/// Refuses, before the oracle is touched, a NEWDIR that already holds
+/// state or a marker (`init_from` checks again, under the lock).
+fn refuse_existing(newdir: &std::path::Path) -> Result<(), Failure> {
+    use tsoracle_driver_file::{PENDING_FILE, RETIRED_FILE, SEEDING_FILE};
+    for name in [
+        "state",
+        "dense",
+        "leases",
+        PENDING_FILE,
+        RETIRED_FILE,
+        SEEDING_FILE,
+    ] {
+        let file = newdir.join(name);
+        if std::fs::symlink_metadata(&file).is_ok() {
+            return Err(Failure::new(format!(
+                "refusing to seed {}: {} already exists (a pending `migrate in` is finished with                  `tsoracle-file migrate finish {}`); nothing was asked of the oracle",
+                newdir.display(),
+                file.display(),
+                newdir.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 async fn plan(
