@@ -97,7 +97,7 @@ pub(crate) enum Command {
     Reinstate(reinstate::Args),
 }
 
-/// `migrate out` and `migrate in` in a build without feature `migrate`:
+/// `migrate out`, `in` and `finish` in a build without feature `migrate`:
 /// any arguments are accepted, and the command says how to get them,
 /// rather than "unrecognized subcommand" while `--help` and the `RETIRED`
 /// message recommend them.
@@ -161,7 +161,7 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 mod tests {
     use clap::Parser;
 
-    /// `migrate out`/`in` parse, with any arguments, and refuse naming the
+    /// `migrate out`/`in`/`finish` parse, with any arguments, and refuse naming the
     /// feature, with a usage exit code.
     #[test]
     fn migrate_without_the_feature_names_it() {
@@ -179,6 +179,7 @@ mod tests {
                 "in",
                 vec!["x", "in", "/new", "--from", "http://h:1", "--key", "k"],
             ),
+            ("finish", vec!["x", "finish", "/new"]),
         ] {
             let top = Top::try_parse_from(args).expect("parses");
             let failure = super::exec(&super::Args {
