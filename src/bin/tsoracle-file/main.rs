@@ -37,8 +37,13 @@
 //! - `migrate out DIR --to URL[,URL...]` and `migrate in NEWDIR --from
 //!   URL[,URL...] --keys-from RECEIPT` (feature `migrate`): carry the state
 //!   to a running oracle of any driver and back through the public client
-//!   API; `migrate reinstate DIR --target-never-served` lifts the `RETIRED`
-//!   marker of an abandoned migration. See `commands::migrate`.
+//!   API (`migrate in` leaves NEWDIR pending; `migrate finish NEWDIR`, once
+//!   every source endpoint is down, makes it servable); `migrate reinstate
+//!   DIR --target-never-served` lifts the `RETIRED` marker of an abandoned
+//!   migration. See `commands::migrate`.
+//! - `dense add DIR KEY --floor N`, `dense cap DIR N`: offline changes to a
+//!   stopped directory's dense keys, for a key a seeded directory refuses
+//!   (see `commands::dense`).
 //!
 //! # The `export` JSON
 //!
