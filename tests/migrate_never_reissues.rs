@@ -883,3 +883,67 @@ async fn renewals_that_do_not_stack_are_covered_by_the_ttl_ceiling() {
         "new {new} <= the source's {source_high_water}"
     );
 }
+
+/// `dense add` raises (never lowers) a counter and adds a key with the cap
+/// by one; `dense cap` refuses a cap below the key count and opens the set;
+/// both refuse a retired directory and a missing one, naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dense_add_and_cap_change_a_stopped_directory() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("d");
+    FileDriver::init_from(
+        &dir,
+        &Seed::new(now_ms())
+            .with_counter(key("orders"), 100)
+            .with_key_cap(1),
+    )
+    .expect("seed");
+    let d = path(&dir);
+    let (ok, stdout, stderr) = tsoracle_file(&["dense", "add", d, "orders", "--floor", "50"]);
+    assert!(ok && stdout.contains("stays at 100"), "{stdout}{stderr}");
+    let (ok, stdout, stderr) = tsoracle_file(&["dense", "add", d, "orders", "--floor", "700"]);
+    assert!(
+        ok && stdout.contains("raised from 100 to 700"),
+        "{stdout}{stderr}"
+    );
+    let (ok, _, stderr) = tsoracle_file(&["dense", "cap", d, "0"]);
+    assert!(
+        !ok && stderr.contains('1'),
+        "a cap below the key count: {stderr}"
+    );
+    let (ok, _, stderr) = tsoracle_file(&["dense", "cap", d, "3"]);
+    assert!(ok, "{stderr}");
+    {
+        let stopped = StoppedDir::lock(&dir).expect("lock");
+        assert_eq!(stopped.dense().cap, 3);
+        assert_eq!(stopped.dense().counters.get(&key("orders")), Some(&700));
+    }
+    let driver = FileDriver::open_or_init(&dir).expect("open");
+    assert_eq!(
+        driver
+            .advance_dense(&key("orders"), 1, LEADER_EPOCH)
+            .await
+            .expect("orders"),
+        700
+    );
+    assert_eq!(
+        driver
+            .advance_dense(&key("fresh"), 1, LEADER_EPOCH)
+            .await
+            .expect("a new key within the cap"),
+        0
+    );
+    drop(driver);
+
+    StoppedDir::lock(&dir)
+        .expect("lock")
+        .retire("migrated out to x")
+        .expect("retire");
+    let (ok, _, stderr) = tsoracle_file(&["dense", "add", d, "x", "--floor", "1"]);
+    assert!(!ok && stderr.contains("RETIRED"), "{stderr}");
+    let missing = tmp.path().join("missing");
+    let (ok, _, stderr) = tsoracle_file(&["dense", "cap", path(&missing), "3"]);
+    assert!(!ok && stderr.contains("missing"), "{stderr}");
+    let (ok, _, stderr) = tsoracle_file(&["dense", "add", d, "", "--floor", "1"]);
+    assert!(!ok && stderr.contains("dense key"), "{stderr}");
+}
