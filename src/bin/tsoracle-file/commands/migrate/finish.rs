@@ -16,7 +16,9 @@
 //! moment the source stopped and `F` this command's time: the later of this
 //! machine's clock and the source's clock carried forward (its last
 //! physical part plus the time elapsed since, by the wall clock and, on
-//! the same boot, the monotonic uptime). The source is down at `F`: every
+//! the same boot, the monotonic uptime; so it runs on the machine that ran
+//! `migrate in`: another machine's wall clock behind this one's would
+//! shorten the elapsed time). The source is down at `F`: every
 //! endpoint refused the connection or timed out, three times, each probed
 //! on its own client without retries (a gRPC reply of any kind, even an
 //! error status, means "up", and the command refuses naming it, leaving
