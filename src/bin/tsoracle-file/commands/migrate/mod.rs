@@ -7,6 +7,7 @@
 //!   (feature `migrate`)
 //! - `migrate reinstate DIR --target-never-served`
 
+pub(crate) mod identity;
 #[cfg(feature = "migrate")]
 pub(crate) mod into;
 #[cfg(feature = "migrate")]
