@@ -149,6 +149,21 @@ fn seed_source(dir: &Path, orders: u64) {
     .expect("seed the source");
 }
 
+/// The file's inode: a rename over it gives a new one (`None` where there
+/// are no inodes).
+fn inode(path: &Path) -> Option<u64> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        Some(std::fs::metadata(path).expect("metadata").ino())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
 /// The next value of `key` on the oracle at `url` (taking it).
 async fn next_value(url: &str, name: &str) -> u64 {
     let client = Client::connect(vec![url.to_string()])
@@ -274,9 +289,16 @@ async fn after_a_completed_migration_the_target_is_proven_by_its_state() {
     let receipt = tmp.path().join("receipt.json");
     seed_source(&source, 1_000);
     let target = serve(&tmp.path().join("target")).await;
+    // An older file where the receipt goes: it is replaced by a rename (a
+    // new file), never rewritten in place, where a crash could leave half.
+    std::fs::write(&receipt, "an older receipt").expect("older receipt");
+    let older = inode(&receipt);
 
     let (ok, _, stderr) = migrate_out(&source, &target.url, &["--receipt", utf8(&receipt)]);
     assert!(ok, "migrate out failed: {stderr}");
+    if older.is_some() {
+        assert_ne!(inode(&receipt), older, "the receipt was rewritten in place");
+    }
     let written: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&receipt).expect("the receipt"))
             .expect("the receipt is whole JSON");
