@@ -429,25 +429,25 @@ async fn carry(
     keys.sort_unstable();
     keys.dedup();
     let mut probes = BTreeMap::new();
+    // Per key, how many of the values below its probe this command may
+    // have taken itself (ambiguous calls).
+    let mut ours = BTreeMap::new();
     for key in keys {
-        let probe = target
-            .advance_to(key, 0, &mut chunk)
-            .await
-            .map_err(unproven)?
-            .probe;
+        let (probe, uncertain) = probe_once(&target, key).await.map_err(unproven)?;
         probes.insert(key.to_string(), probe);
+        ours.insert(key.to_string(), uncertain);
     }
     match earlier {
         Earlier::Nothing => {
             let used: Vec<String> = probes
                 .iter()
-                .filter(|(_, probe)| **probe > 0)
+                .filter(|(key, probe)| **probe > ours.get(*key).copied().unwrap_or(0))
                 .map(|(key, probe)| format!("{key:?} at {probe}"))
                 .collect();
             if !used.is_empty() {
                 return Err(untouched(Failure::new(format!(
-                    "the oracle at {} already handed out values of {}'s dense key(s) {} (its \
-                     counter was above 0 before this command took one value): it served \
+                    "the oracle at {} already handed out values of {}'s dense key(s) {} (the \
+                     counter was above 0, and above what this command took itself): it served \
                      them, so values DIR handed out may have been handed out there as well, and \
                      carrying DIR into it does not undo that: refused. Carry DIR only into an \
                      oracle that never served its keys",
@@ -626,6 +626,31 @@ async fn carry(
         leases,
     })
 }
+
+/// Takes one value of `key` from the target: its position, and how many
+/// calls before it ended uncertain (each may have taken one value below
+/// it, burned). An oracle without dense sequences is refused here, naming
+/// what to use instead.
+async fn probe_once(target: &Target, key: &str) -> Result<(u64, u64), Failure> {
+    let mut uncertain = 0u64;
+    // Bounded: each pass returns or counts an uncertain call.
+    while uncertain < MAX_UNCERTAIN_PROBES {
+        match super::target::retrying(|| target.client.get_seq(key, 1)).await {
+            Ok(block) => return Ok((block.start, uncertain)),
+            Err(ClientError::SeqUncertain) => uncertain += 1,
+            Err(err) => {
+                return Err(target.failure(&format!("cannot read dense key {key:?}"), &err));
+            }
+        }
+    }
+    Err(Failure::new(format!(
+        "dense key {key:?}: {MAX_UNCERTAIN_PROBES} calls in a row ended uncertain at {}",
+        target.endpoints.join(",")
+    )))
+}
+
+/// How often the preflight re-probes a key whose call ended uncertain.
+const MAX_UNCERTAIN_PROBES: u64 = 20;
 
 /// Polls the target's timestamps until one's physical part is above
 /// `floor`, printing progress; the target's clock may run behind DIR's
