@@ -488,3 +488,83 @@ async fn a_rerun_into_a_target_whose_timestamps_are_behind_the_note_is_refused()
 
     target.stop().await;
 }
+
+/// A marker `migrate out` cannot read is refused by a re-run and by
+/// `migrate reinstate` alike (it might be a completed migration's); one
+/// written by something else is refused by the re-run, as before.
+#[test]
+fn a_marker_that_does_not_read_is_refused() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let source = tmp.path().join("source");
+    seed_source(&source, 1_000);
+    StoppedDir::lock(&source)
+        .expect("lock")
+        .retire(
+            "migrated out to http://127.0.0.1:1 by `tsoracle-file migrate out` at then; x\n\
+             {\"schema\": \"tsoracle-file.migrate-out\"}\n",
+        )
+        .expect("mark");
+    let (ok, _, stderr) = migrate_out(&source, "http://127.0.0.1:1", &[]);
+    assert!(!ok, "an unreadable note was carried on from");
+    assert!(
+        stderr.contains("receipt does not read") && stderr.contains("nothing was changed"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = tsoracle_file(&[
+        "migrate",
+        "reinstate",
+        utf8(&source),
+        "--target-never-served",
+    ]);
+    assert!(!ok, "an unreadable note was lifted");
+    assert!(
+        stderr.contains("cannot be told from the receipt of a completed migration")
+            && stderr.contains("the marker stays"),
+        "{stderr}"
+    );
+    assert!(note(&source).is_some());
+
+    StoppedDir::lock(&source)
+        .expect("lock")
+        .retire("retired by hand\n")
+        .expect("mark");
+    let (ok, _, stderr) = migrate_out(&source, "http://127.0.0.1:1", &[]);
+    assert!(
+        !ok && stderr.contains("by something other than `migrate out`"),
+        "{stderr}"
+    );
+}
+
+/// The early note of an earlier version (its first line alone) records no
+/// state of the target: a re-run is checked by its URLs, as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_early_note_of_an_earlier_version_is_checked_by_its_urls() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let source = tmp.path().join("source");
+    seed_source(&source, 1_000);
+    let target = serve(&tmp.path().join("target")).await;
+    StoppedDir::lock(&source)
+        .expect("lock")
+        .retire(&format!(
+            "being migrated out to {} by `tsoracle-file migrate out` since then; this directory must not serve again\n",
+            target.url
+        ))
+        .expect("mark");
+
+    let other = format!("http://localhost:{}", target.port);
+    let (ok, _, stderr) = migrate_out(&source, &other, &[]);
+    assert!(
+        !ok && stderr.contains("already migrated out to"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = migrate_out(&source, &format!("{}/", target.url), &[]);
+    assert!(ok, "the re-run to the URL the note names failed: {stderr}");
+    assert!(
+        stderr.contains("recorded only the target's URLs"),
+        "{stderr}"
+    );
+    assert_eq!(note_json(&source)["completed"], true);
+    assert!(next_value(&target.url, "orders").await >= 1_000);
+
+    target.stop().await;
+}
