@@ -33,7 +33,7 @@
 //!   its URLs: every counter the note in `RETIRED` records (the receipt's
 //!   `target_next`, or the early note's probes + 1) must be at or above
 //!   the recorded value, and its timestamps above the recorded one (see
-//!   [`super::identity`]).
+//!   `identity.rs`).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
