@@ -173,7 +173,13 @@ impl StoppedDir {
                         magic(&lease_record::MAGIC),
                         Some(u32::from(lease_record::VERSION)),
                     ),
-                    "state" => (magic(&record::MAGIC), Some(u32::from(record::VERSION))),
+                    // A marked record says so: its version byte is the mark.
+                    "state" => (
+                        magic(&record::MAGIC),
+                        Some(u32::from(
+                            self.mark().map_or(record::VERSION, record::Mark::version),
+                        )),
+                    ),
                     _ => ("native-lock-sentinel".to_string(), None),
                 };
                 ReceiptFile {

@@ -536,6 +536,45 @@ fn identity_records_round_trip_and_refuse_every_bit_flip() {
     assert!(identity_record::decode(&longer).is_err());
 }
 
+/// The second owner check, after the directory fsync: `LOCK` replaced
+/// *after* the check before the rename (a peer that took over in between
+/// read the old state, and may overwrite ours later) keeps the value from
+/// being acknowledged or published. Only the `LOCK` half of that check can
+/// see this: the path still leads to the directory.
+#[cfg(feature = "failpoints")]
+#[tokio::test]
+async fn lock_replaced_between_the_rename_and_the_directory_fsync_is_never_acknowledged() {
+    let _scenario = fail::FailScenario::setup();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    let driver = FileDriver::open_or_init(&dir).unwrap();
+    driver.persist_high_water(100, LEADER_EPOCH).await.unwrap();
+
+    let lock = dir.join("LOCK");
+    fail::cfg_callback("file_driver::before_dir_fsync", move || {
+        // Once: the next writer's own LOCK must stay.
+        if std::fs::metadata(lock.with_file_name("replaced")).is_err() {
+            std::fs::remove_file(&lock).unwrap();
+            std::fs::write(&lock, b"").unwrap();
+            std::fs::write(lock.with_file_name("replaced"), b"").unwrap();
+        }
+    })
+    .unwrap();
+    let err = driver
+        .persist_high_water(200, LEADER_EPOCH)
+        .await
+        .unwrap_err();
+    fail::cfg("file_driver::before_dir_fsync", "off").unwrap();
+    assert_eq!(displaced(&err), Ownership::LockReplaced);
+    assert_permanent(&err);
+    assert_eq!(
+        driver.high_water(),
+        100,
+        "the unacknowledged value was published"
+    );
+    assert!(driver.is_poisoned());
+}
+
 /// The reviewer's scenario: after `rm LOCK` a peer that knows only `LOCK`
 /// takes over and acknowledges a higher value; the old driver must not
 /// rename its older value over the peer's file before it notices.

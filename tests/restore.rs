@@ -384,6 +384,33 @@ fn refuses_a_backup_that_is_not_one() {
 }
 
 #[test]
+fn refuses_a_retired_or_pending_backup() {
+    // Restoring either would start an oracle the migration keeps from
+    // serving: a retired directory's state lives on elsewhere, a pending
+    // one's source may still serve.
+    let parent = tempfile::tempdir().expect("tempdir");
+    let retired = parent.path().join("retired");
+    FileDriver::init_from(&retired, &Seed::new(FULL_HIGH_WATER)).expect("seed");
+    tsoracle_driver_file::StoppedDir::lock(&retired)
+        .expect("lock")
+        .retire("migrated out\n")
+        .expect("retire");
+    let pending = parent.path().join("pending");
+    FileDriver::init_from(&pending, &Seed::new(FULL_HIGH_WATER).pending("{}")).expect("seed");
+    for (backup, what) in [(&retired, "retired"), (&pending, "pending a migration")] {
+        let newdir = parent.path().join(format!("restored-{what}"));
+        let run = restore(
+            backup,
+            &newdir,
+            &[&CLOCK[..], &["--dense-advance", "1"]].concat(),
+        );
+        assert_eq!(run.code, 1, "{}", run.stderr);
+        assert!(run.stderr.contains(what), "{}", run.stderr);
+        assert!(!newdir.exists(), "{what}: wrote {}", newdir.display());
+    }
+}
+
+#[test]
 fn help_states_the_clock_caveat() {
     let run = tsoracle_file(["restore", "--help"]);
     assert_eq!(run.code, 0, "{}", run.stderr);

@@ -853,6 +853,7 @@ impl<'a> Run<'a> {
         self.upstream_tools_on_b().await?;
         self.paxos().await?;
         self.parity().await?;
+        self.upstream_refuses_marked()?;
         self.print_figures();
         Ok(())
     }
@@ -916,6 +917,87 @@ impl<'a> Run<'a> {
         let url = format!("http://{addr}");
         wait_serving(std::slice::from_ref(&url), Duration::from_secs(60)).await?;
         Ok((upstream, url))
+    }
+
+    /// Phase 8: a directory this crate fenced is refused by upstream's
+    /// driver too, by the mark in its `state` record alone: on a copy of the
+    /// retired A without its `RETIRED` note (which only this crate reads, and
+    /// which upstream's export refuses as an unexpected file anyway), both
+    /// `tsoracle serve file` and `tsoracle export file` refuse the record's
+    /// version, and so does our server.
+    fn upstream_refuses_marked(&mut self) -> Fallible<()> {
+        println!("== 8. upstream's driver refuses what this crate fenced");
+        let paths = self.paths;
+        let copy = paths.work.join("a-retired-without-note");
+        let _ = std::fs::remove_dir_all(&copy);
+        std::fs::create_dir_all(&copy).map_err(|err| format!("mkdir {}: {err}", copy.display()))?;
+        for name in ["LOCK", "state", "dense", "leases"] {
+            let from = self.dir_a.join(name);
+            if from.exists() {
+                std::fs::copy(&from, copy.join(name))
+                    .map_err(|err| format!("copy {}: {err}", from.display()))?;
+            }
+        }
+        std::fs::set_permissions(&copy, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .map_err(|err| format!("chmod {}: {err}", copy.display()))?;
+        let state =
+            std::fs::read(copy.join("state")).map_err(|err| format!("read state: {err}"))?;
+        if state.get(4) != Some(&b'R') {
+            return Err(format!(
+                "A's state record is not marked retired: {state:02x?}"
+            ));
+        }
+        let copy_str = path_str(&copy)?;
+        let export = run_upstream(paths, &["export", "file", "--state-dir", copy_str])?;
+        self.record(
+            format!("tsoracle export file --state-dir {copy_str}"),
+            &export,
+        );
+        if export.status.success() || !text(&export.stderr).contains("unsupported version") {
+            return Err(format!(
+                "upstream's export accepted the retired record: {} {}",
+                export.status,
+                text(&export.stderr)
+            ));
+        }
+        println!("   tsoracle export file refuses it: unsupported version");
+        let log = paths.work.join("upstream-serve-retired.log");
+        let serve = Proc::spawn(
+            "upstream-serve-retired",
+            Command::new(&paths.upstream)
+                .args([
+                    "serve",
+                    "file",
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--state-dir",
+                    copy_str,
+                ])
+                .args(["--heartbeat-interval", "0s", "--no-metrics"]),
+            &log,
+        )?;
+        let status = serve.wait_exit(Duration::from_secs(30))?;
+        let serve_log = std::fs::read_to_string(&log).unwrap_or_default();
+        if status.success()
+            || serve_log.contains("serving on")
+            || !serve_log.contains("unsupported version")
+        {
+            return Err(format!(
+                "upstream's serve file served the retired record: {status}: {serve_log}"
+            ));
+        }
+        self.transcripts.push(serde_json::json!({
+            "command": format!("tsoracle serve file --state-dir {copy_str}"),
+            "exit": status.code(),
+            "stderr": serve_log,
+        }));
+        println!("   tsoracle serve file refuses it: {status}");
+        let ours = run_cli(paths, &["verify", copy_str])?;
+        if ours.status.success() {
+            return Err("tsoracle-file verify accepted the retired record".into());
+        }
+        println!("   tsoracle-file verify refuses it too");
+        Ok(())
     }
 
     /// Phase 7: what a client sees, ours against upstream's `serve file`,

@@ -198,7 +198,7 @@ enum Command {
         "Prints `ok: DIR (...)` and exits 0, or prints a one-line reason naming the ",
         "file on stderr and exits 1. It also fails on what `serve` (every open) refuses: ",
         "a directory without oracle state, one its group or others may write, a `LOCK` ",
-        "that is a symbolic link, a `RETIRED` or `SEEDING` marker. For a cron job or a ",
+        "that is a symbolic link, a retired, seeding or pending mark (or its note). For a cron job or a ",
         "readiness probe.\n\n",
         "With --json, prints {\"ok\":true,\"dir\":..,\"high_water\":..,\"dense_keys\":..,",
         "\"leases\":..,\"leftover_temp_files\":..} or {\"ok\":false,\"dir\":..,\"error\":..} ",

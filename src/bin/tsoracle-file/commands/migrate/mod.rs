@@ -9,6 +9,7 @@
 //!   makes NEWDIR servable
 //! - `migrate reinstate DIR --target-never-served`
 
+pub(crate) mod identity;
 #[cfg(feature = "migrate")]
 pub(crate) mod finish;
 #[cfg(feature = "migrate")]
@@ -44,7 +45,10 @@ pub(crate) enum Command {
         "holder, epoch and TTL; waits, with progress and at most --wait-limit (checked ",
         "before anything is changed), until the target issues timestamps above DIR's ",
         "committed high-water and lease upper bounds; writes a receipt into DIR/RETIRED ",
-        "(and --receipt FILE). Re-running it is safe.\n\n",
+        "(and --receipt FILE). A target where any of DIR's dense keys is already above 0 ",
+        "is refused before DIR is marked. Re-running it is safe; a re-run proves that the ",
+        "target is the oracle DIR was carried to by its counters and timestamps (at or ",
+        "above what DIR/RETIRED records), not by its URLs.\n\n",
         "Nothing may use the target before this command reports success.\n\n",
         "A target whose dense format is not activated is reported with the exact ",
         "`tsoracle admin activate-format` command to run.",
@@ -93,7 +97,7 @@ pub(crate) enum Command {
     #[cfg(not(feature = "migrate"))]
     Finish(NotBuilt),
     /// Lift the RETIRED marker of a migration that was abandoned before the
-    /// target served anyone
+    /// target served anyone (refused once the migration reported success)
     Reinstate(reinstate::Args),
 }
 

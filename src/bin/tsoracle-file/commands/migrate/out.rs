@@ -21,12 +21,24 @@
 //!   its own failovers too), so everything it issues from then on is above.
 //!   Timestamps the target issued *before* that moment are not: nothing may
 //!   use the target until this command reports success.
+//! - The target must not have served DIR's keys: the preflight probes
+//!   every dense key of DIR (one burned value each), and a first run into
+//!   an oracle where any of them is above 0 is refused before DIR is
+//!   marked. While the keys are carried, a counter found past the
+//!   preflight's probe + 1 means something else takes values from the
+//!   target meanwhile: the command stops.
 //! - Re-running is safe: each step only ever moves the target forward. A
-//!   re-run towards another target is refused: two oracles would start
-//!   from DIR's state.
+//!   re-run towards another oracle is refused: two oracles would start
+//!   from DIR's state. The target's identity is proven by its state, not
+//!   its URLs: every counter the note in `RETIRED` records (the receipt's
+//!   `target_next`, or the early note's probes + 1) must be at or above
+//!   the recorded value, and its timestamps above the recorded one (see
+//!   `identity.rs`).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use tsoracle_driver_file::StoppedDir;
@@ -35,11 +47,12 @@ use tsoracle_driver_file::receipt::StoppedStateReceipt;
 use tonic::Code;
 use tsoracle_client::ClientError;
 
+pub(crate) use super::identity::MIGRATE_OUT_SCHEMA;
+use super::identity::{
+    KeyProbe, MIGRATE_OUT_STARTED_SCHEMA, MigrateOutStarted, Note, Preflight, Recorded,
+};
 use super::target::{Target, now_ms};
 use crate::cli::{self, CmdResult, Failure};
-
-/// The `schema` of the receipt `migrate out` writes.
-pub(crate) const MIGRATE_OUT_SCHEMA: &str = "tsoracle-file.migrate-out";
 
 /// Arguments of `migrate out`.
 #[derive(Debug, clap::Args)]
@@ -83,10 +96,19 @@ pub(crate) struct MigrateOutReceipt {
     pub(crate) schema: String,
     /// The layout of this document, 1.
     pub(crate) schema_version: u32,
+    /// Always `true`: this receipt reports a migration that succeeded (the
+    /// note `RETIRED` holds while it runs has `completed: false`). A
+    /// receipt of an earlier version has no such field, and is one too.
+    #[serde(default = "yes")]
+    pub(crate) completed: bool,
     /// The directory carried.
     pub(crate) dir: String,
     /// The target's endpoints.
     pub(crate) to: Vec<String>,
+    /// What this run's preflight took from the target before it advanced
+    /// anything (absent in receipts of earlier versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) preflight: Option<Preflight>,
     /// When the command started and finished (Unix ms, this machine).
     pub(crate) started_at_unix_ms: u64,
     pub(crate) finished_at_unix_ms: u64,
@@ -98,6 +120,10 @@ pub(crate) struct MigrateOutReceipt {
     pub(crate) dense: Vec<DenseCarried>,
     /// One entry per lease of DIR.
     pub(crate) leases: Vec<LeaseCarried>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// How the target's timestamps were brought above DIR's.
@@ -144,6 +170,18 @@ pub(crate) struct LeaseCarried {
     pub(crate) target_expires_at_ms: Option<u64>,
 }
 
+/// What an earlier run left in DIR/RETIRED.
+enum Earlier {
+    /// None: this is the first run.
+    Nothing,
+    /// An early note of an earlier version, without the target's state: its
+    /// URLs were compared.
+    Legacy,
+    /// The target's state when DIR was marked (`completed: false`) or when
+    /// the migration succeeded (`completed: true`).
+    Recorded { recorded: Recorded, completed: bool },
+}
+
 /// Carries DIR into the target and retires DIR.
 pub(crate) fn exec(args: &Args) -> CmdResult {
     let started_at = now_ms();
@@ -152,12 +190,43 @@ pub(crate) fn exec(args: &Args) -> CmdResult {
     let note = stopped
         .retired_note()
         .map_err(|err| Failure::from_error(&err))?;
-    let rerun = note.is_some();
-    if let Some(note) = &note {
-        refuse_another_target(args, note)?;
-    }
+    let marker = args.dir.join(tsoracle_driver_file::RETIRED_FILE);
+    let earlier = match note.as_deref().map(super::identity::read_note) {
+        None => Earlier::Nothing,
+        Some(Note::Completed(recorded)) => Earlier::Recorded {
+            recorded,
+            completed: true,
+        },
+        Some(Note::Started(recorded)) => Earlier::Recorded {
+            recorded,
+            completed: false,
+        },
+        Some(Note::Legacy { to }) => {
+            refuse_another_target(args, &to)?;
+            eprintln!(
+                "migrate out: {} was marked by an earlier version, which recorded only the \
+                 target's URLs: the target's identity is taken from them",
+                marker.display()
+            );
+            Earlier::Legacy
+        }
+        Some(Note::Foreign { line }) => {
+            return Err(Failure::new(format!(
+                "{} is RETIRED by something other than `migrate out` ({line:?}): refusing to carry it again",
+                args.dir.display()
+            )));
+        }
+        Some(Note::Unreadable { reason }) => {
+            return Err(Failure::new(format!(
+                "{} was written by `migrate out`, but {reason}: refusing to carry {} again \
+                 without the target's state it should record; nothing was changed",
+                marker.display(),
+                args.dir.display()
+            )));
+        }
+    };
     let runtime = super::runtime()?;
-    let receipt = runtime.block_on(carry(args, &stopped, source, started_at, rerun))?;
+    let receipt = runtime.block_on(carry(args, &stopped, source, started_at, &earlier))?;
 
     let json = cli::json_pretty(&receipt);
     let note = format!(
@@ -169,9 +238,12 @@ pub(crate) fn exec(args: &Args) -> CmdResult {
         .retire(&note)
         .map_err(|err| Failure::from_error(&err))?;
     if let Some(path) = &args.receipt {
-        std::fs::write(path, &json).map_err(|err| {
+        super::identity::write_durably(path, json.as_bytes()).map_err(|err| {
             Failure::new(format!(
-                "cannot write the receipt {}: {err}",
+                "{} is migrated and marked RETIRED (the receipt is in {}), but the receipt \
+                 {} is not written: {err}",
+                args.dir.display(),
+                marker.display(),
                 path.display()
             ))
         })?;
@@ -180,22 +252,11 @@ pub(crate) fn exec(args: &Args) -> CmdResult {
     Ok(summary(args, &receipt))
 }
 
-/// A re-run must go to the oracle DIR was already carried to: carrying it
-/// to a second one as well would make two oracles that both start from DIR,
-/// and hand out the same values. The marker's first line names the target
-/// (`... migrated out to URL,URL by ...`).
-fn refuse_another_target(args: &Args, note: &str) -> Result<(), Failure> {
-    let line = note.lines().next().unwrap_or_default();
-    let Some(listed) = line
-        .split_once(" out to ")
-        .and_then(|(_, rest)| rest.split_once(" by "))
-        .map(|(urls, _)| urls)
-    else {
-        return Err(Failure::new(format!(
-            "{} is RETIRED by something other than `migrate out` ({line:?}): refusing to carry it again",
-            args.dir.display()
-        )));
-    };
+/// A re-run after an earlier version's early note (its first line alone,
+/// no recorded state) must go to the URLs it names: carrying DIR to a
+/// second oracle as well would make two oracles that both start from DIR,
+/// and hand out the same values.
+fn refuse_another_target(args: &Args, listed: &[String]) -> Result<(), Failure> {
     let normalise = |urls: &mut Vec<String>| {
         urls.iter_mut()
             .for_each(|url| *url = url.trim().trim_end_matches('/').to_string());
@@ -203,7 +264,7 @@ fn refuse_another_target(args: &Args, note: &str) -> Result<(), Failure> {
         urls.sort();
         urls.dedup();
     };
-    let mut before: Vec<String> = listed.split(',').map(str::to_string).collect();
+    let mut before = listed.to_vec();
     let mut now = args.to.clone();
     normalise(&mut before);
     normalise(&mut now);
@@ -220,14 +281,68 @@ fn refuse_another_target(args: &Args, note: &str) -> Result<(), Failure> {
     Ok(())
 }
 
+/// The refusal of a re-run whose target is below what the note recorded:
+/// not the oracle DIR was carried to.
+fn not_that_oracle(
+    args: &Args,
+    endpoints: &[String],
+    recorded: &Recorded,
+    completed: bool,
+    what: &str,
+) -> Failure {
+    Failure::new(format!(
+        "the oracle at {} is not the one {} was carried to ({what} recorded at {} in {} by the \
+         {} migration to {}): a rebuilt or different oracle; carrying DIR into it too would \
+         start a second oracle from DIR's state: refused",
+        endpoints.join(","),
+        args.dir.display(),
+        cli::utc_text(recorded.at_unix_ms),
+        args.dir.join(tsoracle_driver_file::RETIRED_FILE).display(),
+        if completed {
+            "completed"
+        } else {
+            "interrupted"
+        },
+        recorded.to.join(","),
+    ))
+}
+
 async fn carry(
     args: &Args,
     stopped: &StoppedDir,
     source: StoppedStateReceipt,
     started_at: u64,
-    rerun: bool,
+    earlier: &Earlier,
 ) -> Result<MigrateOutReceipt, Failure> {
-    let mut target = Target::connect(&args.to, args.admin.clone()).await?;
+    let rerun = !matches!(earlier, Earlier::Nothing);
+    // Nothing is marked or advanced yet: a refusal here leaves DIR as it was.
+    let untouched = |failure: Failure| {
+        let state = if rerun {
+            "is still marked RETIRED by the earlier run"
+        } else {
+            "is not marked RETIRED and may still serve"
+        };
+        Failure::new(format!(
+            "{}; nothing was changed: {} {state}",
+            failure.message,
+            args.dir.display()
+        ))
+    };
+    // On a re-run, what cannot be asked cannot prove the target is the
+    // oracle DIR was carried to.
+    let unproven = |failure: Failure| match earlier {
+        Earlier::Recorded { recorded, .. } => untouched(Failure::new(format!(
+            "{} was already migrated out to {}; cannot check that {} is that oracle: {}",
+            args.dir.display(),
+            recorded.to.join(","),
+            args.to.join(","),
+            failure.message
+        ))),
+        _ => untouched(failure),
+    };
+    let mut target = Target::connect(&args.to, args.admin.clone())
+        .await
+        .map_err(unproven)?;
     let now = now_ms();
     if source
         .leases
@@ -251,25 +366,41 @@ async fn carry(
         }
     );
     // Reachable, able to pass DIR's high-water within --wait-limit, and
-    // (when there are counters) able to serve dense values, before anything
-    // is marked.
+    // (when there are counters) able to serve dense values and never used
+    // for DIR's keys (or, on a re-run, the oracle DIR was carried to),
+    // before anything is marked.
     let must_exceed = source
         .committed_reservation_high_water_physical_ms
         .max(source.maximum_lease_upper_bound_physical_ms.unwrap_or(0));
-    // Nothing is marked or advanced yet: a refusal here leaves DIR as it was.
-    let untouched = |failure: Failure| {
-        let state = if rerun {
-            "is still marked RETIRED by the earlier run"
-        } else {
-            "is not marked RETIRED and may still serve"
-        };
-        Failure::new(format!(
-            "{}; nothing was changed: {} {state}",
-            failure.message,
-            args.dir.display()
-        ))
-    };
-    let physical = target.timestamp().await.map_err(untouched)?.physical_ms();
+    let first = match earlier {
+        // One round of the client's own retries (10 s) is enough to refuse
+        // a target that does not answer: nothing is changed either way.
+        Earlier::Recorded { .. } => target
+            .client
+            .get_ts()
+            .await
+            .map_err(|err| target.failure("cannot get a timestamp", &err)),
+        _ => target.timestamp().await,
+    }
+    .map_err(unproven)?;
+    if let Earlier::Recorded {
+        recorded,
+        completed,
+    } = earlier
+        && first.0 <= recorded.timestamp
+    {
+        return Err(untouched(not_that_oracle(
+            args,
+            &target.endpoints,
+            recorded,
+            *completed,
+            &format!(
+                "its timestamps are at {}, not above the {}",
+                first.0, recorded.timestamp
+            ),
+        )));
+    }
+    let physical = first.physical_ms();
     let behind = (must_exceed + 1).saturating_sub(physical);
     if Duration::from_millis(behind) > Duration::from_secs(args.wait_limit) {
         return Err(Failure::new(format!(
@@ -284,20 +415,94 @@ async fn carry(
             cli::utc_text(must_exceed)
         )));
     }
+    // One burned value of every key: DIR's, and any the note records. An
+    // oracle without dense sequences (paxos) is refused here.
     let mut chunk = args.max_seq_count;
-    if let Some((key, _)) = source.dense_next_unallocated.iter().next() {
-        // An oracle without dense sequences (paxos) is refused here.
-        target
-            .advance_to(key, 0, &mut chunk)
-            .await
-            .map_err(untouched)?;
+    let mut keys: Vec<&str> = source
+        .dense_next_unallocated
+        .keys()
+        .map(String::as_str)
+        .collect();
+    if let Earlier::Recorded { recorded, .. } = earlier {
+        keys.extend(recorded.dense_next.keys().map(String::as_str));
     }
+    keys.sort_unstable();
+    keys.dedup();
+    let mut probes = BTreeMap::new();
+    // Per key, how many of the values below its probe this command may
+    // have taken itself (ambiguous calls).
+    let mut ours = BTreeMap::new();
+    for key in keys {
+        let (probe, uncertain) = probe_once(&target, key).await.map_err(unproven)?;
+        probes.insert(key.to_string(), probe);
+        ours.insert(key.to_string(), uncertain);
+    }
+    match earlier {
+        Earlier::Nothing => {
+            let used: Vec<String> = probes
+                .iter()
+                .filter(|(key, probe)| **probe > ours.get(*key).copied().unwrap_or(0))
+                .map(|(key, probe)| format!("{key:?} at {probe}"))
+                .collect();
+            if !used.is_empty() {
+                return Err(untouched(Failure::new(format!(
+                    "the oracle at {} already handed out values of {}'s dense key(s) {} (the \
+                     counter was above 0, and above what this command took itself): it served \
+                     them, so values DIR handed out may have been handed out there as well, and \
+                     carrying DIR into it does not undo that: refused. Carry DIR only into an \
+                     oracle that never served its keys",
+                    target.endpoints.join(","),
+                    args.dir.display(),
+                    used.join(", ")
+                ))));
+            }
+        }
+        Earlier::Recorded {
+            recorded,
+            completed,
+        } => {
+            for (key, need) in &recorded.dense_next {
+                let at = probes.get(key).copied().unwrap_or(0);
+                if at < *need {
+                    return Err(untouched(not_that_oracle(
+                        args,
+                        &target.endpoints,
+                        recorded,
+                        *completed,
+                        &format!("key {key:?} is at {at}, below the {need}"),
+                    )));
+                }
+            }
+        }
+        Earlier::Legacy => {}
+    }
+    let preflight = Preflight {
+        timestamp: first.0,
+        timestamp_physical_ms: physical,
+        dense: probes
+            .iter()
+            .map(|(key, probe)| KeyProbe {
+                key: key.clone(),
+                probe: *probe,
+            })
+            .collect(),
+    };
     if !rerun {
+        let started = MigrateOutStarted {
+            schema: MIGRATE_OUT_STARTED_SCHEMA.into(),
+            schema_version: 1,
+            completed: false,
+            dir: args.dir.display().to_string(),
+            to: target.endpoints.clone(),
+            started_at_unix_ms: started_at,
+            preflight: preflight.clone(),
+        };
         stopped
             .retire(&format!(
-                "being migrated out to {} by `tsoracle-file migrate out` since {}; this directory must not serve again\n",
+                "being migrated out to {} by `tsoracle-file migrate out` since {}; this directory must not serve again\n{}",
                 target.endpoints.join(","),
-                cli::utc_text(started_at)
+                cli::utc_text(started_at),
+                cli::json_pretty(&started)
             ))
             .map_err(|err| Failure::from_error(&err))?;
         eprintln!("  marked {} RETIRED", args.dir.display());
@@ -310,6 +515,21 @@ async fn carry(
             "  dense {key}: DIR next {dir_next}; target was at {}, now next {} ({} call(s))",
             done.probe, done.next, done.calls
         );
+        // The preflight's probe took the value before this one: a counter
+        // further on was moved by someone else meanwhile.
+        let expected = probes.get(key).map_or(0, |probe| probe.saturating_add(1));
+        if done.probe > expected {
+            return Err(Failure::new(format!(
+                "dense key {key:?}: the oracle at {} was at {}, past the {expected} the preflight \
+                 left it at: something else is taking values from it during the migration; \
+                 stopped. {} is already marked RETIRED and must not serve again; nothing may use \
+                 the target either. Re-running `migrate out` is safe once nothing else uses the \
+                 target",
+                target.endpoints.join(","),
+                done.probe,
+                args.dir.display()
+            )));
+        }
         dense.push(DenseCarried {
             key: key.clone(),
             dir_next: *dir_next,
@@ -394,8 +614,10 @@ async fn carry(
     Ok(MigrateOutReceipt {
         schema: MIGRATE_OUT_SCHEMA.into(),
         schema_version: 1,
+        completed: true,
         dir: args.dir.display().to_string(),
         to: target.endpoints.clone(),
+        preflight: Some(preflight),
         started_at_unix_ms: started_at,
         finished_at_unix_ms: now_ms(),
         source,
@@ -404,6 +626,31 @@ async fn carry(
         leases,
     })
 }
+
+/// Takes one value of `key` from the target: its position, and how many
+/// calls before it ended uncertain (each may have taken one value below
+/// it, burned). An oracle without dense sequences is refused here, naming
+/// what to use instead.
+async fn probe_once(target: &Target, key: &str) -> Result<(u64, u64), Failure> {
+    let mut uncertain = 0u64;
+    // Bounded: each pass returns or counts an uncertain call.
+    while uncertain < MAX_UNCERTAIN_PROBES {
+        match super::target::retrying(|| target.client.get_seq(key, 1)).await {
+            Ok(block) => return Ok((block.start, uncertain)),
+            Err(ClientError::SeqUncertain) => uncertain += 1,
+            Err(err) => {
+                return Err(target.failure(&format!("cannot read dense key {key:?}"), &err));
+            }
+        }
+    }
+    Err(Failure::new(format!(
+        "dense key {key:?}: {MAX_UNCERTAIN_PROBES} calls in a row ended uncertain at {}",
+        target.endpoints.join(",")
+    )))
+}
+
+/// How often the preflight re-probes a key whose call ended uncertain.
+const MAX_UNCERTAIN_PROBES: u64 = 20;
 
 /// Polls the target's timestamps until one's physical part is above
 /// `floor`, printing progress; the target's clock may run behind DIR's
