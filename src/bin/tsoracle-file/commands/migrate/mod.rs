@@ -9,9 +9,9 @@
 //!   makes NEWDIR servable
 //! - `migrate reinstate DIR --target-never-served`
 
-pub(crate) mod identity;
 #[cfg(feature = "migrate")]
 pub(crate) mod finish;
+pub(crate) mod identity;
 #[cfg(feature = "migrate")]
 pub(crate) mod into;
 #[cfg(feature = "migrate")]
