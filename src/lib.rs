@@ -93,7 +93,7 @@
 //!   receipt (`tsoracle.stopped-file-state` v1) as serde types, with
 //!   SHA-256 checksums (adds `serde`, `serde_json`, `sha2`).
 //! - `cli`: the `tsoracle-file` binary (implies `receipt`).
-//! - `migrate`: its `migrate out` and `migrate in` subcommands (implies
+//! - `migrate`: its `migrate out`, `migrate in` and `migrate finish` subcommands (implies
 //!   `cli`; adds `tsoracle-client` and its gRPC stack).
 //!
 //! # Errors

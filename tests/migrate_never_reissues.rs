@@ -10,34 +10,23 @@
 //! upper bounds, a failover, a source clock ahead of this one).
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::time::timeout;
 use tsoracle_client::Client;
 use tsoracle_consensus::ConsensusDriver;
-use tsoracle_core::{LeaseRecord, SeqKey};
+use tsoracle_core::LeaseRecord;
 use tsoracle_driver_file::{FileDriver, FileDriverError, LEADER_EPOCH, Seed, StoppedDir};
-use tsoracle_server::{Clock, Server, ServerBuilder, ServingState};
+use tsoracle_server::{Clock, ServerBuilder};
 
-const BOUND: Duration = Duration::from_secs(60);
-
-fn now_ms() -> u64 {
-    u64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .expect("clock after 1970")
-            .as_millis(),
-    )
-    .expect("ms fit u64")
-}
-
-fn key(name: &str) -> SeqKey {
-    SeqKey::try_new(name).expect("key")
-}
+#[path = "support/served.rs"]
+mod served;
+use served::{
+    BOUND, key, now_ms, serve, serve_driver, serve_on, serve_with, stop_server, tsoracle_file,
+};
 
 /// A driver with timestamps only, like upstream's paxos driver: dense
 /// sequences and leases are the trait's defaults, unsupported.
@@ -61,69 +50,6 @@ impl ConsensusDriver for TimestampsOnly {
     ) -> Result<u64, tsoracle_consensus::ConsensusError> {
         self.0.persist_high_water(at_least, epoch).await
     }
-}
-
-/// A tsoracle server on a `FileDriver` in `dir`; stop it with the sender.
-async fn serve(dir: &Path) -> (String, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
-    serve_driver(FileDriver::open_or_init(dir).expect("open target")).await
-}
-
-/// A server on a FileDriver in `dir`, set up by `configure`.
-async fn serve_with(
-    dir: &Path,
-    configure: impl FnOnce(ServerBuilder) -> ServerBuilder,
-) -> (String, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    serve_on(
-        listener,
-        FileDriver::open_or_init(dir).expect("open"),
-        configure,
-    )
-    .await
-}
-
-/// A tsoracle server on `driver`; stop it with the sender.
-async fn serve_driver(
-    driver: Arc<dyn ConsensusDriver>,
-) -> (String, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    serve_on(listener, driver, |builder| builder).await
-}
-
-/// A tsoracle server on `driver` and `listener`, its builder set up by
-/// `configure`; stop it with the sender.
-async fn serve_on(
-    listener: TcpListener,
-    driver: Arc<dyn ConsensusDriver>,
-    configure: impl FnOnce(ServerBuilder) -> ServerBuilder,
-) -> (String, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
-    let addr = listener.local_addr().expect("addr");
-    let server = configure(Server::builder().consensus_driver(driver))
-        .build()
-        .expect("server");
-    let mut serving = server.subscribe();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let handle = tokio::spawn(async move {
-        let _ = server
-            .serve_with_listener(listener, async move {
-                let _ = stopped.await;
-            })
-            .await;
-    });
-    timeout(
-        BOUND,
-        serving.wait_for(|s| matches!(s, ServingState::Serving)),
-    )
-    .await
-    .expect("serving within the bound")
-    .expect("serving");
-    (format!("http://{addr}"), stop, handle)
-}
-
-/// Stops a server started by [`serve_on`] and waits for it.
-async fn stop_server(stop: oneshot::Sender<()>, handle: tokio::task::JoinHandle<()>) {
-    let _ = stop.send(());
-    timeout(BOUND, handle).await.expect("stop").expect("join");
 }
 
 /// A clock `0` ms ahead of this machine's.
@@ -216,18 +142,6 @@ async fn until_the_window_extends(client: &Client) -> u64 {
     }
 }
 
-fn tsoracle_file(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tsoracle-file"))
-        .args(args)
-        .output()
-        .expect("run tsoracle-file");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrate_out_and_back_never_reissues() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -264,7 +178,7 @@ async fn migrate_out_and_back_never_reissues() {
     )
     .expect("seed the source");
 
-    let (url, stop, handle) = serve(&target_dir).await;
+    let (url, stop, handle) = serve(&target_dir).await.parts();
     let (ok, stdout, stderr) = tsoracle_file(&[
         "migrate",
         "out",
@@ -417,7 +331,7 @@ async fn a_wait_beyond_the_limit_is_refused_before_anything_changes() {
         &Seed::new(high_water).with_counter(key("orders"), 1_000),
     )
     .expect("seed the source");
-    let (url, stop, handle) = serve(&tmp.path().join("target")).await;
+    let (url, stop, handle) = serve(&tmp.path().join("target")).await.parts();
 
     let (ok, _, stderr) = tsoracle_file(&[
         "migrate",
@@ -454,7 +368,7 @@ async fn a_target_without_dense_sequences_is_refused_before_anything_changes() {
     )
     .expect("seed the source");
     let target = FileDriver::open_or_init(tmp.path().join("target")).expect("open target");
-    let (url, stop, handle) = serve_driver(Arc::new(TimestampsOnly(target))).await;
+    let (url, stop, handle) = serve_driver(Arc::new(TimestampsOnly(target))).await.parts();
 
     let (ok, _, stderr) = tsoracle_file(&[
         "migrate",
@@ -505,7 +419,8 @@ async fn stragglers_between_migrate_in_and_the_stop_are_never_reissued() {
             .lease_ttl_floor(Duration::from_secs(1))
             .lease_ttl_ceiling(ceiling)
     })
-    .await;
+    .await
+    .parts();
     let client = Client::connect(vec![url.clone()]).await.expect("client");
     let before = client.get_seq("orders", 1_000).await.expect("orders");
     client.get_seq("users", 3).await.expect("users");
@@ -612,7 +527,8 @@ async fn stragglers_between_migrate_in_and_the_stop_are_never_reissued() {
         FileDriver::open_or_init(tmp.path().join("spare")).expect("open"),
         |builder| builder,
     )
-    .await;
+    .await
+    .parts();
     let (ok, _, stderr) = run(strings(&["migrate", "finish", path(&back)])).await;
     assert!(!ok && stderr.contains(&spare_url), "{stderr}");
     assert_pending(&back);
@@ -629,7 +545,7 @@ async fn stragglers_between_migrate_in_and_the_stop_are_never_reissued() {
 
     let source_high_water = committed(&source);
     assert!(source_high_water >= highest_bound && source_high_water >= highest_ts);
-    let (new_url, new_stop, new_handle) = serve(&back).await;
+    let (new_url, new_stop, new_handle) = serve(&back).await.parts();
     let new = Client::connect(vec![new_url]).await.expect("client");
     let ts = new.get_ts().await.expect("ts");
     assert!(
@@ -718,7 +634,8 @@ async fn finish_covers_the_window_after_the_observation_on_the_sources_clock() {
                 .clock(Arc::new(Ahead(30_000)))
         },
     )
-    .await;
+    .await
+    .parts();
     let client = Client::connect(vec![url.clone()]).await.expect("client");
     let (ok, stdout, stderr) = run(strings(&[
         "migrate",
@@ -782,6 +699,7 @@ async fn finish_covers_a_failover_after_the_observation() {
             configure,
         )
         .await
+        .parts()
     };
     let (url, stop, handle) = start().await;
     let (ok, _, stderr) = run(strings(&[
@@ -832,7 +750,8 @@ async fn renewals_that_do_not_stack_are_covered_by_the_ttl_ceiling() {
             .lease_ttl_floor(Duration::from_secs(1))
             .lease_ttl_ceiling(Duration::from_secs(10))
     })
-    .await;
+    .await
+    .parts();
     let client = Arc::new(Client::connect(vec![url.clone()]).await.expect("client"));
     let lease = client
         .acquire_lease(b"renewer", 1, Duration::from_secs(10))

@@ -14,102 +14,17 @@
 //! - `--receipt FILE` holds the whole receipt, with no temporary file left.
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::time::timeout;
 use tsoracle_client::Client;
 use tsoracle_consensus::{ConsensusDriver, ConsensusError};
 use tsoracle_core::{Epoch, SeqKey};
 use tsoracle_driver_file::{FileDriver, FileDriverError, Seed, StoppedDir};
-use tsoracle_server::{Server, ServingState};
 
-const BOUND: Duration = Duration::from_secs(60);
-
-fn now_ms() -> u64 {
-    u64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .expect("clock after 1970")
-            .as_millis(),
-    )
-    .expect("ms fit u64")
-}
-
-fn key(name: &str) -> SeqKey {
-    SeqKey::try_new(name).expect("key")
-}
-
-/// A running server: its URL, and how to stop it.
-struct Served {
-    url: String,
-    port: u16,
-    stop: oneshot::Sender<()>,
-    handle: tokio::task::JoinHandle<()>,
-}
-
-impl Served {
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        timeout(BOUND, self.handle)
-            .await
-            .expect("stop")
-            .expect("join");
-    }
-}
-
-/// A tsoracle server on a `FileDriver` in `dir`.
-async fn serve(dir: &Path) -> Served {
-    serve_driver(FileDriver::open_or_init(dir).expect("open target")).await
-}
-
-/// A tsoracle server on `driver`.
-async fn serve_driver(driver: Arc<dyn ConsensusDriver>) -> Served {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let server = Server::builder()
-        .consensus_driver(driver)
-        .build()
-        .expect("server");
-    let mut serving = server.subscribe();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let handle = tokio::spawn(async move {
-        let _ = server
-            .serve_with_listener(listener, async move {
-                let _ = stopped.await;
-            })
-            .await;
-    });
-    timeout(
-        BOUND,
-        serving.wait_for(|s| matches!(s, ServingState::Serving)),
-    )
-    .await
-    .expect("serving within the bound")
-    .expect("serving");
-    Served {
-        url: format!("http://{addr}"),
-        port: addr.port(),
-        stop,
-        handle,
-    }
-}
-
-fn tsoracle_file(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tsoracle-file"))
-        .args(args)
-        .output()
-        .expect("run tsoracle-file");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+#[path = "support/served.rs"]
+mod served;
+use served::{key, now_ms, serve, serve_driver, tsoracle_file};
 
 fn utf8(path: &Path) -> &str {
     path.to_str().expect("utf-8")

@@ -30,6 +30,9 @@
 //! 7. Parity: the same calls to our server and to upstream's `serve file`,
 //!    each on a fresh directory, answer alike (epoch 0, the same refusal
 //!    codes, the same dense starts).
+//! 8. Upstream's `serve file` and `export file` refuse a copy of the
+//!    retired A without its `RETIRED` note: the mark in the `state` record
+//!    is what fences it.
 //!
 //! Every wait polls a condition under a deadline; every loop is bounded.
 //! Figures go to stdout, and to `figures.json` in the work directory.
@@ -920,19 +923,28 @@ impl<'a> Run<'a> {
     }
 
     /// Phase 8: a directory this crate fenced is refused by upstream's
-    /// driver too, by the mark in its `state` record alone: on a copy of the
-    /// retired A without its `RETIRED` note (which only this crate reads, and
-    /// which upstream's export refuses as an unexpected file anyway), both
-    /// `tsoracle serve file` and `tsoracle export file` refuse the record's
-    /// version, and so does our server.
+    /// driver too, by the mark in its `state` record alone: the retired A
+    /// (phase 4 checks the pending B the same way).
     fn upstream_refuses_marked(&mut self) -> Fallible<()> {
         println!("== 8. upstream's driver refuses what this crate fenced");
+        let dir_a = self.dir_a.clone();
+        self.upstream_refuses_copy(&dir_a, b'R', "retired A")
+    }
+
+    /// On a copy of `dir` without its note (`RETIRED`, `PENDING`: only this
+    /// crate reads them, and upstream's export refuses any extra file
+    /// anyway), whose `state` record carries `mark`: `tsoracle export file`
+    /// and `tsoracle serve file` both refuse the record's version, and so
+    /// does our `verify`.
+    fn upstream_refuses_copy(&mut self, dir: &Path, mark: u8, what: &str) -> Fallible<()> {
         let paths = self.paths;
-        let copy = paths.work.join("a-retired-without-note");
+        let copy = paths
+            .work
+            .join(format!("{}-without-note", what.replace(' ', "-")));
         let _ = std::fs::remove_dir_all(&copy);
         std::fs::create_dir_all(&copy).map_err(|err| format!("mkdir {}: {err}", copy.display()))?;
         for name in ["LOCK", "state", "dense", "leases"] {
-            let from = self.dir_a.join(name);
+            let from = dir.join(name);
             if from.exists() {
                 std::fs::copy(&from, copy.join(name))
                     .map_err(|err| format!("copy {}: {err}", from.display()))?;
@@ -942,9 +954,10 @@ impl<'a> Run<'a> {
             .map_err(|err| format!("chmod {}: {err}", copy.display()))?;
         let state =
             std::fs::read(copy.join("state")).map_err(|err| format!("read state: {err}"))?;
-        if state.get(4) != Some(&b'R') {
+        if state.get(4) != Some(&mark) {
             return Err(format!(
-                "A's state record is not marked retired: {state:02x?}"
+                "{what}'s state record does not carry the mark {:?}: {state:02x?}",
+                char::from(mark)
             ));
         }
         let copy_str = path_str(&copy)?;
@@ -955,15 +968,16 @@ impl<'a> Run<'a> {
         );
         if export.status.success() || !text(&export.stderr).contains("unsupported version") {
             return Err(format!(
-                "upstream's export accepted the retired record: {} {}",
+                "upstream's export accepted the {what} record: {} {}",
                 export.status,
                 text(&export.stderr)
             ));
         }
-        println!("   tsoracle export file refuses it: unsupported version");
-        let log = paths.work.join("upstream-serve-retired.log");
+        println!("   {what} (no note): tsoracle export file refuses it: unsupported version");
+        let label = format!("upstream-serve-{}", what.replace(' ', "-"));
+        let log = paths.work.join(format!("{label}.log"));
         let serve = Proc::spawn(
-            "upstream-serve-retired",
+            &label,
             Command::new(&paths.upstream)
                 .args([
                     "serve",
@@ -983,7 +997,7 @@ impl<'a> Run<'a> {
             || !serve_log.contains("unsupported version")
         {
             return Err(format!(
-                "upstream's serve file served the retired record: {status}: {serve_log}"
+                "upstream's serve file served the {what} record: {status}: {serve_log}"
             ));
         }
         self.transcripts.push(serde_json::json!({
@@ -991,12 +1005,12 @@ impl<'a> Run<'a> {
             "exit": status.code(),
             "stderr": serve_log,
         }));
-        println!("   tsoracle serve file refuses it: {status}");
+        println!("   {what} (no note): tsoracle serve file refuses it: {status}");
         let ours = run_cli(paths, &["verify", copy_str])?;
         if ours.status.success() {
-            return Err("tsoracle-file verify accepted the retired record".into());
+            return Err(format!("tsoracle-file verify accepted the {what} record"));
         }
-        println!("   tsoracle-file verify refuses it too");
+        println!("   {what} (no note): tsoracle-file verify refuses it too");
         Ok(())
     }
 
@@ -1499,6 +1513,8 @@ impl<'a> Run<'a> {
                 text(&out.stderr)
             ));
         }
+        // Upstream's driver refuses it too, by the record's mark alone.
+        self.upstream_refuses_copy(&dir_b, b'P', "pending B")?;
         // Clients that have not heard yet: the values they get must be
         // covered, and so must the leases they acquire.
         let took = hammer(&endpoints(nodes), LIGHT).await?;
