@@ -1115,7 +1115,9 @@ impl<'a> Run<'a> {
                  (--target {FORMAT}) and change nothing: {stderr}"
             ));
         }
-        if dir_a.join("RETIRED").exists() {
+        let state_a =
+            std::fs::read(dir_a.join("state")).map_err(|err| format!("A's state: {err}"))?;
+        if dir_a.join("RETIRED").exists() || state_a.get(4) != Some(&1) {
             return Err("a refused migrate out marked A".into());
         }
         println!("   before activation migrate out refused, A left unmarked");
@@ -1125,23 +1127,32 @@ impl<'a> Run<'a> {
         self.transcripts.push(record);
         self.timings
             .insert("activate_format_ms", ms(started.elapsed()));
+        // A follower applies the activation when it applies that log
+        // entry: poll until every node reports it, under a deadline.
         let admin = &nodes[0].admin;
-        let out = run_upstream(paths, &["admin", "capabilities", "--endpoint", admin])?;
-        self.record(
-            format!("tsoracle admin capabilities --endpoint {admin}"),
-            &out,
-        );
-        let table = text(&out.stdout);
-        let active: Vec<&str> = table
-            .lines()
-            .skip(1)
-            .filter_map(|line| line.split_whitespace().nth(3))
-            .collect();
-        if !out.status.success() || active.len() != 3 || active.iter().any(|v| *v != "7") {
-            return Err(format!(
-                "after activate-format --target {FORMAT} every node should write format 7: {table}{}",
-                text(&out.stderr)
-            ));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = run_upstream(paths, &["admin", "capabilities", "--endpoint", admin])?;
+            let table = text(&out.stdout);
+            let active: Vec<&str> = table
+                .lines()
+                .skip(1)
+                .filter_map(|line| line.split_whitespace().nth(3))
+                .collect();
+            if out.status.success() && active.len() == 3 && active.iter().all(|v| *v == "7") {
+                self.record(
+                    format!("tsoracle admin capabilities --endpoint {admin}"),
+                    &out,
+                );
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "30 s after activate-format --target {FORMAT} every node should write format 7: {table}{}",
+                    text(&out.stderr)
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
         println!("   every node writes format {FORMAT} (dense 5, dense batch 6, leases 7)");
 
