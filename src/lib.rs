@@ -112,20 +112,16 @@
 // docs.rs (`--cfg docsrs`, nightly) marks feature-gated items with their feature.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod codec;
 mod committer;
-pub mod dense_record;
 mod driver;
 mod error;
 mod fence;
-pub mod identity_record;
+mod format;
 mod inspect;
-pub mod lease_record;
 pub mod metrics;
 #[cfg(feature = "receipt")]
 #[cfg_attr(docsrs, doc(cfg(feature = "receipt")))]
 pub mod receipt;
-pub mod record;
 pub mod seed;
 mod stopped;
 mod store;
@@ -136,6 +132,11 @@ pub mod vfs;
 /// and performance figures.
 #[doc = include_str!("../README.md")]
 pub mod guide {}
+
+pub use format::dense as dense_record;
+pub use format::identity as identity_record;
+pub use format::leases as lease_record;
+pub use format::state as record;
 
 pub use committer::CommitStats;
 pub use driver::{FileDriver, LEADER_EPOCH};

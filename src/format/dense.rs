@@ -25,8 +25,8 @@ use std::collections::BTreeMap;
 
 use tsoracle_core::{MAX_SEQ_KEY_LEN, SeqKey};
 
-use crate::codec::{self, CRC_LEN, Reader};
-use crate::record::RecordError;
+use super::RecordError;
+use super::framing::{self as codec, CRC_LEN, Reader};
 
 /// The four bytes every `dense` file starts with.
 pub const MAGIC: [u8; 4] = *b"TSOD";

@@ -29,8 +29,8 @@
 
 use tsoracle_core::LeaseRecord;
 
-use crate::codec::{self, CRC_LEN, Reader};
-use crate::record::RecordError;
+use super::RecordError;
+use super::framing::{self as codec, CRC_LEN, Reader};
 
 /// The four bytes every `leases` file starts with.
 pub const MAGIC: [u8; 4] = *b"TSOO";

@@ -61,8 +61,8 @@
 
 use std::fmt;
 
-use crate::codec::{self, CRC_LEN, Reader};
-use crate::record::RecordError;
+use super::RecordError;
+use super::framing::{self as codec, CRC_LEN, Reader};
 
 /// The four bytes every identity record starts with.
 pub const MAGIC: [u8; 4] = *b"TSOI";

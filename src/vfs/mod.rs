@@ -360,9 +360,13 @@ impl Vfs for StdFs {
 }
 
 #[cfg(unix)]
-#[path = "vfs/unix.rs"]
-mod platform;
+mod unix;
+#[cfg(unix)]
+use unix as platform;
 
+// Every platform without the `*at` calls; Windows is the one this crate
+// is checked on.
 #[cfg(not(unix))]
-#[path = "vfs/portable.rs"]
-mod platform;
+mod windows;
+#[cfg(not(unix))]
+use windows as platform;

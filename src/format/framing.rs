@@ -1,7 +1,8 @@
-//! Framing shared by the three record files: a bounds-checked little-endian
-//! reader and the CRC-32C trailer. Pure: no I/O.
+//! Framing shared by the record files: the magic and version header, a
+//! bounds-checked little-endian reader and the CRC-32C trailer. Pure: no
+//! I/O.
 
-use crate::record::RecordError;
+use super::RecordError;
 
 /// Length of the CRC-32C trailer every record file ends with.
 pub(crate) const CRC_LEN: usize = 4;
