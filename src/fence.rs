@@ -15,8 +15,8 @@
 //! [`record`](crate::record)), so upstream's drivers, which refuse a
 //! version they do not know, refuse the directory too; the high-water stays
 //! in the record for the tools that describe or carry it. Beside it, a note
-//! file says why, for people: [`RETIRED_FILE`] holds `migrate out`'s
-//! receipt, [`PENDING_FILE`] what `migrate in` observed.
+//! file says why, for people: [`RETIRED_FILE`](crate::RETIRED_FILE) holds `migrate out`'s
+//! receipt, [`PENDING_FILE`](crate::PENDING_FILE) what `migrate in` observed.
 //!
 //! Earlier versions of this crate fenced with the note files alone
 //! (`RETIRED`, `SEEDING`), which only this crate honours. A note file is
@@ -37,30 +37,17 @@
 use std::io;
 
 use crate::error::{Bt, FileDriverError, FileOp};
+use crate::layout::{FileKind, Note};
 use crate::record::{self, Mark};
-use crate::store::{FileKind, Files, Store};
+use crate::store::{Files, Store};
 use crate::vfs::Entry;
 
-/// Name of the note `migrate out` leaves beside a [`Mark::Retired`]
-/// record: where the state went (its first line) and the receipt.
-pub const RETIRED_FILE: &str = "RETIRED";
-
-/// Name of the note earlier versions of this crate kept while
-/// [`FileDriver::init_from`](crate::FileDriver::init_from) wrote a new state
-/// directory; today the record's [`Mark::Seeding`] does that job, and the
-/// note is only refused when found.
-pub const SEEDING_FILE: &str = "SEEDING";
-
-/// Name of the note beside a [`Mark::Pending`] record: what `migrate in`
-/// observed, which `migrate finish` reads.
-pub const PENDING_FILE: &str = "PENDING";
-
 /// The note file that goes with `mark`.
-pub(crate) fn note_file(mark: Mark) -> &'static str {
+pub(crate) fn note_for(mark: Mark) -> Note {
     match mark {
-        Mark::Retired => RETIRED_FILE,
-        Mark::Seeding => SEEDING_FILE,
-        Mark::Pending => PENDING_FILE,
+        Mark::Retired => Note::Retired,
+        Mark::Seeding => Note::Seeding,
+        Mark::Pending => Note::Pending,
     }
 }
 
@@ -77,7 +64,7 @@ pub(crate) fn refuse_if_fenced(store: &Store, files: &Files) -> Result<(), FileD
     let mut mark = files.mark;
     if mark.is_none() {
         for candidate in Mark::ALL {
-            if exists(store, note_file(candidate))? {
+            if exists(store, note_for(candidate))? {
                 mark = Some(candidate);
                 break;
             }
@@ -89,7 +76,7 @@ pub(crate) fn refuse_if_fenced(store: &Store, files: &Files) -> Result<(), FileD
                 dir = %store.dir().display(),
                 mark = %found,
                 "the directory carries a {} note but a live state record (an earlier version fenced with the note alone): marking the record so that every driver refuses it",
-                note_file(found)
+                note_for(found).name()
             );
             write_mark(store, files.high_water.unwrap_or(0), Some(found))?;
         }
@@ -98,8 +85,8 @@ pub(crate) fn refuse_if_fenced(store: &Store, files: &Files) -> Result<(), FileD
         return Ok(());
     };
     let state = store.dir().join(FileKind::State.name());
-    let note_path = store.dir().join(note_file(mark));
-    let marker = if exists(store, note_file(mark))? {
+    let note_path = store.dir().join(note_for(mark).name());
+    let marker = if exists(store, note_for(mark))? {
         note_path
     } else {
         state
@@ -114,7 +101,7 @@ pub(crate) fn refuse_if_fenced(store: &Store, files: &Files) -> Result<(), FileD
             backtrace: Bt::capture(),
         },
         Mark::Retired => {
-            let note = read_marker(store, RETIRED_FILE)?
+            let note = read_marker(store, Note::Retired)?
                 .map(|note| first_line(&note))
                 .unwrap_or_else(|| "its state record is marked retired".into());
             FileDriverError::Retired {
@@ -150,8 +137,9 @@ pub(crate) fn first_line(text: &str) -> String {
     line[..end].to_string()
 }
 
-/// Whether `name` exists in the opened directory (a symbolic link counts).
-pub(crate) fn exists(store: &Store, name: &str) -> Result<bool, FileDriverError> {
+/// Whether `note` exists in the opened directory (a symbolic link counts).
+pub(crate) fn exists(store: &Store, note: Note) -> Result<bool, FileDriverError> {
+    let name = note.name();
     match store.handle().probe(name) {
         Ok(Entry::Missing) => Ok(false),
         Ok(_) => Ok(true),
@@ -163,8 +151,9 @@ pub(crate) fn exists(store: &Store, name: &str) -> Result<bool, FileDriverError>
     }
 }
 
-/// The marker's content (lossy UTF-8), or `None` when it does not exist.
-pub(crate) fn read_marker(store: &Store, name: &str) -> Result<Option<String>, FileDriverError> {
+/// The note's content (lossy UTF-8), or `None` when it does not exist.
+pub(crate) fn read_marker(store: &Store, note: Note) -> Result<Option<String>, FileDriverError> {
+    let name = note.name();
     match store.handle().read(name) {
         Ok(bytes) => Ok(bytes.map(|bytes| String::from_utf8_lossy(&bytes).into_owned())),
         Err(err) => Err(FileDriverError::io(
@@ -175,19 +164,20 @@ pub(crate) fn read_marker(store: &Store, name: &str) -> Result<Option<String>, F
     }
 }
 
-/// Writes the marker `name` durably (`name.tmp` is listed among the temp
-/// files open removes, `store::temp_files`): created exclusively, fsync,
-/// rename, directory fsync. When this returns, the marker survives a power
-/// cut.
+/// Writes `note` durably through its temp name (which open removes as
+/// debris, `layout::temp_files`): created exclusively, fsync, rename,
+/// directory fsync. When this returns, the note survives a power cut.
 pub(crate) fn write_marker(
     store: &Store,
-    name: &str,
+    note: Note,
     content: &[u8],
 ) -> Result<(), FileDriverError> {
-    store.write_whole(&format!("{name}.tmp"), name, content)
+    store.write_whole(note.temp_name(), note.name(), content)
 }
 
-pub(crate) fn remove_marker(store: &Store, name: &str) -> Result<(), FileDriverError> {
+/// Removes `note`, then fsyncs the directory.
+pub(crate) fn remove_marker(store: &Store, note: Note) -> Result<(), FileDriverError> {
+    let name = note.name();
     match store.handle().remove(name) {
         Ok(()) => {}
         Err(err) if err.kind() == io::ErrorKind::NotFound => {}

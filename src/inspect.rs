@@ -8,8 +8,9 @@ use tsoracle_core::LeaseRecord;
 use crate::dense_record::DenseState;
 use crate::error::{FileDriverError, FileOp};
 use crate::identity_record::Origin;
+use crate::layout::{self, LOCK_FILE, PENDING_FILE, RETIRED_FILE, SEEDING_FILE};
 use crate::record::Mark;
-use crate::store::{self, LOCK_FILE, XattrOrigin};
+use crate::store::{self, XattrOrigin};
 use crate::vfs::{DirIdentity, Entry, StdFs, Vfs};
 
 /// Where [`StateDir::origin`] was found, or why there is none.
@@ -133,7 +134,7 @@ pub fn read_state_dir_with(
             .map_err(|err| FileDriverError::io(FileOp::Inspect, dir.join(name), err))
     };
     let mut leftover_temp_files = Vec::new();
-    for temp in store::temp_files() {
+    for temp in layout::temp_files() {
         if exists(temp)? {
             leftover_temp_files.push(dir.join(temp));
         }
@@ -156,9 +157,9 @@ pub fn read_state_dir_with(
         leases: files.leases,
         has_lock_file: exists(LOCK_FILE)?,
         mark: files.mark,
-        retired: files.mark == Some(Mark::Retired) || exists(crate::fence::RETIRED_FILE)?,
-        seeding: files.mark == Some(Mark::Seeding) || exists(crate::fence::SEEDING_FILE)?,
-        pending: files.mark == Some(Mark::Pending) || exists(crate::fence::PENDING_FILE)?,
+        retired: files.mark == Some(Mark::Retired) || exists(RETIRED_FILE)?,
+        seeding: files.mark == Some(Mark::Seeding) || exists(SEEDING_FILE)?,
+        pending: files.mark == Some(Mark::Pending) || exists(PENDING_FILE)?,
         leftover_temp_files,
     })
 }

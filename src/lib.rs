@@ -118,6 +118,7 @@ mod error;
 mod fence;
 mod format;
 mod inspect;
+mod layout;
 pub mod metrics;
 #[cfg(feature = "receipt")]
 #[cfg_attr(docsrs, doc(cfg(feature = "receipt")))]
@@ -141,11 +142,13 @@ pub use format::state as record;
 pub use committer::CommitStats;
 pub use driver::{FileDriver, LEADER_EPOCH};
 pub use error::{Bt, FileDriverError, FileOp, error_chain};
-pub use fence::{PENDING_FILE, RETIRED_FILE, SEEDING_FILE};
 pub use inspect::{OriginSource, StateDir, read_state_dir, read_state_dir_with};
+pub use layout::{
+    IDENTITY_FILE, IDENTITY_XATTR, LOCK_FILE, PENDING_FILE, RETIRED_FILE, SEEDING_FILE,
+};
 #[cfg(feature = "receipt")]
 #[cfg_attr(docsrs, doc(cfg(feature = "receipt")))]
 pub use receipt::StoppedStateReceipt;
 pub use seed::Seed;
 pub use stopped::StoppedDir;
-pub use store::{FAILPOINTS, IDENTITY_FILE, IDENTITY_XATTR, LOCK_FILE};
+pub use store::FAILPOINTS;

@@ -46,10 +46,11 @@ use tsoracle_core::{LeaseRecord, PHYSICAL_MS_MAX, SeqKey};
 use crate::dense_record::{self, DenseState};
 use crate::driver::FileDriver;
 use crate::error::{Bt, FileDriverError};
-use crate::fence::{self, PENDING_FILE, RETIRED_FILE, SEEDING_FILE};
+use crate::fence;
+use crate::layout::{FileKind, Note};
 use crate::lease_record;
 use crate::record::Mark;
-use crate::store::{FileKind, Store};
+use crate::store::Store;
 use crate::vfs::{StdFs, Vfs};
 
 /// What [`FileDriver::init_from`] writes into a fresh state directory.
@@ -252,7 +253,7 @@ impl FileDriver {
             stage(FileKind::Leases, &leases)?;
         }
         if let Some(note) = &seed.pending {
-            fence::write_marker(&store, PENDING_FILE, note.as_bytes())?;
+            fence::write_marker(&store, Note::Pending, note.as_bytes())?;
         }
         store.sync_dir()?;
         store.check_owner()?;
@@ -271,10 +272,10 @@ impl FileDriver {
 fn refuse_existing(store: &Store) -> Result<(), FileDriverError> {
     let existing = match store.existing_state_file()? {
         Some(existing) => Some(existing),
-        None => [SEEDING_FILE, RETIRED_FILE, PENDING_FILE]
+        None => [Note::Seeding, Note::Retired, Note::Pending]
             .into_iter()
-            .find_map(|name| match fence::exists(store, name) {
-                Ok(true) => Some(Ok(store.dir().join(name))),
+            .find_map(|note| match fence::exists(store, note) {
+                Ok(true) => Some(Ok(store.dir().join(note.name()))),
                 Ok(false) => None,
                 Err(err) => Some(Err(err)),
             })

@@ -9,9 +9,10 @@ use tsoracle_core::{LeaseRecord, PHYSICAL_MS_MAX, SeqKey};
 
 use crate::dense_record::{self, DenseState};
 use crate::error::{Bt, FileDriverError, FileOp};
-use crate::fence::{self, PENDING_FILE, RETIRED_FILE, SEEDING_FILE};
+use crate::fence;
+use crate::layout::{FileKind, LOCK_FILE, Note, SEEDING_FILE};
 use crate::record::Mark;
-use crate::store::{DirLock, FileKind, LOCK_FILE, Store, decode_named};
+use crate::store::{DirLock, Store, decode_named};
 use crate::vfs::{StdFs, Vfs};
 use crate::{lease_record, record};
 
@@ -117,7 +118,7 @@ impl StoppedDir {
         let dir = dir.as_ref();
         crate::store::require_dir(vfs.as_ref(), dir)?;
         let (store, lock) = Store::lock(vfs, dir)?;
-        if fence::exists(&store, SEEDING_FILE)? {
+        if fence::exists(&store, Note::Seeding)? {
             return Err(FileDriverError::SeedingInterrupted {
                 marker: dir.join(SEEDING_FILE),
                 backtrace: Bt::capture(),
@@ -192,7 +193,7 @@ impl StoppedDir {
     ///
     /// [`FileDriverError::Io`] when the marker cannot be read.
     pub fn retired_note(&self) -> Result<Option<String>, FileDriverError> {
-        fence::read_marker(&self.store, RETIRED_FILE)
+        fence::read_marker(&self.store, Note::Retired)
     }
 
     /// The mark of the `state` record as it was when the directory was
@@ -224,7 +225,7 @@ impl StoppedDir {
             self.high_water.unwrap_or(0),
             Some(Mark::Retired),
         )?;
-        fence::write_marker(&self.store, RETIRED_FILE, note.as_bytes())
+        fence::write_marker(&self.store, Note::Retired, note.as_bytes())
     }
 
     /// Lifts a retirement, durably, so the directory can serve again: the
@@ -245,7 +246,7 @@ impl StoppedDir {
         if let Some(high_water) = self.high_water {
             fence::write_mark(&self.store, high_water, None)?;
         }
-        fence::remove_marker(&self.store, RETIRED_FILE)
+        fence::remove_marker(&self.store, Note::Retired)
     }
 
     /// The content of the `PENDING` note that `migrate in` left, when the
@@ -255,7 +256,7 @@ impl StoppedDir {
     ///
     /// [`FileDriverError::Io`] when the note cannot be read.
     pub fn pending_note(&self) -> Result<Option<String>, FileDriverError> {
-        fence::read_marker(&self.store, PENDING_FILE)
+        fence::read_marker(&self.store, Note::Pending)
     }
 
     /// Whether the directory waits for `migrate finish`: its record is
@@ -266,7 +267,7 @@ impl StoppedDir {
     ///
     /// [`FileDriverError::Io`] when the note cannot be probed.
     pub fn is_pending(&self) -> Result<bool, FileDriverError> {
-        Ok(self.mark == Some(Mark::Pending) || fence::exists(&self.store, PENDING_FILE)?)
+        Ok(self.mark == Some(Mark::Pending) || fence::exists(&self.store, Note::Pending)?)
     }
 
     fn refuse_pending(&self) -> Result<(), FileDriverError> {
@@ -314,7 +315,7 @@ impl StoppedDir {
         self.high_water = Some(high_water);
         self.mark = None;
         self.files[3].bytes = Some(record::encode(high_water).to_vec());
-        fence::remove_marker(&self.store, PENDING_FILE)?;
+        fence::remove_marker(&self.store, Note::Pending)?;
         Ok(high_water)
     }
 

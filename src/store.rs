@@ -91,38 +91,8 @@ use crate::lease_record;
 use crate::record;
 use crate::vfs::{Entry, LockGuard, Ownership, Vfs, VfsDir, VfsFile};
 
-/// Name of the lock file inside a state directory.
-pub const LOCK_FILE: &str = "LOCK";
-
-/// Name of the extended attribute of a state directory (of the directory
-/// itself, not of a file in it) that records where the directory comes
-/// from (see [`identity_record`](crate::identity_record)).
-pub const IDENTITY_XATTR: &str = "user.tsoracle.identity";
-
-/// Name of the file in which earlier versions of this crate kept the
-/// identity, inside the state directory, where upstream's tools refuse it.
-/// Open carries it into [`IDENTITY_XATTR`] and removes it.
-pub const IDENTITY_FILE: &str = "IDENTITY";
-
-/// The temp file of an `IDENTITY` an earlier version was writing.
-const IDENTITY_TEMP: &str = "IDENTITY.tmp";
-
-/// The temp name of every file this crate replaces (the three state files,
-/// the notes `RETIRED`, `SEEDING` and `PENDING` of `crate::fence`, whose
-/// temps are `NAME.tmp`, and `IDENTITY`, which earlier versions wrote): the
-/// debris open removes, and what `read_state_dir` reports as leftover.
-pub(crate) fn temp_files() -> [&'static str; 7] {
-    let [state, dense, leases] = FileKind::ALL.map(FileKind::temp_name);
-    [
-        state,
-        dense,
-        leases,
-        IDENTITY_TEMP,
-        "RETIRED.tmp",
-        "SEEDING.tmp",
-        "PENDING.tmp",
-    ]
-}
+pub(crate) use crate::layout::{FileKind, temp_files};
+use crate::layout::{IDENTITY_FILE, IDENTITY_XATTR, LOCK_FILE};
 
 /// A new origin: 16 random bytes from the operating system.
 fn new_origin(now_ms: u64, device: u64, inode: u64) -> io::Result<Origin> {
@@ -175,34 +145,6 @@ pub const FAILPOINTS: [&str; 9] = [
     "file_driver::before_dir_fsync",
     "file_driver::after_dir_fsync",
 ];
-
-/// One of the three files of a state directory.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum FileKind {
-    State,
-    Dense,
-    Leases,
-}
-
-impl FileKind {
-    pub(crate) const ALL: [FileKind; 3] = [FileKind::State, FileKind::Dense, FileKind::Leases];
-
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            FileKind::State => "state",
-            FileKind::Dense => "dense",
-            FileKind::Leases => "leases",
-        }
-    }
-
-    pub(crate) fn temp_name(self) -> &'static str {
-        match self {
-            FileKind::State => "state.tmp",
-            FileKind::Dense => "dense.tmp",
-            FileKind::Leases => "leases.tmp",
-        }
-    }
-}
 
 /// Everything a state directory holds, decoded.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -61,7 +61,8 @@ pub enum RecordError {
         supported: u8,
     },
     /// A valid `state` record that carries a [`Mark`]: the directory must
-    /// not serve (read by [`decode`]; [`decode_record`] accepts it).
+    /// not serve (read by [`record::decode`](crate::record::decode);
+    /// [`record::decode_record`](crate::record::decode_record) accepts it).
     #[error("the record is marked {mark} (version byte {version:#04x}) and must not be served", version = .mark.version())]
     Marked {
         /// The mark.
