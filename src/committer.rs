@@ -22,6 +22,7 @@ use crate::dense_record;
 use crate::error::{Bt, FileDriverError, FileOp};
 use crate::lease_record;
 use crate::metrics::{DriverMetrics, WriteStep};
+use crate::poison::write_lock;
 use crate::record;
 use crate::store::{FileKind, Snapshot, Store};
 
@@ -512,13 +513,6 @@ impl Request {
 /// receiver: there is nobody to tell, and nothing else to do.
 fn fail_one<T>(reply: Reply<T>, err: &Arc<FileDriverError>) {
     drop(reply.send(Err(CommitError::Driver(Arc::clone(err)))));
-}
-
-/// Takes a write lock even if a reader panicked while holding it: the data
-/// is plain values, always consistent between statements.
-fn write_lock<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Applies one dense request to `state`, all or nothing, and returns each

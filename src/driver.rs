@@ -3,9 +3,9 @@
 
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Sender};
-use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -19,6 +19,7 @@ use tsoracle_core::{Epoch, LeaseRecord, SeqKey};
 use crate::committer::{CommitError, CommitStats, Committer, Published, Request, StatCounters};
 use crate::error::{Bt, FileDriverError, to_consensus};
 use crate::identity_record::Origin;
+use crate::poison::read_lock;
 use crate::store::{DirLock, Snapshot, Store};
 use crate::vfs::{StdFs, Vfs};
 
@@ -113,7 +114,7 @@ impl FileDriver {
         let dir = dir.as_ref();
         let (store, lock) = Store::lock(vfs, dir)?;
         let recovery = Instant::now();
-        let files = store.load(|files| crate::fence::refuse_if_fenced(&store, files))?;
+        let files = store.load(|files| crate::marks::refuse_if_fenced(&store, files))?;
         let origin = store.ensure_identity(now_ms(), !files.hold_state())?;
         let snapshot = Snapshot::from(files);
         if !snapshot.dense.unaddressable.is_empty() {
@@ -347,12 +348,6 @@ fn truncated(key: &str) -> String {
         Some((at, _)) => format!("{}...", &key[..at]),
         None => key.to_owned(),
     }
-}
-
-fn read_lock<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    // The values behind these locks are replaced whole; a panic elsewhere
-    // cannot leave them half-written.
-    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[async_trait::async_trait]

@@ -62,7 +62,7 @@ impl FileKind {
 }
 
 /// One of the note files beside a marked `state` record (see
-/// `crate::fence`).
+/// `crate::marks`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Note {
     Retired,

@@ -115,15 +115,16 @@
 mod committer;
 mod driver;
 mod error;
-mod fence;
 mod format;
-mod inspect;
 mod layout;
+mod marks;
 pub mod metrics;
+mod poison;
 #[cfg(feature = "receipt")]
 #[cfg_attr(docsrs, doc(cfg(feature = "receipt")))]
 pub mod receipt;
 pub mod seed;
+mod state_dir;
 mod stopped;
 mod store;
 pub mod vfs;
@@ -142,7 +143,6 @@ pub use format::state as record;
 pub use committer::CommitStats;
 pub use driver::{FileDriver, LEADER_EPOCH};
 pub use error::{Bt, FileDriverError, FileOp, error_chain};
-pub use inspect::{OriginSource, StateDir, read_state_dir, read_state_dir_with};
 pub use layout::{
     IDENTITY_FILE, IDENTITY_XATTR, LOCK_FILE, PENDING_FILE, RETIRED_FILE, SEEDING_FILE,
 };
@@ -150,5 +150,6 @@ pub use layout::{
 #[cfg_attr(docsrs, doc(cfg(feature = "receipt")))]
 pub use receipt::StoppedStateReceipt;
 pub use seed::Seed;
+pub use state_dir::{OriginSource, StateDir, read_state_dir, read_state_dir_with};
 pub use stopped::StoppedDir;
 pub use store::FAILPOINTS;

@@ -46,9 +46,9 @@ use tsoracle_core::{LeaseRecord, PHYSICAL_MS_MAX, SeqKey};
 use crate::dense_record::{self, DenseState};
 use crate::driver::FileDriver;
 use crate::error::{Bt, FileDriverError};
-use crate::fence;
 use crate::layout::{FileKind, Note};
 use crate::lease_record;
+use crate::marks;
 use crate::record::Mark;
 use crate::store::Store;
 use crate::vfs::{StdFs, Vfs};
@@ -243,7 +243,7 @@ impl FileDriver {
         let (store, _lock) = Store::lock(vfs, dir)?;
         refuse_existing(&store)?;
         // Step 2: the commit point's "before".
-        fence::write_mark(&store, seed.high_water, Some(Mark::Seeding))?;
+        marks::write_mark(&store, seed.high_water, Some(Mark::Seeding))?;
         // Step 3.
         let stage = |kind, bytes: &[u8]| store.stage(kind, bytes).map_err(|failure| failure.error);
         if let Some(dense) = &dense {
@@ -253,13 +253,13 @@ impl FileDriver {
             stage(FileKind::Leases, &leases)?;
         }
         if let Some(note) = &seed.pending {
-            fence::write_marker(&store, Note::Pending, note.as_bytes())?;
+            marks::write_marker(&store, Note::Pending, note.as_bytes())?;
         }
         store.sync_dir()?;
         store.check_owner()?;
         // Step 4: the commit point.
         let last = seed.pending.as_ref().map(|_| Mark::Pending);
-        fence::write_mark(&store, seed.high_water, last)?;
+        marks::write_mark(&store, seed.high_water, last)?;
         // A new origin, as for any oracle this crate starts.
         store
             .ensure_identity(crate::driver::now_ms(), true)
@@ -274,7 +274,7 @@ fn refuse_existing(store: &Store) -> Result<(), FileDriverError> {
         Some(existing) => Some(existing),
         None => [Note::Seeding, Note::Retired, Note::Pending]
             .into_iter()
-            .find_map(|note| match fence::exists(store, note) {
+            .find_map(|note| match marks::exists(store, note) {
                 Ok(true) => Some(Ok(store.dir().join(note.name()))),
                 Ok(false) => None,
                 Err(err) => Some(Err(err)),

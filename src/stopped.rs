@@ -9,8 +9,8 @@ use tsoracle_core::{LeaseRecord, PHYSICAL_MS_MAX, SeqKey};
 
 use crate::dense_record::{self, DenseState};
 use crate::error::{Bt, FileDriverError, FileOp};
-use crate::fence;
 use crate::layout::{FileKind, LOCK_FILE, Note, SEEDING_FILE};
+use crate::marks;
 use crate::record::Mark;
 use crate::store::{DirLock, Store, decode_named};
 use crate::vfs::{StdFs, Vfs};
@@ -118,7 +118,7 @@ impl StoppedDir {
         let dir = dir.as_ref();
         crate::store::require_dir(vfs.as_ref(), dir)?;
         let (store, lock) = Store::lock(vfs, dir)?;
-        if fence::exists(&store, Note::Seeding)? {
+        if marks::exists(&store, Note::Seeding)? {
             return Err(FileDriverError::SeedingInterrupted {
                 marker: dir.join(SEEDING_FILE),
                 backtrace: Bt::capture(),
@@ -193,7 +193,7 @@ impl StoppedDir {
     ///
     /// [`FileDriverError::Io`] when the marker cannot be read.
     pub fn retired_note(&self) -> Result<Option<String>, FileDriverError> {
-        fence::read_marker(&self.store, Note::Retired)
+        marks::read_marker(&self.store, Note::Retired)
     }
 
     /// The mark of the `state` record as it was when the directory was
@@ -220,12 +220,12 @@ impl StoppedDir {
         self.refuse_pending()?;
         // The mark first: it is what every driver honours, the note only
         // explains it. Rewritten on every call: cheap, and idempotent.
-        fence::write_mark(
+        marks::write_mark(
             &self.store,
             self.high_water.unwrap_or(0),
             Some(Mark::Retired),
         )?;
-        fence::write_marker(&self.store, Note::Retired, note.as_bytes())
+        marks::write_marker(&self.store, Note::Retired, note.as_bytes())
     }
 
     /// Lifts a retirement, durably, so the directory can serve again: the
@@ -244,9 +244,9 @@ impl StoppedDir {
     pub fn reinstate(&self) -> Result<(), FileDriverError> {
         self.refuse_pending()?;
         if let Some(high_water) = self.high_water {
-            fence::write_mark(&self.store, high_water, None)?;
+            marks::write_mark(&self.store, high_water, None)?;
         }
-        fence::remove_marker(&self.store, Note::Retired)
+        marks::remove_marker(&self.store, Note::Retired)
     }
 
     /// The content of the `PENDING` note that `migrate in` left, when the
@@ -256,7 +256,7 @@ impl StoppedDir {
     ///
     /// [`FileDriverError::Io`] when the note cannot be read.
     pub fn pending_note(&self) -> Result<Option<String>, FileDriverError> {
-        fence::read_marker(&self.store, Note::Pending)
+        marks::read_marker(&self.store, Note::Pending)
     }
 
     /// Whether the directory waits for `migrate finish`: its record is
@@ -267,7 +267,7 @@ impl StoppedDir {
     ///
     /// [`FileDriverError::Io`] when the note cannot be probed.
     pub fn is_pending(&self) -> Result<bool, FileDriverError> {
-        Ok(self.mark == Some(Mark::Pending) || fence::exists(&self.store, Note::Pending)?)
+        Ok(self.mark == Some(Mark::Pending) || marks::exists(&self.store, Note::Pending)?)
     }
 
     fn refuse_pending(&self) -> Result<(), FileDriverError> {
@@ -311,11 +311,11 @@ impl StoppedDir {
                 backtrace: Bt::capture(),
             });
         }
-        fence::write_mark(&self.store, high_water, None)?;
+        marks::write_mark(&self.store, high_water, None)?;
         self.high_water = Some(high_water);
         self.mark = None;
         self.files[3].bytes = Some(record::encode(high_water).to_vec());
-        fence::remove_marker(&self.store, Note::Pending)?;
+        marks::remove_marker(&self.store, Note::Pending)?;
         Ok(high_water)
     }
 

@@ -175,6 +175,11 @@ pub(crate) struct DirLock {
 /// not support (some FUSE and network filesystems, for directories).
 const EINVAL: i32 = 22;
 
+/// Whether `err` says the filesystem cannot fsync a directory at all.
+fn cannot_fsync_dirs(err: &io::Error) -> bool {
+    err.raw_os_error() == Some(EINVAL)
+}
+
 /// A state directory whose lock the caller holds (see [`Store::lock`]).
 #[derive(Debug)]
 pub(crate) struct Store {
@@ -261,7 +266,7 @@ impl Store {
         &self.dir
     }
 
-    /// The opened directory, for the marker files (`crate::fence`).
+    /// The opened directory, for the marker files (`crate::marks`).
     pub(crate) fn handle(&self) -> &dyn VfsDir {
         self.handle.as_ref()
     }
@@ -274,7 +279,7 @@ impl Store {
     /// a directory) is tolerated with one warning, as PostgreSQL does.
     fn sync_handle(&self) -> io::Result<()> {
         match self.handle.sync() {
-            Err(err) if err.raw_os_error() == Some(EINVAL) => {
+            Err(err) if cannot_fsync_dirs(&err) => {
                 if !self.dir_fsync_unsupported.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
                         dir = %self.dir.display(),
@@ -555,7 +560,7 @@ impl Store {
 
     /// Replaces one file of the directory durably, outside a batch: steps 1
     /// to 4 of the protocol for `name` alone (a marked `state`, the notes
-    /// of `crate::fence`), then the owner check that a committer makes
+    /// of `crate::marks`), then the owner check that a committer makes
     /// before it acknowledges (the path still leads here and `LOCK` is
     /// still ours: see the module docs). A crash leaves the file whole or
     /// as it was.
@@ -691,7 +696,7 @@ fn sync_temp(file: &mut dyn VfsFile) -> io::Result<()> {
 pub(crate) struct Files {
     pub(crate) high_water: Option<u64>,
     /// The mark of the `state` record, if it carries one (the directory
-    /// must not serve; `crate::fence` refuses it).
+    /// must not serve; `crate::marks` refuses it).
     pub(crate) mark: Option<record::Mark>,
     pub(crate) dense: Option<DenseState>,
     pub(crate) leases: Option<Vec<LeaseRecord>>,
@@ -890,7 +895,7 @@ fn sync_parent(vfs: &dyn Vfs, parent: &Path, just_created: bool) -> Result<(), F
     match vfs.sync_dir(parent) {
         Ok(()) => Ok(()),
         Err(err)
-            if err.raw_os_error() == Some(EINVAL)
+            if cannot_fsync_dirs(&err)
                 || (!just_created && err.kind() == io::ErrorKind::PermissionDenied) =>
         {
             tracing::warn!(

@@ -62,6 +62,25 @@ pub(crate) fn check_frame(
     Ok(covered)
 }
 
+/// [`check_frame`] for a record of exactly `len` bytes: a foreign or
+/// newer file is still reported by its magic or version first, then a
+/// longer one as [`RecordError::TooLong`].
+pub(crate) fn check_fixed_frame(
+    bytes: &[u8],
+    magic: [u8; 4],
+    version: u8,
+    len: usize,
+) -> Result<&[u8], RecordError> {
+    check_header(bytes, magic, version)?;
+    if bytes.len() > len {
+        return Err(RecordError::TooLong {
+            len: bytes.len(),
+            expected: len,
+        });
+    }
+    check_frame(bytes, magic, version, len)
+}
+
 /// A forward-only reader over a CRC-checked body. Every read names the field
 /// it wanted, so a short body reports exactly what was missing.
 pub(crate) struct Reader<'a> {

@@ -129,14 +129,7 @@ pub fn encode(origin: &Origin) -> Vec<u8> {
 /// [`RecordError::CrcMismatch`]) or a length other than [`RECORD_LEN`]
 /// ([`RecordError::TooLong`]).
 pub fn decode(bytes: &[u8]) -> Result<Origin, RecordError> {
-    codec::check_header(bytes, MAGIC, VERSION)?;
-    if bytes.len() > RECORD_LEN {
-        return Err(RecordError::TooLong {
-            len: bytes.len(),
-            expected: RECORD_LEN,
-        });
-    }
-    let covered = codec::check_frame(bytes, MAGIC, VERSION, RECORD_LEN)?;
+    let covered = codec::check_fixed_frame(bytes, MAGIC, VERSION, RECORD_LEN)?;
     let mut reader = Reader::new(covered, 5);
     let mut id = [0u8; 16];
     id.copy_from_slice(reader.take(16, "origin id")?);

@@ -194,15 +194,7 @@ pub fn decode_record(bytes: &[u8]) -> Result<StateRecord, RecordError> {
     // unsupported version of a live record.
     let mark = bytes.get(4).copied().and_then(Mark::from_version);
     let version = mark.map_or(VERSION, Mark::version);
-    if bytes.len() > RECORD_LEN {
-        // Still report a foreign file by its magic rather than its length.
-        codec::check_header(bytes, MAGIC, version)?;
-        return Err(RecordError::TooLong {
-            len: bytes.len(),
-            expected: RECORD_LEN,
-        });
-    }
-    let covered = codec::check_frame(bytes, MAGIC, version, RECORD_LEN)?;
+    let covered = codec::check_fixed_frame(bytes, MAGIC, version, RECORD_LEN)?;
     let mut value = [0u8; 8];
     value.copy_from_slice(&covered[HIGH_WATER_OFFSET..CRC_OFFSET]);
     let value = u64::from_le_bytes(value);
