@@ -495,7 +495,7 @@ fn displaced_message(dir: &std::path::Path, found: Ownership) -> String {
     }
 }
 
-/// Classifies a shared driver error the way DESIGN.md's table says:
+/// Classifies a shared driver error (the README's "Errors, and what to do"):
 /// transient when the live files are untouched, permanent otherwise.
 pub(crate) fn to_consensus(err: Arc<FileDriverError>) -> ConsensusError {
     if err.is_transient() {

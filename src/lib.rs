@@ -82,8 +82,9 @@
 //!   recovery at open through the `metrics` 0.24 facade; the names are in
 //!   [`metrics`]. Without the feature nothing is recorded
 //!   and nothing is compiled in.
-//! - `cli`: the `tsoracle-file` binary (`inspect`, `verify`, `seed`,
-//!   `init`, `export`).
+//! - `cli`: the `tsoracle-file` binary (`init`, `seed`, `inspect`,
+//!   `verify`, `export`, `restore`, `dense`, `migrate reinstate`; implies
+//!   `receipt`).
 //! - `server`: adds `tsoracle-file serve`, the real `tsoracle-server` on a
 //!   [`FileDriver`] with Prometheus metrics and health checks (implies
 //!   `cli` and `metrics`).
@@ -92,9 +93,9 @@
 //! - `receipt`: the `receipt` module, the ecosystem's stopped-state
 //!   receipt (`tsoracle.stopped-file-state` v1) as serde types, with
 //!   SHA-256 checksums (adds `serde`, `serde_json`, `sha2`).
-//! - `cli`: the `tsoracle-file` binary (implies `receipt`).
-//! - `migrate`: its `migrate out`, `migrate in` and `migrate finish` subcommands (implies
-//!   `cli`; adds `tsoracle-client` and its gRPC stack).
+//! - `migrate`: its `migrate out`, `migrate in` and `migrate finish`
+//!   subcommands (implies `cli`; adds `tsoracle-client` and its gRPC
+//!   stack).
 //!
 //! # Errors
 //!

@@ -27,7 +27,7 @@ pub const BATCH_BYTES: &str = "tsoracle.file_driver.batch.bytes";
 /// Gauge: write requests sent to the committer and not yet taken into a
 /// batch (callers waiting behind the batch being written).
 pub const QUEUE_DEPTH: &str = "tsoracle.file_driver.queue.depth";
-/// Counter, labels `op` (`write_temp`, `fsync_temp`, `rename`,
+/// Counter, labels `op` (`write_temp`, `fsync_temp`, `rename`, `check_owner`,
 /// `fsync_dir`) and `effect` (`transient`: the live file is untouched and
 /// a retry may succeed; `poisoning`: the driver now refuses writes): file
 /// writes that failed.

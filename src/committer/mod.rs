@@ -21,10 +21,17 @@ use tsoracle_core::{LeaseRecord, SeqKey};
 use crate::dense_record;
 use crate::error::{Bt, FileDriverError, FileOp};
 use crate::lease_record;
-use crate::metrics::{DriverMetrics, WriteStep};
+use crate::metrics::WriteStep;
 use crate::poison::write_lock;
 use crate::record;
 use crate::store::{FileKind, Snapshot, Store};
+
+mod batch;
+mod stats;
+
+use batch::{DenseUndo, apply_dense, undo_dense};
+pub use stats::CommitStats;
+pub(crate) use stats::StatCounters;
 
 /// Upper bound on requests folded into one write, so one batch's replies
 /// never wait behind an unbounded queue.
@@ -87,86 +94,6 @@ impl Published {
     }
 }
 
-/// Counters describing the committer's work since the driver opened.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct CommitStats {
-    /// Write requests the committer answered (successes and failures).
-    pub requests: u64,
-    /// `persist_high_water` calls answered from memory without the committer.
-    pub fast_path: u64,
-    /// Batches that wrote at least one file.
-    pub batches: u64,
-    /// Files written (temp write, fsync, rename).
-    pub file_writes: u64,
-    /// fsync calls: one per file written plus one per directory sync.
-    pub fsyncs: u64,
-}
-
-/// The slow-fsync warning threshold a driver starts with.
-pub(crate) const DEFAULT_SLOW_FSYNC: Duration = Duration::from_millis(100);
-
-#[derive(Debug)]
-pub(crate) struct StatCounters {
-    requests: AtomicU64,
-    pub(crate) fast_path: AtomicU64,
-    batches: AtomicU64,
-    file_writes: AtomicU64,
-    fsyncs: AtomicU64,
-    /// Nanoseconds one fsync may take before a warning is logged.
-    slow_fsync_nanos: AtomicU64,
-    /// The driver's metric handles (no-ops without the `metrics` feature).
-    pub(crate) metrics: DriverMetrics,
-}
-
-impl Default for StatCounters {
-    fn default() -> Self {
-        Self {
-            requests: AtomicU64::new(0),
-            fast_path: AtomicU64::new(0),
-            batches: AtomicU64::new(0),
-            file_writes: AtomicU64::new(0),
-            fsyncs: AtomicU64::new(0),
-            slow_fsync_nanos: AtomicU64::new(DEFAULT_SLOW_FSYNC.as_nanos() as u64),
-            metrics: DriverMetrics::register(),
-        }
-    }
-}
-
-impl StatCounters {
-    pub(crate) fn set_slow_fsync(&self, threshold: Duration) {
-        let nanos = u64::try_from(threshold.as_nanos()).unwrap_or(u64::MAX);
-        self.slow_fsync_nanos.store(nanos, Ordering::Relaxed);
-    }
-
-    /// Logs a warning when one fsync of `path` took longer than the threshold.
-    fn check_fsync(&self, what: &'static str, path: &std::path::Path, took: Duration) {
-        let limit = Duration::from_nanos(self.slow_fsync_nanos.load(Ordering::Relaxed));
-        if took > limit {
-            tracing::warn!(
-                path = %path.display(),
-                fsync_ms = took.as_secs_f64() * 1e3,
-                threshold_ms = limit.as_secs_f64() * 1e3,
-                "slow {what}: the disk took longer than the threshold to make a write durable"
-            );
-        }
-    }
-
-    pub(crate) fn snapshot(&self) -> CommitStats {
-        CommitStats {
-            requests: self.requests.load(Ordering::Relaxed),
-            fast_path: self.fast_path.load(Ordering::Relaxed),
-            batches: self.batches.load(Ordering::Relaxed),
-            file_writes: self.file_writes.load(Ordering::Relaxed),
-            fsyncs: self.fsyncs.load(Ordering::Relaxed),
-        }
-    }
-
-    fn add(counter: &AtomicU64, n: usize) {
-        counter.fetch_add(n as u64, Ordering::Relaxed);
-    }
-}
-
 /// The committer's own state; runs on its thread until every sender is gone.
 pub(crate) struct Committer {
     store: Store,
@@ -175,10 +102,6 @@ pub(crate) struct Committer {
     published: Arc<Published>,
     stats: Arc<StatCounters>,
 }
-
-/// The previous value of each dense key a batch touched, to undo the batch
-/// in memory if its write fails.
-type DenseUndo = BTreeMap<SeqKey, Option<u64>>;
 
 impl Committer {
     pub(crate) fn new(
@@ -515,50 +438,6 @@ fn fail_one<T>(reply: Reply<T>, err: &Arc<FileDriverError>) {
     drop(reply.send(Err(CommitError::Driver(Arc::clone(err)))));
 }
 
-/// Applies one dense request to `state`, all or nothing, and returns each
-/// entry's block start. Like the trait says, any entry creates its key at 0
-/// if absent (even with a count of 0). Each key's value before the batch is
-/// recorded once in `undo`.
-fn apply_dense(
-    state: &mut dense_record::DenseState,
-    entries: &[(SeqKey, u32)],
-    undo: &mut DenseUndo,
-) -> Result<Vec<u64>, CommitError> {
-    // Validate on a scratch view first, so a refusal changes nothing. Entries
-    // may repeat a key: each sees the value the previous one left.
-    let mut scratch: BTreeMap<&SeqKey, u64> = BTreeMap::new();
-    let mut new_keys: u64 = 0;
-    for (key, count) in entries {
-        let start = match scratch.get(key) {
-            Some(&value) => value,
-            None => state.counters.get(key).copied().unwrap_or_else(|| {
-                new_keys += 1;
-                0
-            }),
-        };
-        let next = start
-            .checked_add(u64::from(*count))
-            .ok_or(CommitError::Overflow)?;
-        scratch.insert(key, next);
-    }
-    if new_keys > 0 && (state.key_count() as u64).saturating_add(new_keys) > state.cap {
-        return Err(CommitError::Cardinality { cap: state.cap });
-    }
-
-    let mut starts = Vec::with_capacity(entries.len());
-    for (key, count) in entries {
-        let previous = state.counters.get(key).copied();
-        let start = previous.unwrap_or(0);
-        starts.push(start);
-        undo.entry(key.clone()).or_insert(previous);
-        // Cannot overflow: the same sequence of additions was checked above.
-        state
-            .counters
-            .insert(key.clone(), start + u64::from(*count));
-    }
-    Ok(starts)
-}
-
 /// The write step a failed file write was in, from its error.
 fn write_step(error: &FileDriverError) -> WriteStep {
     match error {
@@ -579,14 +458,5 @@ fn write_step(error: &FileDriverError) -> WriteStep {
         }
         | FileDriverError::Displaced { .. } => WriteStep::CheckOwner,
         _ => WriteStep::WriteTemp,
-    }
-}
-
-fn undo_dense(state: &mut dense_record::DenseState, undo: DenseUndo) {
-    for (key, previous) in undo {
-        match previous {
-            Some(value) => state.counters.insert(key, value),
-            None => state.counters.remove(&key),
-        };
     }
 }
