@@ -16,6 +16,17 @@ use super::export::{DenseJson, LeaseJson};
 use crate::cli::{self, CmdResult};
 use crate::locks::{self, LockJson, LockStatus};
 
+/// The long help of `inspect` (`tsoracle-file inspect --help`).
+pub(crate) const LONG_ABOUT: &str = concat!(
+    "Show the high-water (integer and UTC), every dense counter and the key cap, ",
+    "every lease (id, holder, epoch, ttl, upper bound, expiry, and status: live, ",
+    "expired when expires_at_ms <= now, or superseded), whether a process holds ",
+    "the directory lock (Linux: read from /proc/locks, never by taking the lock; ",
+    "\"unknown\" elsewhere), and leftover *.tmp files.\n\n",
+    "Reads without taking the lock and changes nothing.\n\n",
+    crate::cli::exit_codes!(),
+);
+
 /// Arguments of `inspect`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {

@@ -39,6 +39,32 @@ use tsoracle_driver_file::receipt::{RECEIPT_SCHEMA, StoppedStateReceipt};
 
 use crate::cli::{self, CmdResult, Failure};
 
+/// The long help of `restore` (`tsoracle-file restore --help`).
+pub(crate) const LONG_ABOUT: &str = concat!(
+    "Create a new oracle in NEWDIR (which must not exist, or be empty) from BACKUP: ",
+    "a copied, stopped state directory, or a stopped-state receipt (JSON, as ",
+    "`tsoracle-file export --receipt` writes).\n\n",
+    "A backup is older than the oracle it was taken from: serving it as it is hands ",
+    "out again every dense value and timestamp issued since. So restore refuses ",
+    "(exit 1, nothing written) until it is told what the backup cannot know:\n\n",
+    "  dense counters: --key K=FLOOR per key (the counter becomes the larger of its ",
+    "backup value and FLOOR; e.g. the application's highest id plus one), or ",
+    "--dense-advance N (added to every counter of the backup); every key of the ",
+    "backup must be covered by one or the other.\n\n",
+    "  timestamps: --high-water-from-clock --window-ms W --lease-reach-ms L (the ",
+    "high-water becomes now + W + L), or --high-water H. CLOCK CAVEAT: ",
+    "--high-water-from-clock reads this machine's clock; it covers the lost oracle ",
+    "only if this clock is not behind the one the lost oracle ran on. If it may be ",
+    "(another machine, a clock stepped back), add the possible difference to W, or ",
+    "pass --high-water. Either way the high-water is never below the backup's own ",
+    "high-water or any lease upper bound in it.\n\n",
+    "Leases are not carried: the high-water is above every upper bound the backup ",
+    "records, and holders acquire again. NEWDIR is written all or nothing (the ",
+    "seeding protocol: a crash half-way leaves a SEEDING marker every open refuses), ",
+    "and gets a new origin id.\n\n",
+    crate::cli::exit_codes!(),
+);
+
 /// Arguments of `restore`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {

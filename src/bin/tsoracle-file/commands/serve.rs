@@ -44,6 +44,23 @@ use crate::readiness::Readiness;
 use crate::sd_notify;
 use crate::watched::{Watched, WriteFailure};
 
+/// The long help of `serve` (`tsoracle-file serve --help`).
+pub(crate) const LONG_ABOUT: &str = concat!(
+    "Run the real tsoracle-server (3.2.2) on the state directory: gRPC on --listen, ",
+    "Prometheus metrics on http://--metrics-listen/metrics with /healthz (the ",
+    "process serves) and /readyz (the driver is not poisoned and the server is the ",
+    "serving leader; 503 otherwise). Flags and defaults follow `tsoracle serve file`; ",
+    "each can also be set from the environment variable shown. Durations take a ",
+    "unit: 3s, 250ms, 1m 30s.\n\n",
+    "A missing directory, or one that holds no state, is refused unless --init is ",
+    "given (or `tsoracle-file init DIR` was run). Once serving, prints ",
+    "`tsoracle-file: serving gRPC on ADDR, metrics on http://ADDR/metrics` on stdout. ",
+    "SIGINT, SIGTERM or SIGHUP stops it gracefully (in-flight calls finish, the ",
+    "directory is unlocked) and it exits 0; SIGHUP reloads nothing. A stdout that ",
+    "cannot be written (closed, full) is logged, never fails the stop.\n\n",
+    crate::cli::exit_codes!(),
+);
+
 /// Arguments of `serve`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {

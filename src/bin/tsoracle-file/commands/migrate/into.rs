@@ -101,6 +101,21 @@ pub(crate) const PROBE_HOLDER: &[u8] = b"tsoracle-file migrate in probe";
 /// What upstream's server says while the lease format is off.
 const NOT_ACTIVATED: &str = "format not yet activated";
 
+/// The long help of `migrate in` (`tsoracle-file migrate in --help`).
+pub(crate) const LONG_ABOUT: &str = concat!(
+    "Observe a running oracle and write NEWDIR PENDING: every driver refuses to serve it ",
+    "until `tsoracle-file migrate finish NEWDIR`.\n\n",
+    "Measures, rather than trusts: the oracle's window (waits, at most --measure-limit, ",
+    "for its max-safe to move twice), whether it grants leases, its lease TTL ceiling ",
+    "(a lease of --lease-ttl-ceiling + 1 ms must be refused) and whether its renewals ",
+    "stack. An oracle that grants leases needs --lease-grants N (the leases it may still ",
+    "grant before it stops; 0 when no client uses leases meanwhile), or is refused. ",
+    "Each dense key (--keys-from RECEIPT, --key) is probed by taking, and burning, one ",
+    "value; NEWDIR starts --dense-margin above it. NEWDIR's key cap is its number of ",
+    "keys: any other key is refused until `tsoracle-file dense add`.\n\n",
+    "Then stop the oracle (every node) and run `tsoracle-file migrate finish NEWDIR`.",
+);
+
 /// Arguments of `migrate in`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {

@@ -54,6 +54,26 @@ use super::identity::{
 use super::target::{Target, now_ms};
 use crate::cli::{self, CmdResult, Failure};
 
+/// The long help of `migrate out` (`tsoracle-file migrate out --help`).
+pub(crate) const LONG_ABOUT: &str = concat!(
+    "Carry a stopped state directory into a running oracle of any driver (openraft, ",
+    "paxos, another file server), using only the public client API, then mark the ",
+    "directory RETIRED so that no server serves it again.\n\n",
+    "Holds DIR's lock throughout. Marks DIR RETIRED before touching the target. ",
+    "Advances every dense counter on the target to at least DIR's value (values taken ",
+    "on the way are burned); acquires DIR's live leases on the target for the same ",
+    "holder, epoch and TTL; waits, with progress and at most --wait-limit (checked ",
+    "before anything is changed), until the target issues timestamps above DIR's ",
+    "committed high-water and lease upper bounds; writes a receipt into DIR/RETIRED ",
+    "(and --receipt FILE). A target where any of DIR's dense keys is already above 0 ",
+    "is refused before DIR is marked. Re-running it is safe; a re-run proves that the ",
+    "target is the oracle DIR was carried to by its counters and timestamps (at or ",
+    "above what DIR/RETIRED records), not by its URLs.\n\n",
+    "Nothing may use the target before this command reports success.\n\n",
+    "A target whose dense format is not activated is reported with the exact ",
+    "`tsoracle admin activate-format` command to run.",
+);
+
 /// Arguments of `migrate out`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
