@@ -46,6 +46,7 @@ use tsoracle_driver_file::receipt::StoppedStateReceipt;
 
 use tonic::Code;
 use tsoracle_client::ClientError;
+use tsoracle_core::Timestamp;
 
 pub(crate) use super::identity::MIGRATE_OUT_SCHEMA;
 use super::identity::{
@@ -327,17 +328,22 @@ fn not_that_oracle(
     ))
 }
 
-async fn carry(
-    args: &Args,
-    stopped: &StoppedDir,
-    source: StoppedStateReceipt,
-    started_at: u64,
-    earlier: &Earlier,
-) -> Result<MigrateOutReceipt, Failure> {
-    let rerun = !matches!(earlier, Earlier::Nothing);
-    // Nothing is marked or advanced yet: a refusal here leaves DIR as it was.
-    let untouched = |failure: Failure| {
-        let state = if rerun {
+/// One run of `migrate out`: its arguments and what an earlier run left,
+/// which the refusals before DIR is marked name.
+struct Run<'a> {
+    args: &'a Args,
+    earlier: &'a Earlier,
+}
+
+impl Run<'_> {
+    /// Whether DIR is already marked by an earlier run.
+    fn rerun(&self) -> bool {
+        !matches!(self.earlier, Earlier::Nothing)
+    }
+
+    /// A refusal before anything is marked or advanced: DIR is as it was.
+    fn untouched(&self, failure: Failure) -> Failure {
+        let state = if self.rerun() {
             "is still marked RETIRED by the earlier run"
         } else {
             "is not marked RETIRED and may still serve"
@@ -345,24 +351,73 @@ async fn carry(
         Failure::new(format!(
             "{}; nothing was changed: {} {state}",
             failure.message,
-            args.dir.display()
+            self.args.dir.display()
         ))
-    };
-    // On a re-run, what cannot be asked cannot prove the target is the
-    // oracle DIR was carried to.
-    let unproven = |failure: Failure| match earlier {
-        Earlier::Recorded { recorded, .. } => untouched(Failure::new(format!(
-            "{} was already migrated out to {}; cannot check that {} is that oracle: {}",
-            args.dir.display(),
-            recorded.to.join(","),
-            args.to.join(","),
-            failure.message
-        ))),
-        _ => untouched(failure),
-    };
+    }
+
+    /// A target that cannot be asked: on a re-run, what cannot be asked
+    /// cannot prove the target is the oracle DIR was carried to.
+    fn unproven(&self, failure: Failure) -> Failure {
+        match self.earlier {
+            Earlier::Recorded { recorded, .. } => self.untouched(Failure::new(format!(
+                "{} was already migrated out to {}; cannot check that {} is that oracle: {}",
+                self.args.dir.display(),
+                recorded.to.join(","),
+                self.args.to.join(","),
+                failure.message
+            ))),
+            _ => self.untouched(failure),
+        }
+    }
+}
+
+/// Carries DIR's state into the target, in phases: connect, preflight
+/// (nothing changed yet), mark DIR `RETIRED` (first run only), dense
+/// counters, leases, then the wait for the target's timestamps.
+async fn carry(
+    args: &Args,
+    stopped: &StoppedDir,
+    source: StoppedStateReceipt,
+    started_at: u64,
+    earlier: &Earlier,
+) -> Result<MigrateOutReceipt, Failure> {
+    let run = Run { args, earlier };
+    let target = connect(&run, &source).await?;
+    let must_exceed = source
+        .committed_reservation_high_water_physical_ms
+        .max(source.maximum_lease_upper_bound_physical_ms.unwrap_or(0));
+    let (preflight, probes) = preflight(&run, &target, &source, must_exceed).await?;
+    if !run.rerun() {
+        mark(args, stopped, &target, &preflight, started_at)?;
+    }
+    let dense = carry_dense(args, &target, &source, &probes).await?;
+    // Leases before the wait: it may last about as long as they do.
+    let leases = carry_leases(&target, &source).await?;
+    let timestamps = wait_above(&target, must_exceed, Duration::from_secs(args.wait_limit)).await?;
+
+    Ok(MigrateOutReceipt {
+        schema: MIGRATE_OUT_SCHEMA.into(),
+        schema_version: 1,
+        completed: true,
+        dir: args.dir.display().to_string(),
+        to: target.endpoints.clone(),
+        preflight: Some(preflight),
+        started_at_unix_ms: started_at,
+        finished_at_unix_ms: now_ms(),
+        source,
+        timestamps,
+        dense,
+        leases,
+    })
+}
+
+/// Connects to the target, notes the lease format DIR's live leases need,
+/// and says what is carried where.
+async fn connect(run: &Run<'_>, source: &StoppedStateReceipt) -> Result<Target, Failure> {
+    let args = run.args;
     let mut target = Target::connect(&args.to, args.admin.clone())
         .await
-        .map_err(unproven)?;
+        .map_err(|failure| run.unproven(failure))?;
     let now = now_ms();
     if source
         .leases
@@ -379,20 +434,52 @@ async fn carry(
         source.dense_next_unallocated.len(),
         source.leases.len(),
         target.endpoints.join(","),
-        if rerun {
+        if run.rerun() {
             " (again: DIR is already marked RETIRED)"
         } else {
             ""
         }
     );
-    // Reachable, able to pass DIR's high-water within --wait-limit, and
-    // (when there are counters) able to serve dense values and never used
-    // for DIR's keys (or, on a re-run, the oracle DIR was carried to),
-    // before anything is marked.
-    let must_exceed = source
-        .committed_reservation_high_water_physical_ms
-        .max(source.maximum_lease_upper_bound_physical_ms.unwrap_or(0));
-    let first = match earlier {
+    Ok(target)
+}
+
+/// Before anything is marked: the target is reachable, able to pass DIR's
+/// high-water (`must_exceed`) within --wait-limit, and (when there are
+/// counters) able to serve dense values and never used for DIR's keys (or,
+/// on a re-run, the oracle DIR was carried to). Returns what it took, and
+/// each key's probe.
+async fn preflight(
+    run: &Run<'_>,
+    target: &Target,
+    source: &StoppedStateReceipt,
+    must_exceed: u64,
+) -> Result<(Preflight, BTreeMap<String, u64>), Failure> {
+    let first = first_timestamp(run, target, must_exceed).await?;
+    let (probes, ours) = probe_keys(run, target, source).await?;
+    check_probes(run, target, &probes, &ours)?;
+    let preflight = Preflight {
+        timestamp: first.0,
+        timestamp_physical_ms: first.physical_ms(),
+        dense: probes
+            .iter()
+            .map(|(key, probe)| KeyProbe {
+                key: key.clone(),
+                probe: *probe,
+            })
+            .collect(),
+    };
+    Ok((preflight, probes))
+}
+
+/// The preflight's timestamp: above the one the note records (on a re-run),
+/// and close enough to `must_exceed` for --wait-limit.
+async fn first_timestamp(
+    run: &Run<'_>,
+    target: &Target,
+    must_exceed: u64,
+) -> Result<Timestamp, Failure> {
+    let args = run.args;
+    let first = match run.earlier {
         // One round of the client's own retries (10 s) is enough to refuse
         // a target that does not answer: nothing is changed either way.
         Earlier::Recorded { .. } => target
@@ -402,14 +489,14 @@ async fn carry(
             .map_err(|err| target.failure("cannot get a timestamp", &err)),
         _ => target.timestamp().await,
     }
-    .map_err(unproven)?;
+    .map_err(|failure| run.unproven(failure))?;
     if let Earlier::Recorded {
         recorded,
         completed,
-    } = earlier
+    } = run.earlier
         && first.0 <= recorded.timestamp
     {
-        return Err(untouched(not_that_oracle(
+        return Err(run.untouched(not_that_oracle(
             args,
             &target.endpoints,
             recorded,
@@ -435,29 +522,50 @@ async fn carry(
             cli::utc_text(must_exceed)
         )));
     }
-    // One burned value of every key: DIR's, and any the note records. An
-    // oracle without dense sequences (paxos) is refused here.
-    let mut chunk = args.max_seq_count;
+    Ok(first)
+}
+
+/// One burned value of every key: DIR's, and any the note records. An
+/// oracle without dense sequences (paxos) is refused here. Returns each
+/// key's probe and, per key, how many of the values below its probe this
+/// command may have taken itself (ambiguous calls).
+async fn probe_keys(
+    run: &Run<'_>,
+    target: &Target,
+    source: &StoppedStateReceipt,
+) -> Result<(BTreeMap<String, u64>, BTreeMap<String, u64>), Failure> {
     let mut keys: Vec<&str> = source
         .dense_next_unallocated
         .keys()
         .map(String::as_str)
         .collect();
-    if let Earlier::Recorded { recorded, .. } = earlier {
+    if let Earlier::Recorded { recorded, .. } = run.earlier {
         keys.extend(recorded.dense_next.keys().map(String::as_str));
     }
     keys.sort_unstable();
     keys.dedup();
     let mut probes = BTreeMap::new();
-    // Per key, how many of the values below its probe this command may
-    // have taken itself (ambiguous calls).
     let mut ours = BTreeMap::new();
     for key in keys {
-        let (probe, uncertain) = probe_once(&target, key).await.map_err(unproven)?;
+        let (probe, uncertain) = probe_once(target, key)
+            .await
+            .map_err(|failure| run.unproven(failure))?;
         probes.insert(key.to_string(), probe);
         ours.insert(key.to_string(), uncertain);
     }
-    match earlier {
+    Ok((probes, ours))
+}
+
+/// A first run refuses an oracle that already handed out values of DIR's
+/// keys; a re-run one whose counters are below what the note records.
+fn check_probes(
+    run: &Run<'_>,
+    target: &Target,
+    probes: &BTreeMap<String, u64>,
+    ours: &BTreeMap<String, u64>,
+) -> Result<(), Failure> {
+    let args = run.args;
+    match run.earlier {
         Earlier::Nothing => {
             let used: Vec<String> = probes
                 .iter()
@@ -465,7 +573,7 @@ async fn carry(
                 .map(|(key, probe)| format!("{key:?} at {probe}"))
                 .collect();
             if !used.is_empty() {
-                return Err(untouched(Failure::new(format!(
+                return Err(run.untouched(Failure::new(format!(
                     "the oracle at {} already handed out values of {}'s dense key(s) {} (the \
                      counter was above 0, and above what this command took itself): it served \
                      them, so values DIR handed out may have been handed out there as well, and \
@@ -484,7 +592,7 @@ async fn carry(
             for (key, need) in &recorded.dense_next {
                 let at = probes.get(key).copied().unwrap_or(0);
                 if at < *need {
-                    return Err(untouched(not_that_oracle(
+                    return Err(run.untouched(not_that_oracle(
                         args,
                         &target.endpoints,
                         recorded,
@@ -496,38 +604,49 @@ async fn carry(
         }
         Earlier::Legacy => {}
     }
-    let preflight = Preflight {
-        timestamp: first.0,
-        timestamp_physical_ms: physical,
-        dense: probes
-            .iter()
-            .map(|(key, probe)| KeyProbe {
-                key: key.clone(),
-                probe: *probe,
-            })
-            .collect(),
-    };
-    if !rerun {
-        let started = MigrateOutStarted {
-            schema: MIGRATE_OUT_STARTED_SCHEMA.into(),
-            schema_version: 1,
-            completed: false,
-            dir: args.dir.display().to_string(),
-            to: target.endpoints.clone(),
-            started_at_unix_ms: started_at,
-            preflight: preflight.clone(),
-        };
-        stopped
-            .retire(&format!(
-                "being migrated out to {} by `tsoracle-file migrate out` since {}; this directory must not serve again\n{}",
-                target.endpoints.join(","),
-                cli::utc_text(started_at),
-                cli::json_pretty(&started)
-            ))
-            .map_err(|err| Failure::from_error(&err))?;
-        eprintln!("  marked {} RETIRED", args.dir.display());
-    }
+    Ok(())
+}
 
+/// Marks DIR `RETIRED` with the early note (the target's state from the
+/// preflight), before anything on the target is advanced.
+fn mark(
+    args: &Args,
+    stopped: &StoppedDir,
+    target: &Target,
+    preflight: &Preflight,
+    started_at: u64,
+) -> Result<(), Failure> {
+    let started = MigrateOutStarted {
+        schema: MIGRATE_OUT_STARTED_SCHEMA.into(),
+        schema_version: 1,
+        completed: false,
+        dir: args.dir.display().to_string(),
+        to: target.endpoints.clone(),
+        started_at_unix_ms: started_at,
+        preflight: preflight.clone(),
+    };
+    stopped
+        .retire(&format!(
+            "being migrated out to {} by `tsoracle-file migrate out` since {}; this directory must not serve again\n{}",
+            target.endpoints.join(","),
+            cli::utc_text(started_at),
+            cli::json_pretty(&started)
+        ))
+        .map_err(|err| Failure::from_error(&err))?;
+    eprintln!("  marked {} RETIRED", args.dir.display());
+    Ok(())
+}
+
+/// Advances every dense counter of DIR on the target to at least DIR's
+/// value, stopping when a counter moved past its preflight probe + 1
+/// (something else takes values from the target).
+async fn carry_dense(
+    args: &Args,
+    target: &Target,
+    source: &StoppedStateReceipt,
+    probes: &BTreeMap<String, u64>,
+) -> Result<Vec<DenseCarried>, Failure> {
+    let mut chunk = args.max_seq_count;
     let mut dense = Vec::with_capacity(source.dense_next_unallocated.len());
     for (key, dir_next) in &source.dense_next_unallocated {
         let done = target.advance_to(key, *dir_next, &mut chunk).await?;
@@ -559,8 +678,15 @@ async fn carry(
             calls: done.calls,
         });
     }
+    Ok(dense)
+}
 
-    // Leases before the wait: it may last about as long as they do.
+/// Acquires DIR's live leases on the target for the same holder, epoch and
+/// TTL; skips superseded and expired ones.
+async fn carry_leases(
+    target: &Target,
+    source: &StoppedStateReceipt,
+) -> Result<Vec<LeaseCarried>, Failure> {
     let now = now_ms();
     let mut leases = Vec::with_capacity(source.leases.len());
     for lease in &source.leases {
@@ -628,23 +754,7 @@ async fn carry(
         }
         leases.push(carried);
     }
-
-    let timestamps = wait_above(&target, must_exceed, Duration::from_secs(args.wait_limit)).await?;
-
-    Ok(MigrateOutReceipt {
-        schema: MIGRATE_OUT_SCHEMA.into(),
-        schema_version: 1,
-        completed: true,
-        dir: args.dir.display().to_string(),
-        to: target.endpoints.clone(),
-        preflight: Some(preflight),
-        started_at_unix_ms: started_at,
-        finished_at_unix_ms: now_ms(),
-        source,
-        timestamps,
-        dense,
-        leases,
-    })
+    Ok(leases)
 }
 
 /// Takes one value of `key` from the target: its position, and how many
