@@ -42,7 +42,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use tsoracle_driver_file::StoppedDir;
-use tsoracle_driver_file::receipt::StoppedStateReceipt;
+use tsoracle_driver_file::receipt::{ReceiptLease, StoppedStateReceipt};
 
 use tonic::Code;
 use tsoracle_client::ClientError;
@@ -182,13 +182,69 @@ pub(crate) struct LeaseCarried {
     pub(crate) lease_id: u64,
     pub(crate) holder_hex: String,
     pub(crate) holder_epoch: u64,
-    /// `acquired`, `skipped: superseded`, `skipped: expired`, or
-    /// `not carried: ...` when the target has no lease support.
-    pub(crate) action: String,
+    /// What was done with it.
+    pub(crate) action: LeaseAction,
     /// The lease on the target, when acquired.
     pub(crate) target_lease_id: Option<u64>,
     pub(crate) target_ts_upper_bound: Option<u64>,
     pub(crate) target_expires_at_ms: Option<u64>,
+}
+
+/// What `migrate out` did with one lease of DIR. In the receipt, a string:
+/// `acquired`, `skipped: superseded`, `skipped: expired`, or `not carried:
+/// REASON` (the target has no lease support).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub(crate) enum LeaseAction {
+    /// Acquired on the target for the same holder, epoch and TTL.
+    Acquired,
+    /// Not carried: superseded in DIR.
+    SkippedSuperseded,
+    /// Not carried: expired in DIR.
+    SkippedExpired,
+    /// Not carried: the target has no leases; the reason says what it
+    /// answered.
+    NotCarried(String),
+}
+
+impl LeaseAction {
+    const ACQUIRED: &str = "acquired";
+    const SKIPPED_SUPERSEDED: &str = "skipped: superseded";
+    const SKIPPED_EXPIRED: &str = "skipped: expired";
+    const NOT_CARRIED: &str = "not carried: ";
+}
+
+impl std::fmt::Display for LeaseAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LeaseAction::Acquired => f.write_str(Self::ACQUIRED),
+            LeaseAction::SkippedSuperseded => f.write_str(Self::SKIPPED_SUPERSEDED),
+            LeaseAction::SkippedExpired => f.write_str(Self::SKIPPED_EXPIRED),
+            LeaseAction::NotCarried(reason) => write!(f, "{}{reason}", Self::NOT_CARRIED),
+        }
+    }
+}
+
+impl From<LeaseAction> for String {
+    fn from(action: LeaseAction) -> String {
+        action.to_string()
+    }
+}
+
+impl TryFrom<String> for LeaseAction {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        match text.as_str() {
+            LeaseAction::ACQUIRED => Ok(LeaseAction::Acquired),
+            LeaseAction::SKIPPED_SUPERSEDED => Ok(LeaseAction::SkippedSuperseded),
+            LeaseAction::SKIPPED_EXPIRED => Ok(LeaseAction::SkippedExpired),
+            _ => match text.strip_prefix(LeaseAction::NOT_CARRIED) {
+                Some(reason) => Ok(LeaseAction::NotCarried(reason.to_string())),
+                None => Err(format!("unknown lease action {text:?}")),
+            },
+        }
+    }
 }
 
 /// What an earlier run left in DIR/RETIRED.
@@ -690,55 +746,7 @@ async fn carry_leases(
     let now = now_ms();
     let mut leases = Vec::with_capacity(source.leases.len());
     for lease in &source.leases {
-        let mut carried = LeaseCarried {
-            lease_id: lease.lease_id,
-            holder_hex: lease.holder_hex.clone(),
-            holder_epoch: lease.holder_epoch,
-            action: String::new(),
-            target_lease_id: None,
-            target_ts_upper_bound: None,
-            target_expires_at_ms: None,
-        };
-        if lease.superseded {
-            carried.action = "skipped: superseded".into();
-        } else if lease.expires_at_unix_ms <= now {
-            carried.action = "skipped: expired".into();
-        } else {
-            let holder = hex::decode(&lease.holder_hex).map_err(|err| {
-                Failure::new(format!("lease {}: bad holder: {err}", lease.lease_id))
-            })?;
-            // The same (holder, epoch) is idempotent on the target while
-            // live, so a re-run finds the lease it acquired before.
-            let ttl = Duration::from_millis(lease.ttl_ms);
-            let acquired = super::target::retrying(|| {
-                target
-                    .client
-                    .acquire_lease(&holder, lease.holder_epoch, ttl)
-            })
-            .await;
-            match acquired {
-                Ok(acquired) => {
-                    carried.action = "acquired".into();
-                    carried.target_lease_id = Some(acquired.lease_id);
-                    carried.target_ts_upper_bound = Some(acquired.ts_upper_bound);
-                    carried.target_expires_at_ms = Some(acquired.expires_at_ms);
-                }
-                // A driver without leases (openraft 2.3 among them): nothing
-                // to carry them into. Their upper bounds are still honoured:
-                // the wait below covers them.
-                Err(ClientError::Rpc(status)) if status.code() == Code::Unimplemented => {
-                    carried.action = format!(
-                        "not carried: the target has no leases ({})",
-                        status.message()
-                    );
-                }
-                Err(err) => {
-                    return Err(
-                        target.failure(&format!("cannot carry lease {}", lease.lease_id), &err)
-                    );
-                }
-            }
-        }
+        let carried = carry_lease(target, lease, now).await?;
         match carried.target_lease_id {
             // The holder finds it by holder and epoch while it is live.
             Some(id) => eprintln!(
@@ -755,6 +763,56 @@ async fn carry_leases(
         leases.push(carried);
     }
     Ok(leases)
+}
+
+/// Acquires one lease of DIR on the target for the same holder, epoch and
+/// TTL, unless it is superseded or expired (as of `now`) in DIR.
+async fn carry_lease(
+    target: &Target,
+    lease: &ReceiptLease,
+    now: u64,
+) -> Result<LeaseCarried, Failure> {
+    let not_acquired = |action| LeaseCarried {
+        lease_id: lease.lease_id,
+        holder_hex: lease.holder_hex.clone(),
+        holder_epoch: lease.holder_epoch,
+        action,
+        target_lease_id: None,
+        target_ts_upper_bound: None,
+        target_expires_at_ms: None,
+    };
+    if lease.superseded {
+        return Ok(not_acquired(LeaseAction::SkippedSuperseded));
+    }
+    if lease.expires_at_unix_ms <= now {
+        return Ok(not_acquired(LeaseAction::SkippedExpired));
+    }
+    let holder = hex::decode(&lease.holder_hex)
+        .map_err(|err| Failure::new(format!("lease {}: bad holder: {err}", lease.lease_id)))?;
+    // The same (holder, epoch) is idempotent on the target while
+    // live, so a re-run finds the lease it acquired before.
+    let ttl = Duration::from_millis(lease.ttl_ms);
+    let acquired = super::target::retrying(|| {
+        target
+            .client
+            .acquire_lease(&holder, lease.holder_epoch, ttl)
+    })
+    .await;
+    match acquired {
+        Ok(acquired) => Ok(LeaseCarried {
+            target_lease_id: Some(acquired.lease_id),
+            target_ts_upper_bound: Some(acquired.ts_upper_bound),
+            target_expires_at_ms: Some(acquired.expires_at_ms),
+            ..not_acquired(LeaseAction::Acquired)
+        }),
+        // A driver without leases (openraft 2.3 among them): nothing
+        // to carry them into. Their upper bounds are still honoured:
+        // the wait after the leases covers them.
+        Err(ClientError::Rpc(status)) if status.code() == Code::Unimplemented => Ok(not_acquired(
+            LeaseAction::NotCarried(format!("the target has no leases ({})", status.message())),
+        )),
+        Err(err) => Err(target.failure(&format!("cannot carry lease {}", lease.lease_id), &err)),
+    }
 }
 
 /// Takes one value of `key` from the target: its position, and how many
@@ -867,4 +925,31 @@ fn summary(args: &Args, receipt: &MigrateOutReceipt) -> String {
             .unwrap_or_default()
     ));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LeaseAction;
+
+    /// Each action is the string receipts always held, and every such
+    /// string (an earlier version's receipt too) parses back to it.
+    #[test]
+    fn lease_actions_are_todays_strings() {
+        for (action, text) in [
+            (LeaseAction::Acquired, "acquired"),
+            (LeaseAction::SkippedSuperseded, "skipped: superseded"),
+            (LeaseAction::SkippedExpired, "skipped: expired"),
+            (
+                LeaseAction::NotCarried("the target has no leases (no)".into()),
+                "not carried: the target has no leases (no)",
+            ),
+        ] {
+            let json = serde_json::to_string(&action).expect("serializes");
+            assert_eq!(json, serde_json::to_string(text).expect("a string"));
+            assert_eq!(action.to_string(), text);
+            let back: LeaseAction = serde_json::from_str(&json).expect("parses");
+            assert_eq!(back, action);
+        }
+        assert!(serde_json::from_str::<LeaseAction>("\"borrowed\"").is_err());
+    }
 }
