@@ -11,9 +11,9 @@
 
 #[cfg(feature = "migrate")]
 pub(crate) mod finish;
-pub(crate) mod identity;
 #[cfg(feature = "migrate")]
 pub(crate) mod into;
+pub(crate) mod note;
 #[cfg(feature = "migrate")]
 pub(crate) mod out;
 pub(crate) mod reinstate;

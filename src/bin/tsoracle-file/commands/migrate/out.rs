@@ -33,7 +33,7 @@
 //!   its URLs: every counter the note in `RETIRED` records (the receipt's
 //!   `target_next`, or the early note's probes + 1) must be at or above
 //!   the recorded value, and its timestamps above the recorded one (see
-//!   `identity.rs`).
+//!   `note.rs`).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -48,8 +48,8 @@ use tonic::Code;
 use tsoracle_client::ClientError;
 use tsoracle_core::Timestamp;
 
-pub(crate) use super::identity::MIGRATE_OUT_SCHEMA;
-use super::identity::{
+pub(crate) use super::note::MIGRATE_OUT_SCHEMA;
+use super::note::{
     KeyProbe, MIGRATE_OUT_STARTED_SCHEMA, MigrateOutStarted, Note, Preflight, Recorded,
 };
 use super::target::{Target, now_ms};
@@ -268,7 +268,7 @@ pub(crate) fn exec(args: &Args) -> CmdResult {
         .retired_note()
         .map_err(|err| Failure::from_error(&err))?;
     let marker = args.dir.join(tsoracle_driver_file::RETIRED_FILE);
-    let earlier = match note.as_deref().map(super::identity::read_note) {
+    let earlier = match note.as_deref().map(super::note::read_note) {
         None => Earlier::Nothing,
         Some(Note::Completed(recorded)) => Earlier::Recorded {
             recorded,
@@ -315,7 +315,7 @@ pub(crate) fn exec(args: &Args) -> CmdResult {
         .retire(&note)
         .map_err(|err| Failure::from_error(&err))?;
     if let Some(path) = &args.receipt {
-        super::identity::write_durably(path, json.as_bytes()).map_err(|err| {
+        super::note::write_durably(path, json.as_bytes()).map_err(|err| {
             Failure::new(format!(
                 "{} is migrated and marked RETIRED (the receipt is in {}), but the receipt \
                  {} is not written: {err}",
