@@ -278,7 +278,24 @@ fn check_newdir(newdir: &Path) -> Result<(), Failure> {
 
 /// The plan: every check, before anything is written.
 fn plan(args: &Args, backup: &Backup) -> Result<RestoreReport, Failure> {
-    // Timestamps.
+    let high_water = plan_high_water(args, backup)?;
+    let dense = plan_dense(args, backup)?;
+    Ok(RestoreReport {
+        backup: args.backup.display().to_string(),
+        newdir: args.newdir.display().to_string(),
+        backup_high_water: backup.high_water,
+        backup_max_lease_upper_bound: backup.max_lease_upper_bound,
+        backup_leases_dropped: backup.leases,
+        high_water,
+        dense_cardinality_cap: backup.cap.max(dense.len() as u64),
+        dense,
+    })
+}
+
+/// The new high-water: the answer (--high-water, or the clock plus the
+/// window and lease reach), never below the backup's high-water and lease
+/// upper bounds, and one a server can make progress from.
+fn plan_high_water(args: &Args, backup: &Backup) -> Result<u64, Failure> {
     let answer = match (args.high_water, args.high_water_from_clock) {
         (Some(h), _) => h,
         (None, true) => cli::now_ms_since_epoch()
@@ -307,8 +324,13 @@ fn plan(args: &Args, backup: &Backup) -> Result<RestoreReport, Failure> {
         cli::parse_failover_advance(cli::DEFAULT_FAILOVER_ADVANCE).map_err(Failure::new)?;
     cli::check_headroom(high_water, window, failover)
         .map_err(|why| Failure::new(format!("refusing to restore at {high_water}: {why}")))?;
+    Ok(high_water)
+}
 
-    // Dense counters.
+/// Every dense counter: the backup's keys and the --key ones, each at the
+/// largest of its floor and its backup value (plus --dense-advance).
+/// Refused unless every key of the backup is covered.
+fn plan_dense(args: &Args, backup: &Backup) -> Result<Vec<DenseRestored>, Failure> {
     let floors: BTreeMap<&str, u64> =
         args.keys
             .iter()
@@ -371,16 +393,7 @@ fn plan(args: &Args, backup: &Backup) -> Result<RestoreReport, Failure> {
             next,
         });
     }
-    Ok(RestoreReport {
-        backup: args.backup.display().to_string(),
-        newdir: args.newdir.display().to_string(),
-        backup_high_water: backup.high_water,
-        backup_max_lease_upper_bound: backup.max_lease_upper_bound,
-        backup_leases_dropped: backup.leases,
-        high_water,
-        dense_cardinality_cap: backup.cap.max(dense.len() as u64),
-        dense,
-    })
+    Ok(dense)
 }
 
 /// Restores BACKUP into NEWDIR.

@@ -522,13 +522,7 @@ async fn serve(
     notify: Notify,
     signal: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Failure> {
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .map_err(|err| Failure::new(format!("cannot listen on {}: {err}", args.listen)))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|err| Failure::new(format!("cannot read the gRPC listener's address: {err}")))?;
-
+    let (listener, addr) = bind_grpc(args).await?;
     let (server, write_failure) = build_server(args, &driver)?;
     let mut serving = server.subscribe();
 
@@ -611,6 +605,26 @@ async fn serve(
     if let Some(task) = http_task {
         task.abort();
     }
+    stop_reason(watched, drained)
+}
+
+/// Binds --listen for gRPC: the listener, and the address it got.
+async fn bind_grpc(args: &Args) -> Result<(TcpListener, SocketAddr), Failure> {
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|err| Failure::new(format!("cannot listen on {}: {err}", args.listen)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|err| Failure::new(format!("cannot read the gRPC listener's address: {err}")))?;
+    Ok((listener, addr))
+}
+
+/// How serving ended, as the command reports it: the leader watch's own
+/// error (when it ended by itself) first, then the gRPC server's.
+fn stop_reason<E: std::error::Error>(
+    watched: Result<(), E>,
+    drained: Result<(), tonic::transport::Error>,
+) -> Result<(), Failure> {
     if let Err(err) = watched {
         return Err(Failure::new(format!(
             "the server stopped: {}",
