@@ -23,6 +23,24 @@ pub(crate) const EXIT_FAILURE: u8 = 1;
 #[cfg_attr(not(feature = "server"), allow(dead_code))]
 pub(crate) const EXIT_USAGE: u8 = 2;
 
+/// The exit-code table, shared by the help texts (a macro, so that
+/// `concat!` takes it).
+macro_rules! exit_codes {
+    () => {
+        "EXIT CODES
+  0  success
+  1  the directory cannot be read, its state is invalid or corrupt, or the
+     request was refused (existing state, a seed from which no server could
+     make progress, an empty export, a missing directory for serve, lock
+     held), or the server stopped on an error
+  2  usage error (unknown subcommand or flag, missing argument, a value
+     that is not a number or a duration, a window above 1h, lease TTL
+     bounds that cannot work)
+"
+    };
+}
+pub(crate) use exit_codes;
+
 /// What a subcommand prints on stdout when it succeeds.
 pub(crate) type CmdResult = Result<String, Failure>;
 

@@ -17,6 +17,49 @@ use tsoracle_driver_file::StoppedDir;
 
 use crate::cli::{self, CmdResult, Failure};
 
+/// The field list of the `export` JSON, shared by the top-level and the
+/// `export` long help (a macro, so that `concat!` takes it).
+macro_rules! export_fields {
+    () => {
+        "THE EXPORT JSON
+  One object; field names are stable (fields may be added, none renamed or
+  removed without bumping `version`):
+    format          always \"tsoracle-file-state\"
+    version         layout of this JSON, 1
+    high_water      committed high-water, physical ms since the Unix epoch
+                    (0 when there is no `state` file, as a driver loads it)
+    dense.cap       key-cardinality cap (10000 when there is no `dense` file)
+    dense.counters  object: dense key -> next unissued value
+    dense.unaddressable  object, only when present: keys SeqKey cannot
+                    hold (empty, over 128 bytes) -> next unissued value
+    leases          array in ascending lease_id of objects with:
+      lease_id, holder (UTF-8 string, or null when the bytes are not UTF-8),
+      holder_hex (the holder bytes in lowercase hex), holder_epoch, ttl_ms,
+      ts_upper_bound, expires_at_ms, superseded (boolean)
+    origin_id       only when the directory has an identity: its origin id
+                    (32 hex digits), shared by every copy of this oracle
+  Numbers are exact unsigned 64-bit integers.
+"
+    };
+}
+pub(crate) use export_fields;
+
+/// The long help of `export` (`tsoracle-file export --help`).
+pub(crate) const LONG_ABOUT: &str = concat!(
+    "Print the whole state as JSON on stdout, so a migration to another driver ",
+    "can carry the high-water, counters and leases over. Reads without taking ",
+    "the lock and changes nothing. A directory that holds no state (no state, ",
+    "dense or leases file: a mistyped path?) is refused unless --allow-empty: its ",
+    "export would say high-water 0.\n\n",
+    "With --receipt, prints instead the ecosystem's stopped-state receipt (schema ",
+    "tsoracle.stopped-file-state version 1: the high-water, leases, dense counters ",
+    "and the SHA-256 of each file), taken while holding the directory's lock, so ",
+    "it is refused (exit 1) while a server runs on the directory.\n\n",
+    export_fields!(),
+    "\n",
+    crate::cli::exit_codes!(),
+);
+
 /// Arguments of `export`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {

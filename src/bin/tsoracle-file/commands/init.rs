@@ -7,6 +7,16 @@ use tsoracle_driver_file::{FileDriver, FileDriverError};
 
 use crate::cli::{CmdResult, Failure};
 
+/// The long help of `init` (`tsoracle-file init --help`).
+pub(crate) const LONG_ABOUT: &str = concat!(
+    "Start a new oracle in DIR (created, with its parents, if missing): writes a ",
+    "state file at high-water 0, so `serve` knows the directory is an oracle's. ",
+    "serve refuses a missing or stateless directory unless it was initialized this ",
+    "way (or is given --init), so a mistyped path or an unmounted volume never ",
+    "silently starts a new oracle. Refuses (exit 1) existing state or a held lock.\n\n",
+    crate::cli::exit_codes!(),
+);
+
 /// Arguments of `init`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {

@@ -16,6 +16,17 @@ use super::export::{DenseJson, LeaseJson};
 use crate::cli::{self, CmdResult};
 use crate::locks::{self, LockJson, LockStatus};
 
+/// The long help of `inspect` (`tsoracle-file inspect --help`).
+pub(crate) const LONG_ABOUT: &str = concat!(
+    "Show the high-water (integer and UTC), every dense counter and the key cap, ",
+    "every lease (id, holder, epoch, ttl, upper bound, expiry, and status: live, ",
+    "expired when expires_at_ms <= now, or superseded), whether a process holds ",
+    "the directory lock (Linux: read from /proc/locks, never by taking the lock; ",
+    "\"unknown\" elsewhere), and leftover *.tmp files.\n\n",
+    "Reads without taking the lock and changes nothing.\n\n",
+    crate::cli::exit_codes!(),
+);
+
 /// Arguments of `inspect`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -183,48 +194,71 @@ fn source_name(source: OriginSource) -> &'static str {
     }
 }
 
+/// The text `inspect` prints: one section per part of the directory.
 fn text(state: &StateDir, now: u64, lock: &LockStatus) -> String {
+    let mut lines = vec![format!("directory:   {}", state.dir.display())];
+    high_water_text(state, &mut lines);
+    dense_text(state, &mut lines);
+    leases_text(state, now, &mut lines);
+    lines.push(format!("lock:        {}", lock.describe()));
+    identity_text(state, &mut lines);
+    status_text(state, &mut lines);
+    temp_files_text(state, &mut lines);
     let mut out = String::new();
-    let mut line = |text: String| {
-        out.push_str(&text);
+    for line in lines {
+        out.push_str(&line);
         out.push('\n');
-    };
-    line(format!("directory:   {}", state.dir.display()));
-    match state.high_water {
-        Some(hw) => line(format!("high-water:  {hw} ({})", cli::utc_text(hw))),
-        None => line("high-water:  none (no state file; a driver opening it starts at 0)".into()),
     }
+    out
+}
+
+/// The high-water, as an integer and as a UTC time.
+fn high_water_text(state: &StateDir, lines: &mut Vec<String>) {
+    match state.high_water {
+        Some(hw) => lines.push(format!("high-water:  {hw} ({})", cli::utc_text(hw))),
+        None => {
+            lines.push("high-water:  none (no state file; a driver opening it starts at 0)".into())
+        }
+    }
+}
+
+/// Every dense counter and the key cap, with the keys no call can reach.
+fn dense_text(state: &StateDir, lines: &mut Vec<String>) {
     match &state.dense {
         Some(dense) => {
-            line(format!(
+            lines.push(format!(
                 "dense:       {} counter(s), key cap {}",
                 dense.key_count(),
                 dense.cap
             ));
             for (key, value) in &dense.counters {
-                line(format!("  {} = {value}", key.as_str()));
+                lines.push(format!("  {} = {value}", key.as_str()));
             }
             for (key, value) in &dense.unaddressable {
-                line(format!(
+                lines.push(format!(
                     "  {:?} = {value} (kept, but no call can reach it: SeqKey refuses a key {})",
                     key.as_str(),
                     key.reason()
                 ));
             }
         }
-        None => line(format!(
+        None => lines.push(format!(
             "dense:       none (no dense file; no counters, key cap {DEFAULT_KEY_CAP})"
         )),
     }
+}
+
+/// Every lease with its status as of `now`.
+fn leases_text(state: &StateDir, now: u64, lines: &mut Vec<String>) {
     match &state.leases {
         Some(leases) => {
-            line(format!(
+            lines.push(format!(
                 "leases:      {} lease(s), status as of {} ({now})",
                 leases.len(),
                 cli::utc_text(now)
             ));
             for lease in leases {
-                line(format!(
+                lines.push(format!(
                     "  lease {}: holder {}, epoch {}, ttl {} ms, upper bound {}, expires {} ({}), {}",
                     lease.lease_id,
                     holder_display(&lease.holder),
@@ -237,67 +271,79 @@ fn text(state: &StateDir, now: u64, lock: &LockStatus) -> String {
                 ));
             }
         }
-        None => line("leases:      none (no leases file)".into()),
+        None => lines.push("leases:      none (no leases file)".into()),
     }
-    line(format!("lock:        {}", lock.describe()));
+}
+
+/// The directory's identity and origin, and an `IDENTITY` file an earlier
+/// version left.
+fn identity_text(state: &StateDir, lines: &mut Vec<String>) {
     if let Some(id) = state.identity {
-        line(format!(
+        lines.push(format!(
             "identity:    {id} (every copy of a directory has its own)"
         ));
     }
     match &state.origin {
         Some(origin) => {
-            line(format!(
+            lines.push(format!(
                 "origin:      {}, created {} ({})",
                 origin.id_hex(),
                 cli::utc_text(origin.created_ms),
                 origin.created_ms
             ));
             if opened_here(state, origin) == Some(false) {
-                line(format!(
+                lines.push(format!(
                     "             last opened at device {:#x} inode {}, not here: this is a copy, a restore or a move of that directory; copies share the origin id, and at most one of them may ever serve",
                     origin.device, origin.inode
                 ));
             }
         }
-        None if state.origin_source == OriginSource::Unsupported => line(
+        None if state.origin_source == OriginSource::Unsupported => lines.push(
             "origin:      none (no identity: the filesystem has no extended attributes)".into(),
         ),
-        None => line(format!(
+        None => lines.push(format!(
             "origin:      none (no identity attribute {IDENTITY_XATTR}: made by another tool, never opened by this crate, or copied without its extended attributes)"
         )),
     }
     if state.identity_file {
-        line(if state.origin_source == OriginSource::IdentityFile {
+        lines.push(if state.origin_source == OriginSource::IdentityFile {
             "             kept in an IDENTITY file by an earlier version, which upstream's tools refuse: the next open moves it into the directory's extended attribute (removes it, where the filesystem has none)".into()
         } else {
             "             an IDENTITY file of an earlier version is left, which upstream's tools refuse: the next open removes it".into()
         });
     }
+}
+
+/// The markers every open refuses: `RETIRED`, `SEEDING`, `PENDING`.
+fn status_text(state: &StateDir, lines: &mut Vec<String>) {
     if state.retired {
-        line("status:      RETIRED: migrated to another oracle; every open refuses it".into());
+        lines
+            .push("status:      RETIRED: migrated to another oracle; every open refuses it".into());
     }
     if state.seeding {
-        line("status:      SEEDING: an interrupted seed; every open refuses it (remove the directory and seed again)".into());
+        lines.push("status:      SEEDING: an interrupted seed; every open refuses it (remove the directory and seed again)".into());
     }
     if state.pending {
-        line(format!(
+        lines.push(format!(
             "status:      PENDING: seeded by `migrate in`; every open refuses it until `tsoracle-file migrate finish {}`",
             state.dir.display()
         ));
     }
+}
+
+/// Leftover temp files, which the next open removes.
+fn temp_files_text(state: &StateDir, lines: &mut Vec<String>) {
     if state.leftover_temp_files.is_empty() {
-        line("temp files:  none".into());
+        lines.push("temp files:  none".into());
     } else {
-        line(format!(
+        lines.push(format!(
             "temp files:  {} leftover (the next open removes them)",
             state.leftover_temp_files.len()
         ));
         for temp in &state.leftover_temp_files {
-            line(format!("  {}", temp.display()));
+            lines.push(format!("  {}", temp.display()));
         }
     }
-    out
 }
 
 /// `superseded` wins over time: a superseded lease no longer counts

@@ -1,6 +1,7 @@
-//! One module per subcommand: its arguments (a `clap::Args` struct), its
-//! output types (plain structs that serialize, so `--json` is a type), and
-//! its `exec`.
+//! One module per subcommand: its long help (`LONG_ABOUT`, which the
+//! command table in `main` refers to), its arguments (a `clap::Args`
+//! struct), its output types (plain structs that serialize, so `--json` is
+//! a type), and its `exec`.
 
 pub(crate) mod dense;
 pub(crate) mod export;

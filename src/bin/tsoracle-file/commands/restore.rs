@@ -39,6 +39,32 @@ use tsoracle_driver_file::receipt::{RECEIPT_SCHEMA, StoppedStateReceipt};
 
 use crate::cli::{self, CmdResult, Failure};
 
+/// The long help of `restore` (`tsoracle-file restore --help`).
+pub(crate) const LONG_ABOUT: &str = concat!(
+    "Create a new oracle in NEWDIR (which must not exist, or be empty) from BACKUP: ",
+    "a copied, stopped state directory, or a stopped-state receipt (JSON, as ",
+    "`tsoracle-file export --receipt` writes).\n\n",
+    "A backup is older than the oracle it was taken from: serving it as it is hands ",
+    "out again every dense value and timestamp issued since. So restore refuses ",
+    "(exit 1, nothing written) until it is told what the backup cannot know:\n\n",
+    "  dense counters: --key K=FLOOR per key (the counter becomes the larger of its ",
+    "backup value and FLOOR; e.g. the application's highest id plus one), or ",
+    "--dense-advance N (added to every counter of the backup); every key of the ",
+    "backup must be covered by one or the other.\n\n",
+    "  timestamps: --high-water-from-clock --window-ms W --lease-reach-ms L (the ",
+    "high-water becomes now + W + L), or --high-water H. CLOCK CAVEAT: ",
+    "--high-water-from-clock reads this machine's clock; it covers the lost oracle ",
+    "only if this clock is not behind the one the lost oracle ran on. If it may be ",
+    "(another machine, a clock stepped back), add the possible difference to W, or ",
+    "pass --high-water. Either way the high-water is never below the backup's own ",
+    "high-water or any lease upper bound in it.\n\n",
+    "Leases are not carried: the high-water is above every upper bound the backup ",
+    "records, and holders acquire again. NEWDIR is written all or nothing (the ",
+    "seeding protocol: a crash half-way leaves a SEEDING marker every open refuses), ",
+    "and gets a new origin id.\n\n",
+    crate::cli::exit_codes!(),
+);
+
 /// Arguments of `restore`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -252,7 +278,24 @@ fn check_newdir(newdir: &Path) -> Result<(), Failure> {
 
 /// The plan: every check, before anything is written.
 fn plan(args: &Args, backup: &Backup) -> Result<RestoreReport, Failure> {
-    // Timestamps.
+    let high_water = plan_high_water(args, backup)?;
+    let dense = plan_dense(args, backup)?;
+    Ok(RestoreReport {
+        backup: args.backup.display().to_string(),
+        newdir: args.newdir.display().to_string(),
+        backup_high_water: backup.high_water,
+        backup_max_lease_upper_bound: backup.max_lease_upper_bound,
+        backup_leases_dropped: backup.leases,
+        high_water,
+        dense_cardinality_cap: backup.cap.max(dense.len() as u64),
+        dense,
+    })
+}
+
+/// The new high-water: the answer (--high-water, or the clock plus the
+/// window and lease reach), never below the backup's high-water and lease
+/// upper bounds, and one a server can make progress from.
+fn plan_high_water(args: &Args, backup: &Backup) -> Result<u64, Failure> {
     let answer = match (args.high_water, args.high_water_from_clock) {
         (Some(h), _) => h,
         (None, true) => cli::now_ms_since_epoch()
@@ -281,8 +324,13 @@ fn plan(args: &Args, backup: &Backup) -> Result<RestoreReport, Failure> {
         cli::parse_failover_advance(cli::DEFAULT_FAILOVER_ADVANCE).map_err(Failure::new)?;
     cli::check_headroom(high_water, window, failover)
         .map_err(|why| Failure::new(format!("refusing to restore at {high_water}: {why}")))?;
+    Ok(high_water)
+}
 
-    // Dense counters.
+/// Every dense counter: the backup's keys and the --key ones, each at the
+/// largest of its floor and its backup value (plus --dense-advance).
+/// Refused unless every key of the backup is covered.
+fn plan_dense(args: &Args, backup: &Backup) -> Result<Vec<DenseRestored>, Failure> {
     let floors: BTreeMap<&str, u64> =
         args.keys
             .iter()
@@ -345,16 +393,7 @@ fn plan(args: &Args, backup: &Backup) -> Result<RestoreReport, Failure> {
             next,
         });
     }
-    Ok(RestoreReport {
-        backup: args.backup.display().to_string(),
-        newdir: args.newdir.display().to_string(),
-        backup_high_water: backup.high_water,
-        backup_max_lease_upper_bound: backup.max_lease_upper_bound,
-        backup_leases_dropped: backup.leases,
-        high_water,
-        dense_cardinality_cap: backup.cap.max(dense.len() as u64),
-        dense,
-    })
+    Ok(dense)
 }
 
 /// Restores BACKUP into NEWDIR.

@@ -10,6 +10,20 @@ use tsoracle_driver_file::{FileDriver, FileDriverError};
 
 use crate::cli::{self, CmdResult, Failure};
 
+/// The long help of `seed` (`tsoracle-file seed --help`).
+pub(crate) const LONG_ABOUT: &str = concat!(
+    "Start a fresh state directory (created if missing) whose high-water is H, ",
+    "for an oracle that already issued timestamps under another driver: timestamps ",
+    "issued afterwards are above H. H is physical milliseconds since the Unix epoch ",
+    "(the `high_water` of an export, or a timestamp's physical part), not a packed ",
+    "64-bit timestamp.\n\n",
+    "Refuses (exit 1) when any of state, dense, leases exists, when a driver holds ",
+    "the directory, or when no server could make progress from H: H + 1 + ",
+    "--failover-advance + --window-ahead must stay within the 46-bit ",
+    "physical-millisecond maximum 70368744177663 (4199-11-24T01:22:57.663Z).\n\n",
+    crate::cli::exit_codes!(),
+);
+
 /// Arguments of `seed`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {

@@ -44,6 +44,23 @@ use crate::readiness::Readiness;
 use crate::sd_notify;
 use crate::watched::{Watched, WriteFailure};
 
+/// The long help of `serve` (`tsoracle-file serve --help`).
+pub(crate) const LONG_ABOUT: &str = concat!(
+    "Run the real tsoracle-server (3.2.2) on the state directory: gRPC on --listen, ",
+    "Prometheus metrics on http://--metrics-listen/metrics with /healthz (the ",
+    "process serves) and /readyz (the driver is not poisoned and the server is the ",
+    "serving leader; 503 otherwise). Flags and defaults follow `tsoracle serve file`; ",
+    "each can also be set from the environment variable shown. Durations take a ",
+    "unit: 3s, 250ms, 1m 30s.\n\n",
+    "A missing directory, or one that holds no state, is refused unless --init is ",
+    "given (or `tsoracle-file init DIR` was run). Once serving, prints ",
+    "`tsoracle-file: serving gRPC on ADDR, metrics on http://ADDR/metrics` on stdout. ",
+    "SIGINT, SIGTERM or SIGHUP stops it gracefully (in-flight calls finish, the ",
+    "directory is unlocked) and it exits 0; SIGHUP reloads nothing. A stdout that ",
+    "cannot be written (closed, full) is logged, never fails the stop.\n\n",
+    crate::cli::exit_codes!(),
+);
+
 /// Arguments of `serve`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -176,16 +193,7 @@ fn parse_log(text: &str) -> Result<Targets, String> {
 
 /// Runs the server until SIGINT, SIGTERM or SIGHUP.
 pub(crate) fn exec(args: &Args) -> CmdResult {
-    tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::stderr().is_terminal())
-                .with_target(false),
-        )
-        .with(args.log.clone())
-        .try_init()
-        .map_err(|err| Failure::new(format!("cannot set up logging: {err}")))?;
+    init_logging(args)?;
 
     // Built with `failpoints`, the driver's failpoints are configured from
     // the FAILPOINTS environment variable (`name=action;...`), for fault
@@ -193,30 +201,13 @@ pub(crate) fn exec(args: &Args) -> CmdResult {
     #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();
 
-    // Settings the server would refuse only once it is built, checked
-    // before anything is created or opened.
-    if args.lease_ttl_floor.is_zero() || args.lease_ttl_floor > args.lease_ttl_ceiling {
-        let mut refusal = Failure::new(format!(
-            "--lease-ttl-floor ({}) must be above zero and at most --lease-ttl-ceiling ({})",
-            humantime::format_duration(args.lease_ttl_floor),
-            humantime::format_duration(args.lease_ttl_ceiling)
-        ));
-        refusal.code = cli::EXIT_USAGE;
-        return Err(refusal);
-    }
+    check_lease_ttls(args)?;
     // systemd's notification socket and watchdog, when it started us.
     let notify = Notify {
         notifier: sd_notify::Notifier::from_env()?.map(Arc::new),
         watchdog: sd_notify::watchdog_interval()?,
     };
-    let metrics = if args.no_metrics {
-        None
-    } else {
-        let handle = PrometheusBuilder::new()
-            .install_recorder()
-            .map_err(|err| Failure::new(format!("cannot install the metrics recorder: {err}")))?;
-        Some(handle)
-    };
+    let metrics = install_metrics(args)?;
     // The gRPC server with its TLS acceptor, built now: a certificate and a
     // key that are not a pair (or a CA bundle that does not parse) are
     // refused before the directory is opened, let alone written.
@@ -233,6 +224,64 @@ pub(crate) fn exec(args: &Args) -> CmdResult {
         stop_signal()
     };
 
+    let (state_dir, driver) = open_driver(args)?;
+    let served = runtime.block_on(serve(
+        args,
+        &state_dir,
+        Arc::clone(&driver),
+        metrics,
+        grpc_server,
+        notify,
+        signal,
+    ));
+    close(runtime, driver, &state_dir, served)
+}
+
+/// Logs to stderr, at the levels of --log.
+fn init_logging(args: &Args) -> Result<(), Failure> {
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_target(false),
+        )
+        .with(args.log.clone())
+        .try_init()
+        .map_err(|err| Failure::new(format!("cannot set up logging: {err}")))
+}
+
+/// Lease TTL bounds the server would refuse only once it is built, checked
+/// before anything is created or opened.
+fn check_lease_ttls(args: &Args) -> Result<(), Failure> {
+    if args.lease_ttl_floor.is_zero() || args.lease_ttl_floor > args.lease_ttl_ceiling {
+        let mut refusal = Failure::new(format!(
+            "--lease-ttl-floor ({}) must be above zero and at most --lease-ttl-ceiling ({})",
+            humantime::format_duration(args.lease_ttl_floor),
+            humantime::format_duration(args.lease_ttl_ceiling)
+        ));
+        refusal.code = cli::EXIT_USAGE;
+        return Err(refusal);
+    }
+    Ok(())
+}
+
+/// The Prometheus recorder, installed before the driver opens so that the
+/// driver's handles register with it (none with --no-metrics).
+fn install_metrics(args: &Args) -> Result<Option<PrometheusHandle>, Failure> {
+    if args.no_metrics {
+        return Ok(None);
+    }
+    let handle = PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|err| Failure::new(format!("cannot install the metrics recorder: {err}")))?;
+    Ok(Some(handle))
+}
+
+/// Checks the state directory (its owner, then whether it holds state or
+/// may be initialized) and opens the driver on it, refusing a high-water
+/// without headroom.
+fn open_driver(args: &Args) -> Result<(PathBuf, Arc<FileDriver>), Failure> {
     let state_dir = std::path::absolute(&args.state_dir).unwrap_or(args.state_dir.clone());
     // The owner first: `--init` must not write into another user's directory.
     check_owner(&state_dir)?;
@@ -245,16 +294,17 @@ pub(crate) fn exec(args: &Args) -> CmdResult {
             state_dir.display()
         )));
     }
+    Ok((state_dir, driver))
+}
 
-    let served = runtime.block_on(serve(
-        args,
-        &state_dir,
-        Arc::clone(&driver),
-        metrics,
-        grpc_server,
-        notify,
-        signal,
-    ));
+/// After the server stopped: drops the runtime and the driver, which
+/// unlocks the directory, then reports how serving ended.
+fn close(
+    runtime: tokio::runtime::Runtime,
+    driver: Arc<FileDriver>,
+    state_dir: &Path,
+    served: Result<(), Failure>,
+) -> CmdResult {
     // Dropping the runtime drops every task still holding a handle on the
     // driver (connection tasks, the health listener), so ours is then the
     // last one and dropping it joins the committer and unlocks the directory.
@@ -472,35 +522,8 @@ async fn serve(
     notify: Notify,
     signal: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Failure> {
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .map_err(|err| Failure::new(format!("cannot listen on {}: {err}", args.listen)))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|err| Failure::new(format!("cannot read the gRPC listener's address: {err}")))?;
-
-    // TLS is applied to the gRPC server built below (with the health
-    // service), not through the oracle server's builder.
-    // The server gets the driver through `Watched`: a failed high-water
-    // write is logged at ERROR and named by the readiness check, since the
-    // server's clients see only "not leader".
-    let write_failure = WriteFailure::default();
-    let watched = Watched::new(Arc::clone(&driver), write_failure.clone());
-    let builder = Server::builder()
-        .consensus_driver(Arc::new(watched) as Arc<dyn ConsensusDriver>)
-        .window_ahead(args.window_ahead)
-        .failover_advance(args.failover_advance)
-        .lease_ttl_floor(args.lease_ttl_floor)
-        .lease_ttl_ceiling(args.lease_ttl_ceiling)
-        .heartbeat_interval(args.heartbeat_interval)
-        .shutdown_grace(args.shutdown_timeout);
-    let server = builder.build().map_err(|err| {
-        Failure::new(format!(
-            "invalid server settings: {err} (--lease-ttl-floor {}, --lease-ttl-ceiling {})",
-            humantime::format_duration(args.lease_ttl_floor),
-            humantime::format_duration(args.lease_ttl_ceiling)
-        ))
-    })?;
+    let (listener, addr) = bind_grpc(args).await?;
+    let (server, write_failure) = build_server(args, &driver)?;
     let mut serving = server.subscribe();
 
     // One stop flag for the readiness check, both listeners' ends and the
@@ -513,26 +536,13 @@ async fn serve(
         write_failure,
     ));
 
-    let mut http_task = None;
-    let metrics_addr = match metrics {
+    let (http_task, metrics_addr) = match metrics {
         Some(handle) => {
-            let http_listener = TcpListener::bind(args.metrics_listen).await.map_err(|err| {
-                Failure::new(format!(
-                    "cannot listen on {} for metrics: {err} (--metrics-listen, or --no-metrics)",
-                    args.metrics_listen
-                ))
-            })?;
-            let bound = http_listener.local_addr().map_err(|err| {
-                Failure::new(format!("cannot read the metrics listener's address: {err}"))
-            })?;
-            tracing::info!("metrics and probes on http://{bound} (/metrics, /healthz, /readyz)");
-            let health = Arc::new(Health::new(Arc::clone(&readiness), handle));
-            http_task = Some(tokio::spawn(http::serve(http_listener, health, stopped)));
-            Some(bound)
+            let (task, bound) = serve_metrics(args, handle, &readiness, stopped).await?;
+            (Some(task), Some(bound))
         }
-        None => None,
+        None => (None, None),
     };
-
     // The server's routes next to the standard health service, on one
     // listener; the guard owns the server's leader-watch task.
     let (routes, guard) = server
@@ -567,23 +577,7 @@ async fn serve(
                 // only the flag, since the server writes that state.
                 announced = true;
                 if ready.map(|_| ()).is_ok() {
-                    announce(addr, metrics_addr);
-                    if let Some(notifier) = &notify.notifier {
-                        notifier.send(&format!("READY=1\nSTATUS={}", status_line(&driver, addr)));
-                        tokio::spawn(keep_notifying(
-                            Arc::clone(notifier),
-                            Arc::clone(&driver),
-                            addr,
-                            notify.watchdog,
-                            stop.subscribe(),
-                        ));
-                    }
-                    tracing::info!(
-                        state_dir = %state_dir.display(),
-                        recovered_high_water = driver.high_water(),
-                        window_ahead = %humantime::format_duration(args.window_ahead),
-                        "listening on {addr}"
-                    );
+                    serving_now(args, state_dir, &driver, (addr, metrics_addr), &notify, &stop);
                 }
             }
             _ = watch_poll.tick() => if guard.is_finished() {
@@ -602,18 +596,7 @@ async fn serve(
         Ended::Grpc(result) => result,
         Ended::Signal | Ended::Watch => {
             let _ = drain.send(());
-            // A connection that sends nothing would hold a graceful drain
-            // open for ever, and the directory locked with it.
-            match tokio::time::timeout(args.shutdown_timeout, &mut grpc).await {
-                Ok(result) => result,
-                Err(_) => {
-                    tracing::warn!(
-                        "connections still open after --shutdown-timeout {}: closing them",
-                        humantime::format_duration(args.shutdown_timeout)
-                    );
-                    Ok(())
-                }
-            }
+            drain_calls(args, grpc.as_mut()).await
         }
     };
     // Stops the leader watch (bounded by the server's shutdown grace); its
@@ -622,6 +605,26 @@ async fn serve(
     if let Some(task) = http_task {
         task.abort();
     }
+    stop_reason(watched, drained)
+}
+
+/// Binds --listen for gRPC: the listener, and the address it got.
+async fn bind_grpc(args: &Args) -> Result<(TcpListener, SocketAddr), Failure> {
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|err| Failure::new(format!("cannot listen on {}: {err}", args.listen)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|err| Failure::new(format!("cannot read the gRPC listener's address: {err}")))?;
+    Ok((listener, addr))
+}
+
+/// How serving ended, as the command reports it: the leader watch's own
+/// error (when it ended by itself) first, then the gRPC server's.
+fn stop_reason<E: std::error::Error>(
+    watched: Result<(), E>,
+    drained: Result<(), tonic::transport::Error>,
+) -> Result<(), Failure> {
     if let Err(err) = watched {
         return Err(Failure::new(format!(
             "the server stopped: {}",
@@ -634,6 +637,110 @@ async fn serve(
             cli::error_chain(&err)
         ))
     })
+}
+
+/// The oracle server on the driver. TLS is applied to the gRPC server the
+/// routes go into (with the health service), not through the oracle
+/// server's builder. The server gets the driver through `Watched`: a
+/// failed high-water write is logged at ERROR and named by the readiness
+/// check, since the server's clients see only "not leader".
+fn build_server(args: &Args, driver: &Arc<FileDriver>) -> Result<(Server, WriteFailure), Failure> {
+    let write_failure = WriteFailure::default();
+    let watched = Watched::new(Arc::clone(driver), write_failure.clone());
+    let builder = Server::builder()
+        .consensus_driver(Arc::new(watched) as Arc<dyn ConsensusDriver>)
+        .window_ahead(args.window_ahead)
+        .failover_advance(args.failover_advance)
+        .lease_ttl_floor(args.lease_ttl_floor)
+        .lease_ttl_ceiling(args.lease_ttl_ceiling)
+        .heartbeat_interval(args.heartbeat_interval)
+        .shutdown_grace(args.shutdown_timeout);
+    let server = builder.build().map_err(|err| {
+        Failure::new(format!(
+            "invalid server settings: {err} (--lease-ttl-floor {}, --lease-ttl-ceiling {})",
+            humantime::format_duration(args.lease_ttl_floor),
+            humantime::format_duration(args.lease_ttl_ceiling)
+        ))
+    })?;
+    Ok((server, write_failure))
+}
+
+/// Binds --metrics-listen and serves `/metrics`, `/healthz` and `/readyz`
+/// on it until the stop.
+async fn serve_metrics(
+    args: &Args,
+    handle: PrometheusHandle,
+    readiness: &Arc<Readiness>,
+    stopped: watch::Receiver<bool>,
+) -> Result<(tokio::task::JoinHandle<()>, SocketAddr), Failure> {
+    let http_listener = TcpListener::bind(args.metrics_listen)
+        .await
+        .map_err(|err| {
+            Failure::new(format!(
+                "cannot listen on {} for metrics: {err} (--metrics-listen, or --no-metrics)",
+                args.metrics_listen
+            ))
+        })?;
+    let bound = http_listener.local_addr().map_err(|err| {
+        Failure::new(format!("cannot read the metrics listener's address: {err}"))
+    })?;
+    tracing::info!("metrics and probes on http://{bound} (/metrics, /healthz, /readyz)");
+    let health = Arc::new(Health::new(Arc::clone(readiness), handle));
+    let task = tokio::spawn(http::serve(http_listener, health, stopped));
+    Ok((task, bound))
+}
+
+/// Once the server fenced its first window and answers calls: the line on
+/// stdout, `READY=1` to systemd (and its watchdog and status from then
+/// on), and the log line. `addrs` are the gRPC and metrics addresses.
+fn serving_now(
+    args: &Args,
+    state_dir: &Path,
+    driver: &Arc<FileDriver>,
+    addrs: (SocketAddr, Option<SocketAddr>),
+    notify: &Notify,
+    stop: &watch::Sender<bool>,
+) {
+    let (addr, metrics_addr) = addrs;
+    announce(addr, metrics_addr);
+    if let Some(notifier) = &notify.notifier {
+        notifier.send(&format!("READY=1\nSTATUS={}", status_line(driver, addr)));
+        tokio::spawn(keep_notifying(
+            Arc::clone(notifier),
+            Arc::clone(driver),
+            addr,
+            notify.watchdog,
+            stop.subscribe(),
+        ));
+    }
+    tracing::info!(
+        state_dir = %state_dir.display(),
+        recovered_high_water = driver.high_water(),
+        window_ahead = %humantime::format_duration(args.window_ahead),
+        "listening on {addr}"
+    );
+}
+
+/// Waits for the gRPC server to drain its calls, at most
+/// --shutdown-timeout: a connection that sends nothing would hold a
+/// graceful drain open for ever, and the directory locked with it.
+async fn drain_calls<F>(
+    args: &Args,
+    grpc: std::pin::Pin<&mut F>,
+) -> Result<(), tonic::transport::Error>
+where
+    F: std::future::Future<Output = Result<(), tonic::transport::Error>>,
+{
+    match tokio::time::timeout(args.shutdown_timeout, grpc).await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::warn!(
+                "connections still open after --shutdown-timeout {}: closing them",
+                humantime::format_duration(args.shutdown_timeout)
+            );
+            Ok(())
+        }
+    }
 }
 
 /// How often the loop of [`serve`] checks whether the server's leader watch

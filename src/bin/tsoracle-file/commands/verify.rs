@@ -16,6 +16,20 @@ use tsoracle_driver_file::{RETIRED_FILE, SEEDING_FILE, StateDir, read_state_dir}
 
 use crate::cli::{self, CmdResult, Failure};
 
+/// The long help of `verify` (`tsoracle-file verify --help`).
+pub(crate) const LONG_ABOUT: &str = concat!(
+    "Check that every file of the state directory decodes and passes its checks. ",
+    "Prints `ok: DIR (...)` and exits 0, or prints a one-line reason naming the ",
+    "file on stderr and exits 1. It also fails on what `serve` (every open) refuses: ",
+    "a directory without oracle state, one its group or others may write, a `LOCK` ",
+    "that is a symbolic link, a retired, seeding or pending mark (or its note). For a cron job or a ",
+    "readiness probe.\n\n",
+    "With --json, prints {\"ok\":true,\"dir\":..,\"high_water\":..,\"dense_keys\":..,",
+    "\"leases\":..,\"leftover_temp_files\":..} or {\"ok\":false,\"dir\":..,\"error\":..} ",
+    "on stdout (the reason still goes to stderr as well).\n\n",
+    crate::cli::exit_codes!(),
+);
+
 /// Arguments of `verify`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {

@@ -67,6 +67,17 @@ const PROBE_PAUSE: Duration = Duration::from_secs(1);
 /// How long one probe waits for a connection and a reply.
 const PROBE_DEADLINE: Duration = Duration::from_secs(2);
 
+/// The long help of `migrate finish` (`tsoracle-file migrate finish --help`).
+pub(crate) const LONG_ABOUT: &str = concat!(
+    "Make the pending NEWDIR of `migrate in` servable. Probes every source endpoint on its ",
+    "own client, three times about a second apart: only a refused connection, an ",
+    "unreachable host or a timeout counts as down; any gRPC reply (even NOT_LEADER) means ",
+    "the source still runs, and the command refuses naming it, NEWDIR staying pending. ",
+    "Otherwise raises NEWDIR's high-water above everything the source could have issued ",
+    "until it stopped (from what `migrate in` measured, the clocks and --lease-grants) and ",
+    "lifts the pending mark. Re-running it on a finished directory says so.",
+);
+
 /// Arguments of `migrate finish`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {

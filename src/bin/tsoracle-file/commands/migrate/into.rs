@@ -101,6 +101,21 @@ pub(crate) const PROBE_HOLDER: &[u8] = b"tsoracle-file migrate in probe";
 /// What upstream's server says while the lease format is off.
 const NOT_ACTIVATED: &str = "format not yet activated";
 
+/// The long help of `migrate in` (`tsoracle-file migrate in --help`).
+pub(crate) const LONG_ABOUT: &str = concat!(
+    "Observe a running oracle and write NEWDIR PENDING: every driver refuses to serve it ",
+    "until `tsoracle-file migrate finish NEWDIR`.\n\n",
+    "Measures, rather than trusts: the oracle's window (waits, at most --measure-limit, ",
+    "for its max-safe to move twice), whether it grants leases, its lease TTL ceiling ",
+    "(a lease of --lease-ttl-ceiling + 1 ms must be refused) and whether its renewals ",
+    "stack. An oracle that grants leases needs --lease-grants N (the leases it may still ",
+    "grant before it stops; 0 when no client uses leases meanwhile), or is refused. ",
+    "Each dense key (--keys-from RECEIPT, --key) is probed by taking, and burning, one ",
+    "value; NEWDIR starts --dense-margin above it. NEWDIR's key cap is its number of ",
+    "keys: any other key is refused until `tsoracle-file dense add`.\n\n",
+    "Then stop the oracle (every node) and run `tsoracle-file migrate finish NEWDIR`.",
+);
+
 /// Arguments of `migrate in`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -323,7 +338,54 @@ async fn plan(
     let mut clock = SourceClock::new(first.physical_ms());
 
     let leases = measure_leases(&target, args.lease_ttl_ceiling).await?;
-    let lease_grants = match (&leases.not_granted, args.lease_grants) {
+    let lease_grants = lease_grants(args, &target, &leases)?;
+    let safe_frontier = target
+        .client
+        .get_safe_frontier()
+        .await
+        .map(|frontier| frontier.frontier_physical_ms)
+        .unwrap_or(0);
+
+    let window = measure_window(
+        &target,
+        args.window_ms.unwrap_or(0),
+        Duration::from_secs(args.measure_limit),
+        &mut clock,
+    )
+    .await?;
+
+    let dense = probe_keys(args, &target, keys).await?;
+    // One more timestamp: the latest reading of the oracle's clock.
+    let last = target.timestamp().await?;
+    clock.saw(last.physical_ms());
+    if last.physical_ms() > window.high_water_bound {
+        return Err(window_contradicted(
+            &target,
+            last.physical_ms(),
+            window.high_water_bound,
+        ));
+    }
+
+    Ok(PendingNote {
+        schema: PENDING_SCHEMA.into(),
+        from: target.endpoints.clone(),
+        clock: clock_marks(clock.now_ms()),
+        window: window.clone(),
+        leases,
+        lease_grants,
+        failover_advance_ms: args.failover_advance_ms,
+        safe_frontier_physical_ms: safe_frontier,
+        seed_high_water: window.high_water_bound.max(receipt_high_water),
+        dense_cardinality_cap: dense.len() as u64,
+        dense,
+    })
+}
+
+/// How many leases the oracle may still grant before it stops: 0 when it
+/// grants none, else --lease-grants, which an oracle that grants leases
+/// needs.
+fn lease_grants(args: &Args, target: &Target, leases: &LeaseFacts) -> Result<u64, Failure> {
+    let grants = match (&leases.not_granted, args.lease_grants) {
         (Some(_), grants) => grants.unwrap_or(0),
         (None, Some(grants)) => grants,
         (None, None) => {
@@ -349,21 +411,16 @@ async fn plan(
             )));
         }
     };
-    let safe_frontier = target
-        .client
-        .get_safe_frontier()
-        .await
-        .map(|frontier| frontier.frontier_physical_ms)
-        .unwrap_or(0);
+    Ok(grants)
+}
 
-    let window = measure_window(
-        &target,
-        args.window_ms.unwrap_or(0),
-        Duration::from_secs(args.measure_limit),
-        &mut clock,
-    )
-    .await?;
-
+/// Takes (and burns) one value of each dense key: NEWDIR starts
+/// --dense-margin above it, and at least at the key's floor.
+async fn probe_keys(
+    args: &Args,
+    target: &Target,
+    keys: &BTreeMap<String, u64>,
+) -> Result<Vec<DenseSeeded>, Failure> {
     let mut chunk = 1;
     let mut dense = Vec::with_capacity(keys.len());
     for (key, floor) in keys {
@@ -378,30 +435,7 @@ async fn plan(
             next,
         });
     }
-    // One more timestamp: the latest reading of the oracle's clock.
-    let last = target.timestamp().await?;
-    clock.saw(last.physical_ms());
-    if last.physical_ms() > window.high_water_bound {
-        return Err(window_contradicted(
-            &target,
-            last.physical_ms(),
-            window.high_water_bound,
-        ));
-    }
-
-    Ok(PendingNote {
-        schema: PENDING_SCHEMA.into(),
-        from: target.endpoints.clone(),
-        clock: clock_marks(clock.now_ms()),
-        window: window.clone(),
-        leases,
-        lease_grants,
-        failover_advance_ms: args.failover_advance_ms,
-        safe_frontier_physical_ms: safe_frontier,
-        seed_high_water: window.high_water_bound.max(receipt_high_water),
-        dense_cardinality_cap: dense.len() as u64,
-        dense,
-    })
+    Ok(dense)
 }
 
 /// The oracle's clock as its timestamps show it: the last physical part

@@ -11,9 +11,9 @@
 
 #[cfg(feature = "migrate")]
 pub(crate) mod finish;
-pub(crate) mod identity;
 #[cfg(feature = "migrate")]
 pub(crate) mod into;
+pub(crate) mod note;
 #[cfg(feature = "migrate")]
 pub(crate) mod out;
 pub(crate) mod reinstate;
@@ -35,54 +35,17 @@ pub(crate) enum Command {
     /// Carry a stopped state directory into a running oracle, then mark the
     /// directory RETIRED so it never serves again
     #[cfg(feature = "migrate")]
-    #[command(long_about = concat!(
-        "Carry a stopped state directory into a running oracle of any driver (openraft, ",
-        "paxos, another file server), using only the public client API, then mark the ",
-        "directory RETIRED so that no server serves it again.\n\n",
-        "Holds DIR's lock throughout. Marks DIR RETIRED before touching the target. ",
-        "Advances every dense counter on the target to at least DIR's value (values taken ",
-        "on the way are burned); acquires DIR's live leases on the target for the same ",
-        "holder, epoch and TTL; waits, with progress and at most --wait-limit (checked ",
-        "before anything is changed), until the target issues timestamps above DIR's ",
-        "committed high-water and lease upper bounds; writes a receipt into DIR/RETIRED ",
-        "(and --receipt FILE). A target where any of DIR's dense keys is already above 0 ",
-        "is refused before DIR is marked. Re-running it is safe; a re-run proves that the ",
-        "target is the oracle DIR was carried to by its counters and timestamps (at or ",
-        "above what DIR/RETIRED records), not by its URLs.\n\n",
-        "Nothing may use the target before this command reports success.\n\n",
-        "A target whose dense format is not activated is reported with the exact ",
-        "`tsoracle admin activate-format` command to run.",
-    ))]
+    #[command(long_about = out::LONG_ABOUT)]
     Out(out::Args),
     /// Observe a running oracle and write a new state directory PENDING,
     /// to be finished by `migrate finish` once the oracle is stopped
     #[cfg(feature = "migrate")]
-    #[command(long_about = concat!(
-        "Observe a running oracle and write NEWDIR PENDING: every driver refuses to serve it ",
-        "until `tsoracle-file migrate finish NEWDIR`.\n\n",
-        "Measures, rather than trusts: the oracle's window (waits, at most --measure-limit, ",
-        "for its max-safe to move twice), whether it grants leases, its lease TTL ceiling ",
-        "(a lease of --lease-ttl-ceiling + 1 ms must be refused) and whether its renewals ",
-        "stack. An oracle that grants leases needs --lease-grants N (the leases it may still ",
-        "grant before it stops; 0 when no client uses leases meanwhile), or is refused. ",
-        "Each dense key (--keys-from RECEIPT, --key) is probed by taking, and burning, one ",
-        "value; NEWDIR starts --dense-margin above it. NEWDIR's key cap is its number of ",
-        "keys: any other key is refused until `tsoracle-file dense add`.\n\n",
-        "Then stop the oracle (every node) and run `tsoracle-file migrate finish NEWDIR`.",
-    ))]
+    #[command(long_about = into::LONG_ABOUT)]
     In(into::Args),
     /// Make a pending directory from `migrate in` servable, once every
     /// endpoint of the source oracle has stopped answering
     #[cfg(feature = "migrate")]
-    #[command(long_about = concat!(
-        "Make the pending NEWDIR of `migrate in` servable. Probes every source endpoint on its ",
-        "own client, three times about a second apart: only a refused connection, an ",
-        "unreachable host or a timeout counts as down; any gRPC reply (even NOT_LEADER) means ",
-        "the source still runs, and the command refuses naming it, NEWDIR staying pending. ",
-        "Otherwise raises NEWDIR's high-water above everything the source could have issued ",
-        "until it stopped (from what `migrate in` measured, the clocks and --lease-grants) and ",
-        "lifts the pending mark. Re-running it on a finished directory says so.",
-    ))]
+    #[command(long_about = finish::LONG_ABOUT)]
     Finish(finish::Args),
     /// Carry a stopped state directory into a running oracle (not in this
     /// build: needs feature `migrate`)

@@ -33,7 +33,7 @@
 //!   its URLs: every counter the note in `RETIRED` records (the receipt's
 //!   `target_next`, or the early note's probes + 1) must be at or above
 //!   the recorded value, and its timestamps above the recorded one (see
-//!   `identity.rs`).
+//!   `note.rs`).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -42,17 +42,38 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use tsoracle_driver_file::StoppedDir;
-use tsoracle_driver_file::receipt::StoppedStateReceipt;
+use tsoracle_driver_file::receipt::{ReceiptLease, StoppedStateReceipt};
 
 use tonic::Code;
 use tsoracle_client::ClientError;
+use tsoracle_core::Timestamp;
 
-pub(crate) use super::identity::MIGRATE_OUT_SCHEMA;
-use super::identity::{
+pub(crate) use super::note::MIGRATE_OUT_SCHEMA;
+use super::note::{
     KeyProbe, MIGRATE_OUT_STARTED_SCHEMA, MigrateOutStarted, Note, Preflight, Recorded,
 };
 use super::target::{Target, now_ms};
 use crate::cli::{self, CmdResult, Failure};
+
+/// The long help of `migrate out` (`tsoracle-file migrate out --help`).
+pub(crate) const LONG_ABOUT: &str = concat!(
+    "Carry a stopped state directory into a running oracle of any driver (openraft, ",
+    "paxos, another file server), using only the public client API, then mark the ",
+    "directory RETIRED so that no server serves it again.\n\n",
+    "Holds DIR's lock throughout. Marks DIR RETIRED before touching the target. ",
+    "Advances every dense counter on the target to at least DIR's value (values taken ",
+    "on the way are burned); acquires DIR's live leases on the target for the same ",
+    "holder, epoch and TTL; waits, with progress and at most --wait-limit (checked ",
+    "before anything is changed), until the target issues timestamps above DIR's ",
+    "committed high-water and lease upper bounds; writes a receipt into DIR/RETIRED ",
+    "(and --receipt FILE). A target where any of DIR's dense keys is already above 0 ",
+    "is refused before DIR is marked. Re-running it is safe; a re-run proves that the ",
+    "target is the oracle DIR was carried to by its counters and timestamps (at or ",
+    "above what DIR/RETIRED records), not by its URLs.\n\n",
+    "Nothing may use the target before this command reports success.\n\n",
+    "A target whose dense format is not activated is reported with the exact ",
+    "`tsoracle admin activate-format` command to run.",
+);
 
 /// Arguments of `migrate out`.
 #[derive(Debug, clap::Args)]
@@ -161,13 +182,69 @@ pub(crate) struct LeaseCarried {
     pub(crate) lease_id: u64,
     pub(crate) holder_hex: String,
     pub(crate) holder_epoch: u64,
-    /// `acquired`, `skipped: superseded`, `skipped: expired`, or
-    /// `not carried: ...` when the target has no lease support.
-    pub(crate) action: String,
+    /// What was done with it.
+    pub(crate) action: LeaseAction,
     /// The lease on the target, when acquired.
     pub(crate) target_lease_id: Option<u64>,
     pub(crate) target_ts_upper_bound: Option<u64>,
     pub(crate) target_expires_at_ms: Option<u64>,
+}
+
+/// What `migrate out` did with one lease of DIR. In the receipt, a string:
+/// `acquired`, `skipped: superseded`, `skipped: expired`, or `not carried:
+/// REASON` (the target has no lease support).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub(crate) enum LeaseAction {
+    /// Acquired on the target for the same holder, epoch and TTL.
+    Acquired,
+    /// Not carried: superseded in DIR.
+    SkippedSuperseded,
+    /// Not carried: expired in DIR.
+    SkippedExpired,
+    /// Not carried: the target has no leases; the reason says what it
+    /// answered.
+    NotCarried(String),
+}
+
+impl LeaseAction {
+    const ACQUIRED: &str = "acquired";
+    const SKIPPED_SUPERSEDED: &str = "skipped: superseded";
+    const SKIPPED_EXPIRED: &str = "skipped: expired";
+    const NOT_CARRIED: &str = "not carried: ";
+}
+
+impl std::fmt::Display for LeaseAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LeaseAction::Acquired => f.write_str(Self::ACQUIRED),
+            LeaseAction::SkippedSuperseded => f.write_str(Self::SKIPPED_SUPERSEDED),
+            LeaseAction::SkippedExpired => f.write_str(Self::SKIPPED_EXPIRED),
+            LeaseAction::NotCarried(reason) => write!(f, "{}{reason}", Self::NOT_CARRIED),
+        }
+    }
+}
+
+impl From<LeaseAction> for String {
+    fn from(action: LeaseAction) -> String {
+        action.to_string()
+    }
+}
+
+impl TryFrom<String> for LeaseAction {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        match text.as_str() {
+            LeaseAction::ACQUIRED => Ok(LeaseAction::Acquired),
+            LeaseAction::SKIPPED_SUPERSEDED => Ok(LeaseAction::SkippedSuperseded),
+            LeaseAction::SKIPPED_EXPIRED => Ok(LeaseAction::SkippedExpired),
+            _ => match text.strip_prefix(LeaseAction::NOT_CARRIED) {
+                Some(reason) => Ok(LeaseAction::NotCarried(reason.to_string())),
+                None => Err(format!("unknown lease action {text:?}")),
+            },
+        }
+    }
 }
 
 /// What an earlier run left in DIR/RETIRED.
@@ -191,7 +268,7 @@ pub(crate) fn exec(args: &Args) -> CmdResult {
         .retired_note()
         .map_err(|err| Failure::from_error(&err))?;
     let marker = args.dir.join(tsoracle_driver_file::RETIRED_FILE);
-    let earlier = match note.as_deref().map(super::identity::read_note) {
+    let earlier = match note.as_deref().map(super::note::read_note) {
         None => Earlier::Nothing,
         Some(Note::Completed(recorded)) => Earlier::Recorded {
             recorded,
@@ -238,7 +315,7 @@ pub(crate) fn exec(args: &Args) -> CmdResult {
         .retire(&note)
         .map_err(|err| Failure::from_error(&err))?;
     if let Some(path) = &args.receipt {
-        super::identity::write_durably(path, json.as_bytes()).map_err(|err| {
+        super::note::write_durably(path, json.as_bytes()).map_err(|err| {
             Failure::new(format!(
                 "{} is migrated and marked RETIRED (the receipt is in {}), but the receipt \
                  {} is not written: {err}",
@@ -307,17 +384,22 @@ fn not_that_oracle(
     ))
 }
 
-async fn carry(
-    args: &Args,
-    stopped: &StoppedDir,
-    source: StoppedStateReceipt,
-    started_at: u64,
-    earlier: &Earlier,
-) -> Result<MigrateOutReceipt, Failure> {
-    let rerun = !matches!(earlier, Earlier::Nothing);
-    // Nothing is marked or advanced yet: a refusal here leaves DIR as it was.
-    let untouched = |failure: Failure| {
-        let state = if rerun {
+/// One run of `migrate out`: its arguments and what an earlier run left,
+/// which the refusals before DIR is marked name.
+struct Run<'a> {
+    args: &'a Args,
+    earlier: &'a Earlier,
+}
+
+impl Run<'_> {
+    /// Whether DIR is already marked by an earlier run.
+    fn rerun(&self) -> bool {
+        !matches!(self.earlier, Earlier::Nothing)
+    }
+
+    /// A refusal before anything is marked or advanced: DIR is as it was.
+    fn untouched(&self, failure: Failure) -> Failure {
+        let state = if self.rerun() {
             "is still marked RETIRED by the earlier run"
         } else {
             "is not marked RETIRED and may still serve"
@@ -325,24 +407,73 @@ async fn carry(
         Failure::new(format!(
             "{}; nothing was changed: {} {state}",
             failure.message,
-            args.dir.display()
+            self.args.dir.display()
         ))
-    };
-    // On a re-run, what cannot be asked cannot prove the target is the
-    // oracle DIR was carried to.
-    let unproven = |failure: Failure| match earlier {
-        Earlier::Recorded { recorded, .. } => untouched(Failure::new(format!(
-            "{} was already migrated out to {}; cannot check that {} is that oracle: {}",
-            args.dir.display(),
-            recorded.to.join(","),
-            args.to.join(","),
-            failure.message
-        ))),
-        _ => untouched(failure),
-    };
+    }
+
+    /// A target that cannot be asked: on a re-run, what cannot be asked
+    /// cannot prove the target is the oracle DIR was carried to.
+    fn unproven(&self, failure: Failure) -> Failure {
+        match self.earlier {
+            Earlier::Recorded { recorded, .. } => self.untouched(Failure::new(format!(
+                "{} was already migrated out to {}; cannot check that {} is that oracle: {}",
+                self.args.dir.display(),
+                recorded.to.join(","),
+                self.args.to.join(","),
+                failure.message
+            ))),
+            _ => self.untouched(failure),
+        }
+    }
+}
+
+/// Carries DIR's state into the target, in phases: connect, preflight
+/// (nothing changed yet), mark DIR `RETIRED` (first run only), dense
+/// counters, leases, then the wait for the target's timestamps.
+async fn carry(
+    args: &Args,
+    stopped: &StoppedDir,
+    source: StoppedStateReceipt,
+    started_at: u64,
+    earlier: &Earlier,
+) -> Result<MigrateOutReceipt, Failure> {
+    let run = Run { args, earlier };
+    let target = connect(&run, &source).await?;
+    let must_exceed = source
+        .committed_reservation_high_water_physical_ms
+        .max(source.maximum_lease_upper_bound_physical_ms.unwrap_or(0));
+    let (preflight, probes) = preflight(&run, &target, &source, must_exceed).await?;
+    if !run.rerun() {
+        mark(args, stopped, &target, &preflight, started_at)?;
+    }
+    let dense = carry_dense(args, &target, &source, &probes).await?;
+    // Leases before the wait: it may last about as long as they do.
+    let leases = carry_leases(&target, &source).await?;
+    let timestamps = wait_above(&target, must_exceed, Duration::from_secs(args.wait_limit)).await?;
+
+    Ok(MigrateOutReceipt {
+        schema: MIGRATE_OUT_SCHEMA.into(),
+        schema_version: 1,
+        completed: true,
+        dir: args.dir.display().to_string(),
+        to: target.endpoints.clone(),
+        preflight: Some(preflight),
+        started_at_unix_ms: started_at,
+        finished_at_unix_ms: now_ms(),
+        source,
+        timestamps,
+        dense,
+        leases,
+    })
+}
+
+/// Connects to the target, notes the lease format DIR's live leases need,
+/// and says what is carried where.
+async fn connect(run: &Run<'_>, source: &StoppedStateReceipt) -> Result<Target, Failure> {
+    let args = run.args;
     let mut target = Target::connect(&args.to, args.admin.clone())
         .await
-        .map_err(unproven)?;
+        .map_err(|failure| run.unproven(failure))?;
     let now = now_ms();
     if source
         .leases
@@ -359,20 +490,52 @@ async fn carry(
         source.dense_next_unallocated.len(),
         source.leases.len(),
         target.endpoints.join(","),
-        if rerun {
+        if run.rerun() {
             " (again: DIR is already marked RETIRED)"
         } else {
             ""
         }
     );
-    // Reachable, able to pass DIR's high-water within --wait-limit, and
-    // (when there are counters) able to serve dense values and never used
-    // for DIR's keys (or, on a re-run, the oracle DIR was carried to),
-    // before anything is marked.
-    let must_exceed = source
-        .committed_reservation_high_water_physical_ms
-        .max(source.maximum_lease_upper_bound_physical_ms.unwrap_or(0));
-    let first = match earlier {
+    Ok(target)
+}
+
+/// Before anything is marked: the target is reachable, able to pass DIR's
+/// high-water (`must_exceed`) within --wait-limit, and (when there are
+/// counters) able to serve dense values and never used for DIR's keys (or,
+/// on a re-run, the oracle DIR was carried to). Returns what it took, and
+/// each key's probe.
+async fn preflight(
+    run: &Run<'_>,
+    target: &Target,
+    source: &StoppedStateReceipt,
+    must_exceed: u64,
+) -> Result<(Preflight, BTreeMap<String, u64>), Failure> {
+    let first = first_timestamp(run, target, must_exceed).await?;
+    let (probes, ours) = probe_keys(run, target, source).await?;
+    check_probes(run, target, &probes, &ours)?;
+    let preflight = Preflight {
+        timestamp: first.0,
+        timestamp_physical_ms: first.physical_ms(),
+        dense: probes
+            .iter()
+            .map(|(key, probe)| KeyProbe {
+                key: key.clone(),
+                probe: *probe,
+            })
+            .collect(),
+    };
+    Ok((preflight, probes))
+}
+
+/// The preflight's timestamp: above the one the note records (on a re-run),
+/// and close enough to `must_exceed` for --wait-limit.
+async fn first_timestamp(
+    run: &Run<'_>,
+    target: &Target,
+    must_exceed: u64,
+) -> Result<Timestamp, Failure> {
+    let args = run.args;
+    let first = match run.earlier {
         // One round of the client's own retries (10 s) is enough to refuse
         // a target that does not answer: nothing is changed either way.
         Earlier::Recorded { .. } => target
@@ -382,14 +545,14 @@ async fn carry(
             .map_err(|err| target.failure("cannot get a timestamp", &err)),
         _ => target.timestamp().await,
     }
-    .map_err(unproven)?;
+    .map_err(|failure| run.unproven(failure))?;
     if let Earlier::Recorded {
         recorded,
         completed,
-    } = earlier
+    } = run.earlier
         && first.0 <= recorded.timestamp
     {
-        return Err(untouched(not_that_oracle(
+        return Err(run.untouched(not_that_oracle(
             args,
             &target.endpoints,
             recorded,
@@ -415,29 +578,50 @@ async fn carry(
             cli::utc_text(must_exceed)
         )));
     }
-    // One burned value of every key: DIR's, and any the note records. An
-    // oracle without dense sequences (paxos) is refused here.
-    let mut chunk = args.max_seq_count;
+    Ok(first)
+}
+
+/// One burned value of every key: DIR's, and any the note records. An
+/// oracle without dense sequences (paxos) is refused here. Returns each
+/// key's probe and, per key, how many of the values below its probe this
+/// command may have taken itself (ambiguous calls).
+async fn probe_keys(
+    run: &Run<'_>,
+    target: &Target,
+    source: &StoppedStateReceipt,
+) -> Result<(BTreeMap<String, u64>, BTreeMap<String, u64>), Failure> {
     let mut keys: Vec<&str> = source
         .dense_next_unallocated
         .keys()
         .map(String::as_str)
         .collect();
-    if let Earlier::Recorded { recorded, .. } = earlier {
+    if let Earlier::Recorded { recorded, .. } = run.earlier {
         keys.extend(recorded.dense_next.keys().map(String::as_str));
     }
     keys.sort_unstable();
     keys.dedup();
     let mut probes = BTreeMap::new();
-    // Per key, how many of the values below its probe this command may
-    // have taken itself (ambiguous calls).
     let mut ours = BTreeMap::new();
     for key in keys {
-        let (probe, uncertain) = probe_once(&target, key).await.map_err(unproven)?;
+        let (probe, uncertain) = probe_once(target, key)
+            .await
+            .map_err(|failure| run.unproven(failure))?;
         probes.insert(key.to_string(), probe);
         ours.insert(key.to_string(), uncertain);
     }
-    match earlier {
+    Ok((probes, ours))
+}
+
+/// A first run refuses an oracle that already handed out values of DIR's
+/// keys; a re-run one whose counters are below what the note records.
+fn check_probes(
+    run: &Run<'_>,
+    target: &Target,
+    probes: &BTreeMap<String, u64>,
+    ours: &BTreeMap<String, u64>,
+) -> Result<(), Failure> {
+    let args = run.args;
+    match run.earlier {
         Earlier::Nothing => {
             let used: Vec<String> = probes
                 .iter()
@@ -445,7 +629,7 @@ async fn carry(
                 .map(|(key, probe)| format!("{key:?} at {probe}"))
                 .collect();
             if !used.is_empty() {
-                return Err(untouched(Failure::new(format!(
+                return Err(run.untouched(Failure::new(format!(
                     "the oracle at {} already handed out values of {}'s dense key(s) {} (the \
                      counter was above 0, and above what this command took itself): it served \
                      them, so values DIR handed out may have been handed out there as well, and \
@@ -464,7 +648,7 @@ async fn carry(
             for (key, need) in &recorded.dense_next {
                 let at = probes.get(key).copied().unwrap_or(0);
                 if at < *need {
-                    return Err(untouched(not_that_oracle(
+                    return Err(run.untouched(not_that_oracle(
                         args,
                         &target.endpoints,
                         recorded,
@@ -476,38 +660,49 @@ async fn carry(
         }
         Earlier::Legacy => {}
     }
-    let preflight = Preflight {
-        timestamp: first.0,
-        timestamp_physical_ms: physical,
-        dense: probes
-            .iter()
-            .map(|(key, probe)| KeyProbe {
-                key: key.clone(),
-                probe: *probe,
-            })
-            .collect(),
-    };
-    if !rerun {
-        let started = MigrateOutStarted {
-            schema: MIGRATE_OUT_STARTED_SCHEMA.into(),
-            schema_version: 1,
-            completed: false,
-            dir: args.dir.display().to_string(),
-            to: target.endpoints.clone(),
-            started_at_unix_ms: started_at,
-            preflight: preflight.clone(),
-        };
-        stopped
-            .retire(&format!(
-                "being migrated out to {} by `tsoracle-file migrate out` since {}; this directory must not serve again\n{}",
-                target.endpoints.join(","),
-                cli::utc_text(started_at),
-                cli::json_pretty(&started)
-            ))
-            .map_err(|err| Failure::from_error(&err))?;
-        eprintln!("  marked {} RETIRED", args.dir.display());
-    }
+    Ok(())
+}
 
+/// Marks DIR `RETIRED` with the early note (the target's state from the
+/// preflight), before anything on the target is advanced.
+fn mark(
+    args: &Args,
+    stopped: &StoppedDir,
+    target: &Target,
+    preflight: &Preflight,
+    started_at: u64,
+) -> Result<(), Failure> {
+    let started = MigrateOutStarted {
+        schema: MIGRATE_OUT_STARTED_SCHEMA.into(),
+        schema_version: 1,
+        completed: false,
+        dir: args.dir.display().to_string(),
+        to: target.endpoints.clone(),
+        started_at_unix_ms: started_at,
+        preflight: preflight.clone(),
+    };
+    stopped
+        .retire(&format!(
+            "being migrated out to {} by `tsoracle-file migrate out` since {}; this directory must not serve again\n{}",
+            target.endpoints.join(","),
+            cli::utc_text(started_at),
+            cli::json_pretty(&started)
+        ))
+        .map_err(|err| Failure::from_error(&err))?;
+    eprintln!("  marked {} RETIRED", args.dir.display());
+    Ok(())
+}
+
+/// Advances every dense counter of DIR on the target to at least DIR's
+/// value, stopping when a counter moved past its preflight probe + 1
+/// (something else takes values from the target).
+async fn carry_dense(
+    args: &Args,
+    target: &Target,
+    source: &StoppedStateReceipt,
+    probes: &BTreeMap<String, u64>,
+) -> Result<Vec<DenseCarried>, Failure> {
+    let mut chunk = args.max_seq_count;
     let mut dense = Vec::with_capacity(source.dense_next_unallocated.len());
     for (key, dir_next) in &source.dense_next_unallocated {
         let done = target.advance_to(key, *dir_next, &mut chunk).await?;
@@ -539,60 +734,19 @@ async fn carry(
             calls: done.calls,
         });
     }
+    Ok(dense)
+}
 
-    // Leases before the wait: it may last about as long as they do.
+/// Acquires DIR's live leases on the target for the same holder, epoch and
+/// TTL; skips superseded and expired ones.
+async fn carry_leases(
+    target: &Target,
+    source: &StoppedStateReceipt,
+) -> Result<Vec<LeaseCarried>, Failure> {
     let now = now_ms();
     let mut leases = Vec::with_capacity(source.leases.len());
     for lease in &source.leases {
-        let mut carried = LeaseCarried {
-            lease_id: lease.lease_id,
-            holder_hex: lease.holder_hex.clone(),
-            holder_epoch: lease.holder_epoch,
-            action: String::new(),
-            target_lease_id: None,
-            target_ts_upper_bound: None,
-            target_expires_at_ms: None,
-        };
-        if lease.superseded {
-            carried.action = "skipped: superseded".into();
-        } else if lease.expires_at_unix_ms <= now {
-            carried.action = "skipped: expired".into();
-        } else {
-            let holder = hex::decode(&lease.holder_hex).map_err(|err| {
-                Failure::new(format!("lease {}: bad holder: {err}", lease.lease_id))
-            })?;
-            // The same (holder, epoch) is idempotent on the target while
-            // live, so a re-run finds the lease it acquired before.
-            let ttl = Duration::from_millis(lease.ttl_ms);
-            let acquired = super::target::retrying(|| {
-                target
-                    .client
-                    .acquire_lease(&holder, lease.holder_epoch, ttl)
-            })
-            .await;
-            match acquired {
-                Ok(acquired) => {
-                    carried.action = "acquired".into();
-                    carried.target_lease_id = Some(acquired.lease_id);
-                    carried.target_ts_upper_bound = Some(acquired.ts_upper_bound);
-                    carried.target_expires_at_ms = Some(acquired.expires_at_ms);
-                }
-                // A driver without leases (openraft 2.3 among them): nothing
-                // to carry them into. Their upper bounds are still honoured:
-                // the wait below covers them.
-                Err(ClientError::Rpc(status)) if status.code() == Code::Unimplemented => {
-                    carried.action = format!(
-                        "not carried: the target has no leases ({})",
-                        status.message()
-                    );
-                }
-                Err(err) => {
-                    return Err(
-                        target.failure(&format!("cannot carry lease {}", lease.lease_id), &err)
-                    );
-                }
-            }
-        }
+        let carried = carry_lease(target, lease, now).await?;
         match carried.target_lease_id {
             // The holder finds it by holder and epoch while it is live.
             Some(id) => eprintln!(
@@ -608,23 +762,57 @@ async fn carry(
         }
         leases.push(carried);
     }
+    Ok(leases)
+}
 
-    let timestamps = wait_above(&target, must_exceed, Duration::from_secs(args.wait_limit)).await?;
-
-    Ok(MigrateOutReceipt {
-        schema: MIGRATE_OUT_SCHEMA.into(),
-        schema_version: 1,
-        completed: true,
-        dir: args.dir.display().to_string(),
-        to: target.endpoints.clone(),
-        preflight: Some(preflight),
-        started_at_unix_ms: started_at,
-        finished_at_unix_ms: now_ms(),
-        source,
-        timestamps,
-        dense,
-        leases,
+/// Acquires one lease of DIR on the target for the same holder, epoch and
+/// TTL, unless it is superseded or expired (as of `now`) in DIR.
+async fn carry_lease(
+    target: &Target,
+    lease: &ReceiptLease,
+    now: u64,
+) -> Result<LeaseCarried, Failure> {
+    let not_acquired = |action| LeaseCarried {
+        lease_id: lease.lease_id,
+        holder_hex: lease.holder_hex.clone(),
+        holder_epoch: lease.holder_epoch,
+        action,
+        target_lease_id: None,
+        target_ts_upper_bound: None,
+        target_expires_at_ms: None,
+    };
+    if lease.superseded {
+        return Ok(not_acquired(LeaseAction::SkippedSuperseded));
+    }
+    if lease.expires_at_unix_ms <= now {
+        return Ok(not_acquired(LeaseAction::SkippedExpired));
+    }
+    let holder = hex::decode(&lease.holder_hex)
+        .map_err(|err| Failure::new(format!("lease {}: bad holder: {err}", lease.lease_id)))?;
+    // The same (holder, epoch) is idempotent on the target while
+    // live, so a re-run finds the lease it acquired before.
+    let ttl = Duration::from_millis(lease.ttl_ms);
+    let acquired = super::target::retrying(|| {
+        target
+            .client
+            .acquire_lease(&holder, lease.holder_epoch, ttl)
     })
+    .await;
+    match acquired {
+        Ok(acquired) => Ok(LeaseCarried {
+            target_lease_id: Some(acquired.lease_id),
+            target_ts_upper_bound: Some(acquired.ts_upper_bound),
+            target_expires_at_ms: Some(acquired.expires_at_ms),
+            ..not_acquired(LeaseAction::Acquired)
+        }),
+        // A driver without leases (openraft 2.3 among them): nothing
+        // to carry them into. Their upper bounds are still honoured:
+        // the wait after the leases covers them.
+        Err(ClientError::Rpc(status)) if status.code() == Code::Unimplemented => Ok(not_acquired(
+            LeaseAction::NotCarried(format!("the target has no leases ({})", status.message())),
+        )),
+        Err(err) => Err(target.failure(&format!("cannot carry lease {}", lease.lease_id), &err)),
+    }
 }
 
 /// Takes one value of `key` from the target: its position, and how many
@@ -737,4 +925,31 @@ fn summary(args: &Args, receipt: &MigrateOutReceipt) -> String {
             .unwrap_or_default()
     ));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LeaseAction;
+
+    /// Each action is the string receipts always held, and every such
+    /// string (an earlier version's receipt too) parses back to it.
+    #[test]
+    fn lease_actions_are_todays_strings() {
+        for (action, text) in [
+            (LeaseAction::Acquired, "acquired"),
+            (LeaseAction::SkippedSuperseded, "skipped: superseded"),
+            (LeaseAction::SkippedExpired, "skipped: expired"),
+            (
+                LeaseAction::NotCarried("the target has no leases (no)".into()),
+                "not carried: the target has no leases (no)",
+            ),
+        ] {
+            let json = serde_json::to_string(&action).expect("serializes");
+            assert_eq!(json, serde_json::to_string(text).expect("a string"));
+            assert_eq!(action.to_string(), text);
+            let back: LeaseAction = serde_json::from_str(&json).expect("parses");
+            assert_eq!(back, action);
+        }
+        assert!(serde_json::from_str::<LeaseAction>("\"borrowed\"").is_err());
+    }
 }

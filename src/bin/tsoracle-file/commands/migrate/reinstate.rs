@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 use tsoracle_driver_file::StoppedDir;
 
-use super::identity::Note;
+use super::note::Note;
 use crate::cli::{CmdResult, Failure};
 
 /// Arguments of `migrate reinstate`.
@@ -52,7 +52,7 @@ pub(crate) fn exec(args: &Args) -> CmdResult {
             marker.display()
         ))
     };
-    match super::identity::read_note(&note) {
+    match super::note::read_note(&note) {
         Note::Completed(recorded) => {
             return Err(refused(format!(
                 "{} was migrated out to {} and that migration completed at {} ({}): the oracle \
