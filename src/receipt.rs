@@ -27,6 +27,7 @@ use sha2::{Digest, Sha256};
 
 use crate::dense_record::{self, DEFAULT_KEY_CAP};
 use crate::error::{Bt, FileDriverError};
+use crate::layout::FileKind;
 use crate::stopped::StoppedDir;
 use crate::{lease_record, record};
 
@@ -164,26 +165,26 @@ impl StoppedDir {
             .files()
             .iter()
             .map(|file| {
-                let (format, format_version) = match file.name {
-                    "dense" => (
+                let (format, format_version) = match file.kind {
+                    Some(FileKind::Dense) => (
                         magic(&dense_record::MAGIC),
                         Some(u32::from(dense_record::VERSION)),
                     ),
-                    "leases" => (
+                    Some(FileKind::Leases) => (
                         magic(&lease_record::MAGIC),
                         Some(u32::from(lease_record::VERSION)),
                     ),
                     // A marked record says so: its version byte is the mark.
-                    "state" => (
+                    Some(FileKind::State) => (
                         magic(&record::MAGIC),
                         Some(u32::from(
                             self.mark().map_or(record::VERSION, record::Mark::version),
                         )),
                     ),
-                    _ => ("native-lock-sentinel".to_string(), None),
+                    None => ("native-lock-sentinel".to_string(), None),
                 };
                 ReceiptFile {
-                    path: file.name.to_string(),
+                    path: file.name().to_string(),
                     present: file.bytes.is_some(),
                     size_bytes: file.bytes.as_ref().map(|bytes| bytes.len() as u64),
                     sha256: file
@@ -235,7 +236,7 @@ impl StoppedDir {
                 .iter()
                 .map(|(key, next)| (key.as_str().to_string(), *next))
                 .collect(),
-            dense_cardinality_cap: if self.files()[1].bytes.is_some() {
+            dense_cardinality_cap: if self.file(FileKind::Dense).bytes.is_some() {
                 dense.cap
             } else {
                 DEFAULT_KEY_CAP

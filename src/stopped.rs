@@ -20,18 +20,42 @@ use crate::{lease_record, record};
 #[derive(Clone, Debug)]
 #[cfg_attr(not(feature = "receipt"), allow(dead_code))] // read by the receipt
 pub(crate) struct RawFile {
-    pub(crate) name: &'static str,
+    /// Which file: one of the three state files, or `None` for `LOCK`.
+    pub(crate) kind: Option<FileKind>,
     pub(crate) bytes: Option<Vec<u8>>,
 }
 
 impl RawFile {
+    /// The file's name in the directory.
+    pub(crate) fn name(&self) -> &'static str {
+        self.kind.map_or(LOCK_FILE, FileKind::name)
+    }
+
     /// These bytes decoded as the file they came from in `dir`.
     fn decode<T>(
         &self,
         dir: &Path,
         decode: impl FnOnce(&[u8]) -> Result<T, crate::record::RecordError>,
     ) -> Result<Option<T>, FileDriverError> {
-        decode_named(dir, self.name, self.bytes.as_deref(), decode)
+        decode_named(dir, self.name(), self.bytes.as_deref(), decode)
+    }
+}
+
+/// The files of a directory in the receipt's order: `LOCK`, `dense`,
+/// `leases`, `state`.
+const RECEIPT_ORDER: [Option<FileKind>; 4] = [
+    None,
+    Some(FileKind::Dense),
+    Some(FileKind::Leases),
+    Some(FileKind::State),
+];
+
+/// Where `kind` is in [`RECEIPT_ORDER`].
+fn receipt_slot(kind: FileKind) -> usize {
+    match kind {
+        FileKind::Dense => 1,
+        FileKind::Leases => 2,
+        FileKind::State => 3,
     }
 }
 
@@ -128,15 +152,16 @@ impl StoppedDir {
         // A rename left un-synced by a process that died is made durable
         // before anything read here is carried elsewhere.
         store.sync_dir()?;
-        let read = |name: &'static str| -> Result<RawFile, FileDriverError> {
+        let read = |kind: Option<FileKind>| -> Result<RawFile, FileDriverError> {
+            let name = kind.map_or(LOCK_FILE, FileKind::name);
             let bytes = store
                 .handle()
                 .read(name)
                 .map_err(|err| FileDriverError::io(FileOp::Read, dir.join(name), err))?;
-            Ok(RawFile { name, bytes })
+            Ok(RawFile { kind, bytes })
         };
-        let [state, dense, leases] = FileKind::ALL.map(FileKind::name);
-        let files = [read(LOCK_FILE)?, read(dense)?, read(leases)?, read(state)?];
+        let [lock_file, dense_file, leases_file, state_file] = RECEIPT_ORDER.map(read);
+        let files = [lock_file?, dense_file?, leases_file?, state_file?];
         // Decode the very bytes that are hashed, so a receipt's values and
         // its checksums describe one and the same content.
         let [_, dense_raw, leases_raw, state_raw] = &files;
@@ -185,6 +210,12 @@ impl StoppedDir {
     #[cfg_attr(not(feature = "receipt"), allow(dead_code))]
     pub(crate) fn files(&self) -> &[RawFile; 4] {
         &self.files
+    }
+
+    /// The bytes of `kind` as read (or since written) under the lock.
+    #[cfg_attr(not(feature = "receipt"), allow(dead_code))]
+    pub(crate) fn file(&self, kind: FileKind) -> &RawFile {
+        &self.files[receipt_slot(kind)]
     }
 
     /// The content of the `RETIRED` marker, when the directory carries one.
@@ -314,7 +345,7 @@ impl StoppedDir {
         marks::write_mark(&self.store, high_water, None)?;
         self.high_water = Some(high_water);
         self.mark = None;
-        self.files[3].bytes = Some(record::encode(high_water).to_vec());
+        self.files[receipt_slot(FileKind::State)].bytes = Some(record::encode(high_water).to_vec());
         marks::remove_marker(&self.store, Note::Pending)?;
         Ok(high_water)
     }
@@ -384,7 +415,7 @@ impl StoppedDir {
     fn write_dense(&mut self, dense: DenseState) -> Result<(), FileDriverError> {
         let bytes = dense_record::encode(&dense);
         self.store.write_file(FileKind::Dense, &bytes)?;
-        self.files[1].bytes = Some(bytes);
+        self.files[receipt_slot(FileKind::Dense)].bytes = Some(bytes);
         self.dense = Some(dense);
         Ok(())
     }
