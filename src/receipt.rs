@@ -190,7 +190,7 @@ impl StoppedDir {
                     sha256: file
                         .bytes
                         .as_deref()
-                        .map(|bytes| hex(&Sha256::digest(bytes))),
+                        .map(|bytes| hex::encode(Sha256::digest(bytes))),
                     format,
                     format_version,
                 }
@@ -201,7 +201,7 @@ impl StoppedDir {
             .iter()
             .map(|lease| ReceiptLease {
                 lease_id: lease.lease_id,
-                holder_hex: hex(&lease.holder),
+                holder_hex: hex::encode(&lease.holder),
                 holder_epoch: lease.holder_epoch,
                 ttl_ms: lease.ttl_ms,
                 ts_upper_bound_physical_ms: lease.ts_upper_bound,
@@ -247,14 +247,4 @@ impl StoppedDir {
 
 fn magic(bytes: &[u8; 4]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        // Writing to a String cannot fail.
-        let _ = write!(out, "{byte:02x}");
-    }
-    out
 }

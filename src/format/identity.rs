@@ -89,7 +89,7 @@ pub struct Origin {
 impl Origin {
     /// The origin id in lowercase hexadecimal (32 characters).
     pub fn id_hex(&self) -> String {
-        self.id.iter().map(|byte| format!("{byte:02x}")).collect()
+        hex::encode(self.id)
     }
 }
 
