@@ -55,7 +55,7 @@ use tsoracle_client::{ClientBuilder, ClientError, RetryPolicy};
 use tsoracle_driver_file::StoppedDir;
 
 use super::into::DenseSeeded;
-use super::target::now_ms;
+use crate::cli::now_ms_since_epoch as now_ms;
 use crate::cli::{self, CmdResult, Failure};
 
 /// The schema of the pending note `migrate in` leaves in NEWDIR.

@@ -92,7 +92,8 @@ use tsoracle_driver_file::receipt::{RECEIPT_SCHEMA, StoppedStateReceipt};
 
 use super::finish::{LeaseFacts, PENDING_SCHEMA, PendingNote, WindowFacts, clock_marks};
 use super::out::{MIGRATE_OUT_SCHEMA, MigrateOutReceipt};
-use super::target::{Target, now_ms, retrying};
+use super::target::{Target, retrying};
+use crate::cli::now_ms_since_epoch as now_ms;
 use crate::cli::{self, CmdResult, Failure};
 
 /// The holder of the probe leases.

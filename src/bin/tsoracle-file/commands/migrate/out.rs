@@ -52,7 +52,8 @@ pub(crate) use super::note::MIGRATE_OUT_SCHEMA;
 use super::note::{
     KeyProbe, MIGRATE_OUT_STARTED_SCHEMA, MigrateOutStarted, Note, Preflight, Recorded,
 };
-use super::target::{Target, now_ms};
+use super::target::Target;
+use crate::cli::now_ms_since_epoch as now_ms;
 use crate::cli::{self, CmdResult, Failure};
 
 /// The long help of `migrate out` (`tsoracle-file migrate out --help`).

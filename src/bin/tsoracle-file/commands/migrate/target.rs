@@ -307,11 +307,6 @@ fn max_count(message: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
-/// Milliseconds since the Unix epoch on this machine's clock.
-pub(crate) fn now_ms() -> u64 {
-    crate::cli::now_ms_since_epoch()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
