@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 use crate::dense_record::{self, DEFAULT_KEY_CAP};
 use crate::error::{Bt, FileDriverError};
 use crate::layout::FileKind;
-use crate::stopped::StoppedDir;
+use crate::stopped::{RawFile, StoppedDir};
 use crate::{lease_record, record};
 
 /// The receipt's `schema` value.
@@ -164,51 +164,9 @@ impl StoppedDir {
         let files = self
             .files()
             .iter()
-            .map(|file| {
-                let (format, format_version) = match file.kind {
-                    Some(FileKind::Dense) => (
-                        magic(&dense_record::MAGIC),
-                        Some(u32::from(dense_record::VERSION)),
-                    ),
-                    Some(FileKind::Leases) => (
-                        magic(&lease_record::MAGIC),
-                        Some(u32::from(lease_record::VERSION)),
-                    ),
-                    // A marked record says so: its version byte is the mark.
-                    Some(FileKind::State) => (
-                        magic(&record::MAGIC),
-                        Some(u32::from(
-                            self.mark().map_or(record::VERSION, record::Mark::version),
-                        )),
-                    ),
-                    None => ("native-lock-sentinel".to_string(), None),
-                };
-                ReceiptFile {
-                    path: file.name().to_string(),
-                    present: file.bytes.is_some(),
-                    size_bytes: file.bytes.as_ref().map(|bytes| bytes.len() as u64),
-                    sha256: file
-                        .bytes
-                        .as_deref()
-                        .map(|bytes| hex::encode(Sha256::digest(bytes))),
-                    format,
-                    format_version,
-                }
-            })
+            .map(|file| self.receipt_file(file))
             .collect();
-        let leases: Vec<ReceiptLease> = self
-            .leases()
-            .iter()
-            .map(|lease| ReceiptLease {
-                lease_id: lease.lease_id,
-                holder_hex: hex::encode(&lease.holder),
-                holder_epoch: lease.holder_epoch,
-                ttl_ms: lease.ttl_ms,
-                ts_upper_bound_physical_ms: lease.ts_upper_bound,
-                expires_at_unix_ms: lease.expires_at_ms,
-                superseded: lease.superseded,
-            })
-            .collect();
+        let leases: Vec<ReceiptLease> = self.leases().iter().map(ReceiptLease::from).collect();
         let dense = self.dense();
         Ok(StoppedStateReceipt {
             schema: RECEIPT_SCHEMA.into(),
@@ -242,6 +200,54 @@ impl StoppedDir {
                 DEFAULT_KEY_CAP
             },
         })
+    }
+
+    /// One `files` entry: the bytes read under the lock, their checksum,
+    /// and the format they claim.
+    fn receipt_file(&self, file: &RawFile) -> ReceiptFile {
+        let (format, format_version) = match file.kind {
+            Some(FileKind::Dense) => (
+                magic(&dense_record::MAGIC),
+                Some(u32::from(dense_record::VERSION)),
+            ),
+            Some(FileKind::Leases) => (
+                magic(&lease_record::MAGIC),
+                Some(u32::from(lease_record::VERSION)),
+            ),
+            // A marked record says so: its version byte is the mark.
+            Some(FileKind::State) => (
+                magic(&record::MAGIC),
+                Some(u32::from(
+                    self.mark().map_or(record::VERSION, record::Mark::version),
+                )),
+            ),
+            None => ("native-lock-sentinel".to_string(), None),
+        };
+        ReceiptFile {
+            path: file.name().to_string(),
+            present: file.bytes.is_some(),
+            size_bytes: file.bytes.as_ref().map(|bytes| bytes.len() as u64),
+            sha256: file
+                .bytes
+                .as_deref()
+                .map(|bytes| hex::encode(Sha256::digest(bytes))),
+            format,
+            format_version,
+        }
+    }
+}
+
+impl From<&tsoracle_core::LeaseRecord> for ReceiptLease {
+    fn from(lease: &tsoracle_core::LeaseRecord) -> Self {
+        ReceiptLease {
+            lease_id: lease.lease_id,
+            holder_hex: hex::encode(&lease.holder),
+            holder_epoch: lease.holder_epoch,
+            ttl_ms: lease.ttl_ms,
+            ts_upper_bound_physical_ms: lease.ts_upper_bound,
+            expires_at_unix_ms: lease.expires_at_ms,
+            superseded: lease.superseded,
+        }
     }
 }
 
