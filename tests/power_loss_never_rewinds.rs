@@ -13,8 +13,7 @@
 //! `TSORACLE_CRASH_FULL=1` runs many more, longer workloads.
 
 mod common;
-#[path = "support/simfs.rs"]
-mod simfs;
+use common::simfs;
 
 use std::collections::BTreeMap;
 use std::fmt;
