@@ -1,5 +1,6 @@
-//! A driver on a [`SimFs`] at one directory: what the review regressions
-//! (and their failpoint cases) open.
+//! A driver on a [`SimFs`] at one directory: what the cases of the
+//! independent review of the crash-safety argument open
+//! (`power_loss_never_rewinds.rs` and `failpoints/`).
 
 use std::path::Path;
 use std::sync::Arc;
