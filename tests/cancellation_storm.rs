@@ -11,9 +11,8 @@
 //! then memory must equal what the files hold, and a reopen must equal
 //! memory.
 
-#[path = "support/child.rs"]
-mod child;
 mod common;
+use common::child;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -14,52 +14,14 @@ use tsoracle_consensus::ConsensusDriver;
 use tsoracle_core::LeaseRecord;
 use tsoracle_driver_file::{FileDriver, lease_record};
 
+use common::cli::{block_on, run, tsoracle_file};
 use common::{copy_fixture, dir_contents, key};
 
 const FULL_HIGH_WATER: u64 = 1_764_000_555_000;
 const PHYSICAL_MS_MAX: u64 = (1 << 46) - 1;
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn tsoracle_file<I, S>(args: I) -> Run
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<OsStr>,
-{
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tsoracle-file"));
-    command.args(args);
-    run(command)
-}
-
-fn run(mut command: Command) -> Run {
-    let output = command.output().expect("run tsoracle-file");
-    let run = Run {
-        // `None` only when killed by a signal, which is a failure too.
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8(output.stdout).expect("stdout is UTF-8"),
-        stderr: String::from_utf8(output.stderr).expect("stderr is UTF-8"),
-    };
-    assert!(
-        !run.stderr.contains("panicked"),
-        "the CLI panicked: {}",
-        run.stderr
-    );
-    run
-}
-
 fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|err| panic!("not JSON ({err}): {text}"))
-}
-
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("runtime")
-        .block_on(future)
 }
 
 /// What a driver opening `dir` loads: high-water, each named counter,
@@ -685,16 +647,16 @@ fn an_unreadable_file_is_a_clear_error() {
         // util-linux's setpriv is there to drop privileges.
         let mut command = Command::new("setpriv");
         command.args(["--reuid=65534", "--regid=65534", "--clear-groups"]);
-        command.arg(env!("CARGO_BIN_EXE_tsoracle-file"));
+        command.arg(common::cli::BIN);
         command
     } else {
-        Command::new(env!("CARGO_BIN_EXE_tsoracle-file"))
+        Command::new(common::cli::BIN)
     };
     command.arg("verify").arg(dir.path());
     if command.get_program() == "setpriv"
         && Command::new("setpriv")
             .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .args([env!("CARGO_BIN_EXE_tsoracle-file"), "--version"])
+            .args([common::cli::BIN, "--version"])
             .output()
             .map_or(true, |probe| !probe.status.success())
     {

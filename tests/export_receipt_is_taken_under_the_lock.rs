@@ -4,22 +4,18 @@
 
 mod common;
 
-use std::process::Command;
+use std::ffi::OsStr;
 
 use tsoracle_driver_file::{FileDriver, StoppedDir};
 
+use common::cli::outcome;
+
 fn export_receipt(dir: &std::path::Path) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tsoracle-file"))
-        .arg("export")
-        .arg(dir)
-        .arg("--receipt")
-        .output()
-        .expect("run tsoracle-file");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    outcome(&[
+        OsStr::new("export"),
+        dir.as_os_str(),
+        OsStr::new("--receipt"),
+    ])
 }
 
 #[test]

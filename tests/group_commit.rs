@@ -2,7 +2,7 @@
 //! call the driver at once. Every call succeeds with a correct answer, and
 //! the committer's counters add up. How many writes the calls shared depends
 //! on scheduling, so it is printed, not asserted; the deterministic batching
-//! bound is in `group_commit_folds_queued_calls.rs` (feature `failpoints`).
+//! bound is in `failpoints/group_commit.rs` (feature `failpoints`).
 
 mod common;
 

@@ -15,10 +15,8 @@
 //!   which the identity is in the file, the attribute or both, never in
 //!   neither.
 
-#[path = "support/simfs.rs"]
-mod simfs;
-
 mod common;
+use common::simfs;
 
 use std::io;
 use std::os::unix::fs::PermissionsExt;

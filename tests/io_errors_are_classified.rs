@@ -8,8 +8,8 @@
 //! one test fills a real, tiny tmpfs when it can mount one.
 
 mod common;
-#[path = "support/simfs.rs"]
-mod simfs;
+use common::classify;
+use common::simfs;
 
 use std::io::{self, ErrorKind, Write};
 use std::path::Path;
@@ -114,19 +114,6 @@ impl Fixture {
             leases,
         }
     }
-}
-
-/// The `FileDriverError` inside a driver-level `ConsensusError`, and
-/// whether it was classified transient.
-fn classify(err: &ConsensusError) -> (bool, &FileDriverError) {
-    let transient = match err {
-        ConsensusError::TransientDriver(_) => true,
-        ConsensusError::PermanentDriver(_) => false,
-        other => panic!("not a driver error: {other:?}"),
-    };
-    let file_err = FileDriverError::in_consensus(err)
-        .unwrap_or_else(|| panic!("not an Arc<FileDriverError>: {err:?}"));
-    (transient, file_err)
 }
 
 /// Asserts `err` is `Io { op, .. }` on a path ending in `name` whose

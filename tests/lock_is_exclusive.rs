@@ -14,9 +14,8 @@
 //! on a lock being free right after a drop therefore holds [`fork_gate`],
 //! which [`ChildProcess::spawn`] also requires.
 
-#[path = "support/child.rs"]
-mod child;
 mod common;
+use common::child;
 
 use std::path::Path;
 use std::sync::MutexGuard;

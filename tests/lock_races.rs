@@ -9,9 +9,8 @@
 //! time.
 #![cfg(unix)]
 
-#[path = "support/child.rs"]
-mod child;
 mod common;
+use common::child;
 
 use std::io::Read;
 use std::path::Path;

@@ -9,6 +9,8 @@
 //! until it stopped, stragglers included (timestamps, dense values, lease
 //! upper bounds, a failover, a source clock ahead of this one).
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,11 +24,9 @@ use tsoracle_core::LeaseRecord;
 use tsoracle_driver_file::{FileDriver, FileDriverError, LEADER_EPOCH, Seed, StoppedDir};
 use tsoracle_server::{Clock, ServerBuilder};
 
-#[path = "support/served.rs"]
-mod served;
-use served::{
-    BOUND, key, now_ms, serve, serve_driver, serve_on, serve_with, stop_server, tsoracle_file,
-};
+use common::cli::outcome;
+use common::served::{BOUND, serve, serve_driver, serve_on, serve_with, stop_server};
+use common::{key, now_ms};
 
 /// A driver with timestamps only, like upstream's paxos driver: dense
 /// sequences and leases are the trait's defaults, unsupported.
@@ -66,7 +66,7 @@ impl Clock for Ahead {
 async fn run(args: Vec<String>) -> (bool, String, String) {
     tokio::task::spawn_blocking(move || {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        tsoracle_file(&args)
+        outcome(&args)
     })
     .await
     .expect("join")
@@ -179,7 +179,7 @@ async fn migrate_out_and_back_never_reissues() {
     .expect("seed the source");
 
     let (url, stop, handle) = serve(&target_dir).await.parts();
-    let (ok, stdout, stderr) = tsoracle_file(&[
+    let (ok, stdout, stderr) = outcome(&[
         "migrate",
         "out",
         source.to_str().expect("utf-8"),
@@ -239,7 +239,7 @@ async fn migrate_out_and_back_never_reissues() {
     assert_eq!(actions, ["skipped: superseded", "acquired"]);
 
     // Re-running is safe: the target only moves forward.
-    let (ok, _, stderr) = tsoracle_file(&[
+    let (ok, _, stderr) = outcome(&[
         "migrate",
         "out",
         source.to_str().expect("utf-8"),
@@ -251,7 +251,7 @@ async fn migrate_out_and_back_never_reissues() {
     assert!(again.start > orders.start);
 
     // ... but not to another oracle: two would start from the same state.
-    let (ok, _, stderr) = tsoracle_file(&[
+    let (ok, _, stderr) = outcome(&[
         "migrate",
         "out",
         source.to_str().expect("utf-8"),
@@ -311,10 +311,9 @@ fn reinstate_needs_the_explicit_flag_and_lifts_the_marker() {
     FileDriver::init_seeded(tmp.path(), 5).expect("seed");
     std::fs::write(tmp.path().join("RETIRED"), "migrated out to x\n").expect("marker");
     let dir = tmp.path().to_str().expect("utf-8");
-    let (ok, _, stderr) = tsoracle_file(&["migrate", "reinstate", dir]);
+    let (ok, _, stderr) = outcome(&["migrate", "reinstate", dir]);
     assert!(!ok && stderr.contains("--target-never-served"), "{stderr}");
-    let (ok, stdout, stderr) =
-        tsoracle_file(&["migrate", "reinstate", dir, "--target-never-served"]);
+    let (ok, stdout, stderr) = outcome(&["migrate", "reinstate", dir, "--target-never-served"]);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("migrated out to x"), "{stdout}");
     FileDriver::open_or_init(tmp.path()).expect("serves again");
@@ -333,7 +332,7 @@ async fn a_wait_beyond_the_limit_is_refused_before_anything_changes() {
     .expect("seed the source");
     let (url, stop, handle) = serve(&tmp.path().join("target")).await.parts();
 
-    let (ok, _, stderr) = tsoracle_file(&[
+    let (ok, _, stderr) = outcome(&[
         "migrate",
         "out",
         source.to_str().expect("utf-8"),
@@ -370,7 +369,7 @@ async fn a_target_without_dense_sequences_is_refused_before_anything_changes() {
     let target = FileDriver::open_or_init(tmp.path().join("target")).expect("open target");
     let (url, stop, handle) = serve_driver(Arc::new(TimestampsOnly(target))).await.parts();
 
-    let (ok, _, stderr) = tsoracle_file(&[
+    let (ok, _, stderr) = outcome(&[
         "migrate",
         "out",
         source.to_str().expect("utf-8"),
@@ -818,19 +817,19 @@ async fn dense_add_and_cap_change_a_stopped_directory() {
     )
     .expect("seed");
     let d = path(&dir);
-    let (ok, stdout, stderr) = tsoracle_file(&["dense", "add", d, "orders", "--floor", "50"]);
+    let (ok, stdout, stderr) = outcome(&["dense", "add", d, "orders", "--floor", "50"]);
     assert!(ok && stdout.contains("stays at 100"), "{stdout}{stderr}");
-    let (ok, stdout, stderr) = tsoracle_file(&["dense", "add", d, "orders", "--floor", "700"]);
+    let (ok, stdout, stderr) = outcome(&["dense", "add", d, "orders", "--floor", "700"]);
     assert!(
         ok && stdout.contains("raised from 100 to 700"),
         "{stdout}{stderr}"
     );
-    let (ok, _, stderr) = tsoracle_file(&["dense", "cap", d, "0"]);
+    let (ok, _, stderr) = outcome(&["dense", "cap", d, "0"]);
     assert!(
         !ok && stderr.contains("below the 1 key(s)"),
         "a cap below the key count: {stderr}"
     );
-    let (ok, _, stderr) = tsoracle_file(&["dense", "cap", d, "3"]);
+    let (ok, _, stderr) = outcome(&["dense", "cap", d, "3"]);
     assert!(ok, "{stderr}");
     {
         let stopped = StoppedDir::lock(&dir).expect("lock");
@@ -858,11 +857,11 @@ async fn dense_add_and_cap_change_a_stopped_directory() {
         .expect("lock")
         .retire("migrated out to x")
         .expect("retire");
-    let (ok, _, stderr) = tsoracle_file(&["dense", "add", d, "x", "--floor", "1"]);
+    let (ok, _, stderr) = outcome(&["dense", "add", d, "x", "--floor", "1"]);
     assert!(!ok && stderr.contains("RETIRED"), "{stderr}");
     let missing = tmp.path().join("missing");
-    let (ok, _, stderr) = tsoracle_file(&["dense", "cap", path(&missing), "3"]);
+    let (ok, _, stderr) = outcome(&["dense", "cap", path(&missing), "3"]);
     assert!(!ok && stderr.contains("missing"), "{stderr}");
-    let (ok, _, stderr) = tsoracle_file(&["dense", "add", d, "", "--floor", "1"]);
+    let (ok, _, stderr) = outcome(&["dense", "add", d, "", "--floor", "1"]);
     assert!(!ok && stderr.contains("dense key"), "{stderr}");
 }

@@ -13,6 +13,8 @@
 //!   migration completed, and lifts the marker of an interrupted one;
 //! - `--receipt FILE` holds the whole receipt, with no temporary file left.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -22,9 +24,9 @@ use tsoracle_consensus::{ConsensusDriver, ConsensusError};
 use tsoracle_core::{Epoch, SeqKey};
 use tsoracle_driver_file::{FileDriver, FileDriverError, Seed, StoppedDir};
 
-#[path = "support/served.rs"]
-mod served;
-use served::{key, now_ms, serve, serve_driver, tsoracle_file};
+use common::cli::outcome;
+use common::served::{serve, serve_driver};
+use common::{key, now_ms};
 
 fn utf8(path: &Path) -> &str {
     path.to_str().expect("utf-8")
@@ -34,7 +36,7 @@ fn utf8(path: &Path) -> &str {
 fn migrate_out(dir: &Path, to: &str, more: &[&str]) -> (bool, String, String) {
     let mut args = vec!["migrate", "out", utf8(dir), "--to", to];
     args.extend_from_slice(more);
-    tsoracle_file(&args)
+    outcome(&args)
 }
 
 /// The note in DIR's `RETIRED` marker, read under the lock.
@@ -265,7 +267,7 @@ async fn after_a_completed_migration_the_target_is_proven_by_its_state() {
     assert_eq!(note_json(&source)["to"][0], other_name.as_str());
 
     // Reinstating a completed migration is refused, and the marker stays.
-    let (ok, _, stderr) = tsoracle_file(&[
+    let (ok, _, stderr) = outcome(&[
         "migrate",
         "reinstate",
         utf8(&source),
@@ -347,7 +349,7 @@ async fn after_an_interrupted_migration_the_target_is_proven_by_its_state() {
         .expect("lock")
         .retire(&early)
         .expect("mark again");
-    let (ok, stdout, stderr) = tsoracle_file(&[
+    let (ok, stdout, stderr) = outcome(&[
         "migrate",
         "reinstate",
         utf8(&source),
@@ -425,7 +427,7 @@ fn a_marker_that_does_not_read_is_refused() {
         stderr.contains("receipt does not read") && stderr.contains("nothing was changed"),
         "{stderr}"
     );
-    let (ok, _, stderr) = tsoracle_file(&[
+    let (ok, _, stderr) = outcome(&[
         "migrate",
         "reinstate",
         utf8(&source),

@@ -6,23 +6,23 @@
 //! acknowledging as soon as a restart on its path would not see its writes.
 //!
 //! Multi-process steps re-run this binary as a child (see
-//! `support/child.rs`); every step that holds a driver while a child may be
+//! `common/child.rs`); every step that holds a driver while a child may be
 //! spawned holds the fork gate.
 
-#[path = "support/child.rs"]
-mod child;
 mod common;
+use common::child;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use tsoracle_consensus::{ConsensusDriver, ConsensusError};
+use tsoracle_consensus::ConsensusDriver;
 use tsoracle_driver_file::vfs::Ownership;
 use tsoracle_driver_file::{FileDriver, FileDriverError, LEADER_EPOCH};
 
 use child::{ChildProcess, fork_gate, report};
 use common::dir_contents;
+use common::owner::{assert_permanent, displaced};
 
 const ROLE_VAR: &str = "TSORACLE_OWNER_TEST_ROLE";
 const DIR_VAR: &str = "TSORACLE_OWNER_TEST_DIR";
@@ -67,25 +67,6 @@ fn child_open(role: &str, dir: &Path) -> String {
     let line = child.next_report().expect("the child reports");
     assert!(child.wait().success());
     line
-}
-
-fn displaced(err: &ConsensusError) -> Ownership {
-    let inner = FileDriverError::in_consensus(err).expect("a driver error");
-    let first = match inner {
-        FileDriverError::Poisoned { first, .. } => first.as_ref(),
-        other => other,
-    };
-    match first {
-        FileDriverError::Displaced { found, .. } => *found,
-        other => panic!("expected Displaced, got {other:?}"),
-    }
-}
-
-fn assert_permanent(err: &ConsensusError) {
-    assert!(
-        matches!(err, ConsensusError::PermanentDriver(_)),
-        "a displaced driver must fail permanently, got {err:?}"
-    );
 }
 
 // ---------------------------------------------------------------------------
@@ -534,45 +515,6 @@ fn identity_records_round_trip_and_refuse_every_bit_flip() {
     let mut longer = bytes.clone();
     longer.push(0);
     assert!(identity_record::decode(&longer).is_err());
-}
-
-/// The second owner check, after the directory fsync: `LOCK` replaced
-/// *after* the check before the rename (a peer that took over in between
-/// read the old state, and may overwrite ours later) keeps the value from
-/// being acknowledged or published. Only the `LOCK` half of that check can
-/// see this: the path still leads to the directory.
-#[cfg(feature = "failpoints")]
-#[tokio::test]
-async fn lock_replaced_between_the_rename_and_the_directory_fsync_is_never_acknowledged() {
-    let _scenario = fail::FailScenario::setup();
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_path_buf();
-    let driver = FileDriver::open_or_init(&dir).unwrap();
-    driver.persist_high_water(100, LEADER_EPOCH).await.unwrap();
-
-    let lock = dir.join("LOCK");
-    fail::cfg_callback("file_driver::before_dir_fsync", move || {
-        // Once: the next writer's own LOCK must stay.
-        if std::fs::metadata(lock.with_file_name("replaced")).is_err() {
-            std::fs::remove_file(&lock).unwrap();
-            std::fs::write(&lock, b"").unwrap();
-            std::fs::write(lock.with_file_name("replaced"), b"").unwrap();
-        }
-    })
-    .unwrap();
-    let err = driver
-        .persist_high_water(200, LEADER_EPOCH)
-        .await
-        .unwrap_err();
-    fail::cfg("file_driver::before_dir_fsync", "off").unwrap();
-    assert_eq!(displaced(&err), Ownership::LockReplaced);
-    assert_permanent(&err);
-    assert_eq!(
-        driver.high_water(),
-        100,
-        "the unacknowledged value was published"
-    );
-    assert!(driver.is_poisoned());
 }
 
 /// The reviewer's scenario: after `rm LOCK` a peer that knows only `LOCK`

@@ -33,6 +33,8 @@ use std::time::Duration;
 use tsoracle_consensus::ConsensusDriver;
 use tsoracle_driver_file::{FileDriver, LEADER_EPOCH};
 
+use common::cli;
+
 /// The bound on any single wait; reached only when something is broken.
 const BOUND: Duration = Duration::from_secs(60);
 
@@ -41,23 +43,6 @@ const PHYSICAL_MS_MAX: u64 = (1 << 46) - 1;
 /// The largest seed a server with the default window ahead (3 s) and
 /// failover advance (1 s) can make progress from.
 const LAST_USABLE: u64 = PHYSICAL_MS_MAX - 1 - 1000 - 3000;
-
-fn tsoracle_file<I, S>(args: I) -> Output
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<OsStr>,
-{
-    let output = Command::new(env!("CARGO_BIN_EXE_tsoracle-file"))
-        .args(args)
-        .output()
-        .expect("run tsoracle-file");
-    assert!(
-        !String::from_utf8_lossy(&output.stderr).contains("panicked"),
-        "the CLI panicked: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
 
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
@@ -71,7 +56,7 @@ fn seed_refuses_a_high_water_far_ahead_of_the_clock_without_force() {
     let parent = tempfile::tempdir().expect("temp dir");
     let dir = parent.path().join("oracle");
     // 1764000555000 (2025-11-24) with one more digit.
-    let output = tsoracle_file([
+    let output = cli::output([
         OsStr::new("seed"),
         dir.as_os_str(),
         OsStr::new("17640005550000"),
@@ -99,12 +84,12 @@ fn seed_refuses_a_high_water_far_ahead_of_the_clock_without_force() {
     )
     .expect("fits");
     let hour_ahead = (now + 3_600_000).to_string();
-    let output = tsoracle_file([OsStr::new("seed"), dir.as_os_str(), OsStr::new(&hour_ahead)]);
+    let output = cli::output([OsStr::new("seed"), dir.as_os_str(), OsStr::new(&hour_ahead)]);
     assert!(output.status.success(), "{}", stderr(&output));
     std::fs::remove_dir_all(&dir).expect("clean up");
 
     // --force seeds it, as asked.
-    let output = tsoracle_file([
+    let output = cli::output([
         OsStr::new("seed"),
         dir.as_os_str(),
         OsStr::new("17640005550000"),
@@ -120,7 +105,7 @@ fn seed_refuses_a_high_water_from_which_no_server_can_make_progress() {
     let parent = tempfile::tempdir().expect("temp dir");
     let dir = parent.path().join("oracle");
     for value in [PHYSICAL_MS_MAX, PHYSICAL_MS_MAX - 1, LAST_USABLE + 1] {
-        let output = tsoracle_file([
+        let output = cli::output([
             OsStr::new("seed"),
             dir.as_os_str(),
             OsStr::new(&value.to_string()),
@@ -138,7 +123,7 @@ fn seed_refuses_a_high_water_from_which_no_server_can_make_progress() {
     }
 
     // The bound follows the window the server will run with.
-    let output = tsoracle_file([
+    let output = cli::output([
         OsStr::new("seed"),
         dir.as_os_str(),
         OsStr::new(&LAST_USABLE.to_string()),
@@ -151,7 +136,7 @@ fn seed_refuses_a_high_water_from_which_no_server_can_make_progress() {
     // The last usable seed is accepted (with --force: it is in the year
     // 4199), and a server's first advances from it (a failover advance,
     // then a window) are within range.
-    let output = tsoracle_file([
+    let output = cli::output([
         OsStr::new("seed"),
         dir.as_os_str(),
         OsStr::new(&LAST_USABLE.to_string()),
@@ -186,7 +171,7 @@ fn seed_says_h_is_physical_milliseconds_not_a_packed_timestamp() {
     // physical milliseconds shifted left by 18 logical bits.
     let physical = 1_764_000_000_000u64;
     let packed = physical << 18;
-    let output = tsoracle_file([
+    let output = cli::output([
         OsStr::new("seed"),
         dir.as_os_str(),
         OsStr::new(&packed.to_string()),
@@ -214,7 +199,7 @@ fn export_of_a_directory_without_state_is_refused_unless_asked_for() {
     drop(FileDriver::open_or_init(opened.path()).expect("open"));
     for dir in [empty.path(), opened.path()] {
         let before = common::dir_contents(dir);
-        let output = tsoracle_file([OsStr::new("export"), dir.as_os_str()]);
+        let output = cli::output([OsStr::new("export"), dir.as_os_str()]);
         let text = stderr(&output);
         assert_eq!(output.status.code(), Some(1), "{text}");
         assert!(output.stdout.is_empty(), "no JSON to seed a migration from");
@@ -222,7 +207,7 @@ fn export_of_a_directory_without_state_is_refused_unless_asked_for() {
         assert!(text.contains("--allow-empty"), "{text}");
         assert!(text.contains(&dir.display().to_string()), "{text}");
 
-        let output = tsoracle_file([
+        let output = cli::output([
             OsStr::new("export"),
             OsStr::new("--allow-empty"),
             dir.as_os_str(),
@@ -352,7 +337,7 @@ fn verify_fails_on_directories_serve_refuses() {
     let parent = tempfile::tempdir().expect("temp dir");
     let made = |name: &str| {
         let dir = parent.path().join(name);
-        let output = tsoracle_file([OsStr::new("init"), dir.as_os_str()]);
+        let output = cli::output([OsStr::new("init"), dir.as_os_str()]);
         assert!(output.status.success(), "{}", stderr(&output));
         dir
     };
@@ -382,12 +367,12 @@ fn verify_fails_on_directories_serve_refuses() {
         (&seeding, "was not completely seeded"),
     ] {
         let before = common::dir_contents(dir);
-        let output = tsoracle_file([OsStr::new("verify"), dir.as_os_str()]);
+        let output = cli::output([OsStr::new("verify"), dir.as_os_str()]);
         let text = stderr(&output);
         assert_eq!(output.status.code(), Some(1), "{}: {text}", dir.display());
         assert!(text.contains(why), "{}: {text}", dir.display());
         assert_eq!(String::from_utf8_lossy(&output.stdout), "");
-        let output = tsoracle_file([OsStr::new("verify"), OsStr::new("--json"), dir.as_os_str()]);
+        let output = cli::output([OsStr::new("verify"), OsStr::new("--json"), dir.as_os_str()]);
         assert_eq!(output.status.code(), Some(1));
         let verdict: serde_json::Value =
             serde_json::from_slice(&output.stdout).expect("the JSON verdict");
@@ -402,7 +387,7 @@ fn verify_fails_on_directories_serve_refuses() {
 
         #[cfg(feature = "server")]
         {
-            let child = Command::new(env!("CARGO_BIN_EXE_tsoracle-file"))
+            let child = Command::new(cli::BIN)
                 .arg("serve")
                 .arg("--state-dir")
                 .arg(dir)
@@ -426,6 +411,6 @@ fn verify_fails_on_directories_serve_refuses() {
 
     // A directory that serves verifies.
     let good = made("good");
-    let output = tsoracle_file([OsStr::new("verify"), good.as_os_str()]);
+    let output = cli::output([OsStr::new("verify"), good.as_os_str()]);
     assert!(output.status.success(), "{}", stderr(&output));
 }

@@ -13,8 +13,7 @@
 //! `TSORACLE_CRASH_FULL=1` runs many more, longer workloads.
 
 mod common;
-#[path = "support/simfs.rs"]
-mod simfs;
+use common::simfs;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -897,5 +896,100 @@ fn a_rename_left_unsynced_by_a_dead_process_is_not_trusted_before_it_is_durable(
             "{}: high-water {after} after a power cut, but {acked} was acknowledged",
             image.label
         );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The state directory's own entry (the independent review's fix 1): made
+// durable on every open, not only when open created it.
+// ---------------------------------------------------------------------------
+
+mod the_state_dirs_entry_is_made_durable_by_every_open {
+    use std::io::ErrorKind;
+    use std::path::Path;
+
+    use tsoracle_consensus::ConsensusDriver;
+    use tsoracle_driver_file::{FileDriverError, FileOp, LEADER_EPOCH};
+
+    use crate::common::error_chain as chain;
+    use crate::common::sim::{DIR, HW, open, simfs_create_dir};
+    use crate::common::simfs::{OpKind, SimFs};
+
+    /// Cuts power now and checks that every image the disk may hold reopens
+    /// with at least `acked` as its high-water.
+    fn assert_power_cut_keeps(fs: &SimFs, acked: u64) {
+        fs.crash_at(fs.op_count());
+        let images = fs.crash_images();
+        assert!(!images.is_empty());
+        for image in &images {
+            let disk = SimFs::from_image(image);
+            let reopened = open(&disk).unwrap_or_else(|err| {
+                panic!("image {}: open failed: {}", image.label, chain(&err))
+            });
+            assert!(
+                reopened.high_water() >= acked,
+                "image {} rewound the acknowledged high-water {acked} to {} (dirs {:?}, files {:?})",
+                image.label,
+                reopened.high_water(),
+                image.dirs,
+                image.files.keys().collect::<Vec<_>>(),
+            );
+        }
+    }
+
+    /// Fix 1: a state directory that exists but whose entry in its parent is
+    /// not durable (an earlier open died before the parent fsync, or a `mkdir`
+    /// just before start-up) is made durable by open, so a power cut cannot
+    /// take it, and every acknowledged value in it, away.
+    #[tokio::test]
+    async fn existing_but_unsynced_state_dir_is_made_durable_by_open() {
+        // Failpoints are process-wide: hold the scenario lock so none that
+        // another test may configure fires in this driver.
+        #[cfg(feature = "failpoints")]
+        let _scenario = fail::FailScenario::setup();
+        let fs = SimFs::new();
+        // mkdir without fsyncing `/`: the entry `oracle` is pending in `/`.
+        simfs_create_dir(&fs, DIR);
+
+        let driver = open(&fs).expect("open");
+        assert_eq!(
+            driver.persist_high_water(HW, LEADER_EPOCH).await.unwrap(),
+            HW
+        );
+        assert_power_cut_keeps(&fs, HW);
+    }
+
+    /// Fix 1, second form: the first open created the directory but failed on
+    /// the parent's fsync; the retry finds the directory already there.
+    #[tokio::test]
+    async fn open_retried_after_parent_fsync_failure_makes_dir_durable() {
+        #[cfg(feature = "failpoints")]
+        let _scenario = fail::FailScenario::setup();
+        let fs = SimFs::new();
+        // The first directory fsync of the open is `/`, right after the mkdir.
+        fs.fail_next(OpKind::SyncDir, None, ErrorKind::Other);
+        let err = open(&fs).expect_err("the first open fails on the parent's fsync");
+        match &err {
+            FileDriverError::Io {
+                op: FileOp::FsyncDir,
+                path,
+                ..
+            } => assert_eq!(path, Path::new("/"), "{}", chain(&err)),
+            other => panic!("expected Io {{ FsyncDir }} on /, got {other:?}"),
+        }
+        assert_eq!(fs.pending_faults(), 0, "the injected fault fired");
+        assert!(
+            fs.op_log()
+                .iter()
+                .any(|op| op.kind == OpKind::CreateDir && op.path == Path::new(DIR)),
+            "the failed open created the directory"
+        );
+
+        let driver = open(&fs).expect("the retry opens");
+        assert_eq!(
+            driver.persist_high_water(HW, LEADER_EPOCH).await.unwrap(),
+            HW
+        );
+        assert_power_cut_keeps(&fs, HW);
     }
 }

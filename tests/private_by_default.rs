@@ -5,10 +5,9 @@
 //! PostgreSQL tolerates on a parent: `EACCES` (a 0711 home directory) and
 //! `EINVAL` (no directory fsync on this filesystem).
 
-#[path = "support/child.rs"]
-mod child;
-#[path = "support/simfs.rs"]
-mod simfs;
+mod common;
+use common::child;
+use common::simfs;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;

@@ -28,9 +28,8 @@
 //! with a message saying which. `TSORACLE_REQUIRE_REAL_FS=1` turns a skip
 //! into a failure (CI sets it).
 
-#[path = "support/child.rs"]
-mod child;
 mod common;
+use common::child;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -8,42 +8,18 @@ mod common;
 
 use std::ffi::OsStr;
 use std::path::Path;
-use std::process::Command;
 
 use tsoracle_consensus::ConsensusDriver;
 use tsoracle_core::LeaseRecord;
 use tsoracle_driver_file::{FileDriver, LEADER_EPOCH, Seed};
 
+use common::cli::{Run, block_on, tsoracle_file};
 use common::{copy_fixture, dir_contents, key, now_ms};
 
 /// The `full` reference directory: its high-water (also its largest lease
 /// upper bound) and its `users` counter (`orders` is 42).
 const FULL_HIGH_WATER: u64 = 1_764_000_555_000;
 const FULL_USERS: u64 = 7;
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn tsoracle_file<I, S>(args: I) -> Run
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<OsStr>,
-{
-    let output = Command::new(env!("CARGO_BIN_EXE_tsoracle-file"))
-        .args(args)
-        .output()
-        .expect("run tsoracle-file");
-    let run = Run {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8(output.stdout).expect("stdout is UTF-8"),
-        stderr: String::from_utf8(output.stderr).expect("stderr is UTF-8"),
-    };
-    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
-    run
-}
 
 fn restore(backup: &Path, newdir: &Path, extra: &[&str]) -> Run {
     let mut args: Vec<&OsStr> = vec![
@@ -53,13 +29,6 @@ fn restore(backup: &Path, newdir: &Path, extra: &[&str]) -> Run {
     ];
     args.extend(extra.iter().map(OsStr::new));
     tsoracle_file(args)
-}
-
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("runtime")
-        .block_on(future)
 }
 
 /// Opens the restored directory with a driver: its high-water, the next

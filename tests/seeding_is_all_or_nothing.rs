@@ -4,40 +4,20 @@
 //! Never a high-water without its counters, or counters without their
 //! high-water (either would let the seeded oracle hand a value out twice).
 
-#[path = "support/simfs.rs"]
-mod simfs;
+mod common;
+use common::seed::{HIGH_WATER, seed};
+use common::{key, simfs};
 
 use std::path::Path;
 use std::sync::Arc;
 
 use simfs::{OpKind, SimFs};
 use tsoracle_consensus::ConsensusDriver;
-use tsoracle_core::{LeaseRecord, SeqKey};
+use tsoracle_core::LeaseRecord;
 use tsoracle_driver_file::record::Mark;
 use tsoracle_driver_file::{FileDriver, FileDriverError, LEADER_EPOCH, Seed, read_state_dir_with};
 
 const DIR: &str = "/data/oracle";
-const HIGH_WATER: u64 = 1_764_000_555_000;
-
-fn key(name: &str) -> SeqKey {
-    SeqKey::try_new(name).expect("valid key")
-}
-
-fn seed() -> Seed {
-    Seed::new(HIGH_WATER)
-        .with_counter(key("orders"), 42_000)
-        .with_counter(key("users"), 7)
-        .with_key_cap(500)
-        .with_leases(vec![LeaseRecord {
-            lease_id: 7,
-            holder: b"svc-a".to_vec(),
-            holder_epoch: 3,
-            ttl_ms: 10_000,
-            ts_upper_bound: HIGH_WATER,
-            expires_at_ms: HIGH_WATER + 10_000,
-            superseded: false,
-        }])
-}
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -193,33 +173,4 @@ fn a_seeded_directory_continues_every_counter_above_its_seed() {
             HIGH_WATER
         );
     });
-}
-
-/// The owner check after the seed's last directory fsync: a directory moved
-/// away just as its final record became durable is reported as a failed
-/// seed (`Displaced`), not as a seed that a server restarted on the path
-/// would find.
-#[cfg(feature = "failpoints")]
-#[test]
-fn a_seed_whose_directory_moved_away_at_its_commit_point_is_refused() {
-    let _scenario = fail::FailScenario::setup();
-    let parent = tempfile::tempdir().expect("tempdir");
-    let dir = parent.path().join("oracle");
-    let moved = parent.path().join("moved");
-    let (watched, target) = (dir.clone(), moved.clone());
-    fail::cfg_callback("file_driver::after_dir_fsync", move || {
-        // Only once the final, live record is durable: the commit point.
-        let live = std::fs::read(watched.join("state")).is_ok_and(|bytes| bytes.get(4) == Some(&1));
-        if live && !target.exists() {
-            std::fs::rename(&watched, &target).expect("move the directory away");
-        }
-    })
-    .expect("failpoint");
-    let result = FileDriver::init_from(&dir, &seed());
-    fail::cfg("file_driver::after_dir_fsync", "off").expect("failpoint off");
-    assert!(moved.exists(), "the failpoint never fired");
-    match result {
-        Err(FileDriverError::Displaced { .. }) => {}
-        other => panic!("a seed that moved away was reported as done: {other:?}"),
-    }
 }

@@ -4,10 +4,12 @@
 //! it uses the readiness protocol `serve` speaks, and its settings agree
 //! with each other and with what `serve` refuses.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_tsoracle-file");
+use common::cli::BIN;
 
 fn unit() -> String {
     std::fs::read_to_string(

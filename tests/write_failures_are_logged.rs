@@ -6,8 +6,8 @@
 //! One test in this binary: it installs the process-wide `tracing`
 //! subscriber (the committer logs from its own thread).
 
-#[path = "support/simfs.rs"]
-mod simfs;
+mod common;
+use common::simfs;
 
 use std::io::{self, ErrorKind};
 use std::sync::{Arc, Mutex};

@@ -1,5 +1,30 @@
 //! Helpers shared by the integration tests. Each test file uses a subset.
+//!
+//! Every test target includes them with `mod common;`, and nothing else:
+//! the helpers at this level need no feature; [`simfs`] (the in-memory
+//! filesystem that knows what a power cut keeps) and [`child`] (the test
+//! binary re-run as a child process) neither; [`cli`] runs the
+//! `tsoracle-file` binary, which only the `cli` feature builds, and
+//! [`served`] runs a server in-process for the migration tests, [`serve`]
+//! the `serve` subcommand as a child process; [`seed`]
+//! and [`owner`] are what the seeding and owner tests share with
+//! `tests/failpoints/`.
 #![allow(dead_code)]
+
+pub mod child;
+#[cfg(feature = "cli")]
+pub mod cli;
+pub mod kills;
+#[cfg(feature = "metrics")]
+pub mod metrics;
+pub mod owner;
+pub mod seed;
+#[cfg(feature = "server")]
+pub mod serve;
+#[cfg(feature = "migrate")]
+pub mod served;
+pub mod sim;
+pub mod simfs;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -166,6 +191,22 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
     tsoracle_driver_file::error_chain(err)
 }
 
+/// The `FileDriverError` inside a driver-level `ConsensusError`, and
+/// whether it was classified transient.
+pub fn classify(
+    err: &tsoracle_consensus::ConsensusError,
+) -> (bool, &tsoracle_driver_file::FileDriverError) {
+    use tsoracle_consensus::ConsensusError;
+    let transient = match err {
+        ConsensusError::TransientDriver(_) => true,
+        ConsensusError::PermanentDriver(_) => false,
+        other => panic!("not a driver error: {other:?}"),
+    };
+    let file_err = tsoracle_driver_file::FileDriverError::in_consensus(err)
+        .unwrap_or_else(|| panic!("not an Arc<FileDriverError>: {err:?}"));
+    (transient, file_err)
+}
+
 /// Pauses the committer at a failpoint until dropped. Declare it after the
 /// driver, so a failing test releases the committer before the driver's
 /// drop joins it.
@@ -316,10 +357,13 @@ pub fn example_binary(name: &str) -> PathBuf {
 
 /// Milliseconds since the Unix epoch by the system clock.
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_millis() as u64
+    u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_millis(),
+    )
+    .expect("milliseconds fit u64")
 }
 
 /// Writes each of the driver's files once: `state` (high-water 1000),

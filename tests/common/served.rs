@@ -2,38 +2,19 @@
 //! driver), and the `tsoracle-file` binary: what the migration tests drive
 //! `migrate out`, `migrate in` and `migrate finish` against.
 
-#![allow(dead_code)]
-
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::time::timeout;
 use tsoracle_consensus::ConsensusDriver;
-use tsoracle_core::SeqKey;
 use tsoracle_driver_file::FileDriver;
 use tsoracle_server::{Server, ServerBuilder, ServingState};
 
 /// How long a server may take to serve, or to stop.
 pub const BOUND: Duration = Duration::from_secs(60);
-
-/// This machine's clock, Unix milliseconds.
-pub fn now_ms() -> u64 {
-    u64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .expect("clock after 1970")
-            .as_millis(),
-    )
-    .expect("ms fit u64")
-}
-
-pub fn key(name: &str) -> SeqKey {
-    SeqKey::try_new(name).expect("key")
-}
 
 /// A running server: its URL and port, and how to stop it.
 pub struct Served {
@@ -119,17 +100,4 @@ pub async fn serve_on(
 pub async fn stop_server(stop: oneshot::Sender<()>, handle: tokio::task::JoinHandle<()>) {
     let _ = stop.send(());
     timeout(BOUND, handle).await.expect("stop").expect("join");
-}
-
-/// Runs `tsoracle-file` with `args`: success, stdout, stderr.
-pub fn tsoracle_file(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tsoracle-file"))
-        .args(args)
-        .output()
-        .expect("run tsoracle-file");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }

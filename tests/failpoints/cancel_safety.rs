@@ -7,9 +7,6 @@
 //!
 //! Every test holds its own `FailScenario`, so failpoints never leak
 //! between tests.
-#![cfg(feature = "failpoints")]
-
-mod common;
 
 use std::collections::BTreeMap;
 
@@ -27,7 +24,9 @@ use tsoracle_driver_file::{
     FileDriver, FileDriverError, FileOp, LEADER_EPOCH, dense_record, lease_record, record,
 };
 
-use common::{Paused, dir_contents, error_chain as chain, key};
+use crate::common::sim::{HW, open};
+use crate::common::simfs::SimFs;
+use crate::common::{Paused, classify, dir_contents, error_chain as chain, key};
 
 /// A write request some caller got into the committer's queue.
 #[derive(Clone, Debug)]
@@ -549,4 +548,59 @@ async fn failed_temp_write_is_transient() {
 #[tokio::test]
 async fn full_disk_is_transient() {
     temp_write_failure_is_transient("return(enospc)", Some(std::io::ErrorKind::StorageFull)).await;
+}
+
+// The review regressions' fix 2.
+
+/// Fix 2: once the rename took effect the live file holds the new record,
+/// so a failure there poisons and is permanent, not a transient rename
+/// error a caller would retry.
+#[tokio::test]
+async fn failure_after_rename_is_permanent_and_poisons() {
+    let _scenario = fail::FailScenario::setup();
+    let fs = SimFs::new();
+    let driver = open(&fs).expect("open");
+    assert_eq!(
+        driver.persist_high_water(HW, LEADER_EPOCH).await.unwrap(),
+        HW
+    );
+
+    fail::cfg("file_driver::after_rename", "return").unwrap();
+    let err = driver
+        .persist_high_water(HW + 100, LEADER_EPOCH)
+        .await
+        .expect_err("the write fails after its rename");
+    let (transient, inner) = classify(&err);
+    assert!(!transient, "expected PermanentDriver, got {err:?}");
+    assert!(
+        matches!(
+            inner,
+            FileDriverError::Io {
+                op: FileOp::Rename,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        chain(&err).contains("file_driver::after_rename"),
+        "{}",
+        chain(&err)
+    );
+    assert!(driver.is_poisoned(), "a failure after the rename poisons");
+    assert_eq!(driver.high_water(), HW, "nothing new was published");
+
+    // Poisoned: every later write is refused, permanently, even with the
+    // fault gone.
+    fail::cfg("file_driver::after_rename", "off").unwrap();
+    let later = driver
+        .persist_high_water(HW + 200, LEADER_EPOCH)
+        .await
+        .expect_err("a poisoned driver refuses writes");
+    let (transient, inner) = classify(&later);
+    assert!(!transient, "{later:?}");
+    assert!(
+        matches!(inner, FileDriverError::Poisoned { .. }),
+        "{later:?}"
+    );
 }

@@ -1,7 +1,6 @@
 //! `SimFs`: an in-memory [`Vfs`] that knows what a power cut would keep.
 //!
-//! Include it from a test file with
-//! `#[path = "support/simfs.rs"] mod simfs;`.
+//! Part of the shared test helpers: `mod common;` then `common::simfs`.
 //!
 //! # Model
 //!

@@ -8,9 +8,6 @@
 //! A failpoint callback holds the committer inside a first write while a
 //! lease write, a dense advance and a high-water advance queue behind it, so
 //! all three land in the same batch.
-#![cfg(feature = "failpoints")]
-
-mod common;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -24,7 +21,7 @@ use tsoracle_consensus::ConsensusDriver;
 use tsoracle_core::LeaseRecord;
 use tsoracle_driver_file::{FileDriver, LEADER_EPOCH};
 
-use common::key;
+use crate::common::key;
 
 /// What memory held at the instant a reply woke its caller.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,8 +3,7 @@
 //! saying what to do. The child reports on stdout, one line per event, each
 //! prefixed with [`REPORT`]; the parent waits on those lines, never on time.
 //!
-//! Include it from a test file with
-//! `#[path = "support/child.rs"] mod child;`.
+//! Part of the shared test helpers: `mod common;` then `common::child`.
 //!
 //! An flock belongs to the open file, and a process forked by another thread
 //! carries a copy of every open file until it execs. So that a test's

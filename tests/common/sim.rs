@@ -1,0 +1,27 @@
+//! A driver on a [`SimFs`] at one directory: what the cases of the
+//! independent review of the crash-safety argument open
+//! (`power_loss_never_rewinds.rs` and `failpoints/`).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tsoracle_driver_file::{FileDriver, FileDriverError};
+
+use super::simfs::SimFs;
+
+/// The directory opened on the `SimFs`.
+pub const DIR: &str = "/oracle";
+/// A high-water the tests write.
+pub const HW: u64 = 1_764_000_000_000;
+
+/// Opens a driver on `DIR` of `fs`.
+pub fn open(fs: &SimFs) -> Result<Arc<FileDriver>, FileDriverError> {
+    FileDriver::open_or_init_with(DIR, Arc::new(fs.clone()))
+}
+
+/// `mkdir` through the Vfs, like a process that is not the driver: no
+/// fsync of the parent follows.
+pub fn simfs_create_dir(fs: &SimFs, dir: &str) {
+    use tsoracle_driver_file::vfs::Vfs;
+    fs.create_dir(Path::new(dir)).expect("mkdir");
+}
