@@ -562,7 +562,12 @@ async fn the_protocol_holds_on_ext4_xfs_and_btrfs() {
         let locked = lock(&mounted);
         let full = disk_full(&mounted).await;
         let identity = identity(&mounted).await;
-        eprintln!("real_filesystems: {fs}: {durable}; {locked}; {full}; {identity}");
+        let contract_dir = mounted.point.join("contract");
+        let contract = common::contract::run(|| {
+            FileDriver::open_or_init(&contract_dir).expect("open on the image")
+        })
+        .await;
+        eprintln!("real_filesystems: {fs}: {durable}; {locked}; {full}; {identity}; {contract}");
         ran += 1;
     }
     eprintln!("real_filesystems: {ran} of 3 filesystems checked");

@@ -14,6 +14,7 @@
 pub mod child;
 #[cfg(feature = "cli")]
 pub mod cli;
+pub mod contract;
 pub mod kills;
 #[cfg(feature = "metrics")]
 pub mod metrics;

@@ -1,0 +1,26 @@
+//! The `ConsensusDriver` contract (`common::contract`) on a temporary
+//! directory and on the simulated filesystem; `real_filesystems.rs` runs it
+//! on ext4, xfs and btrfs images.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::simfs::SimFs;
+use tsoracle_driver_file::FileDriver;
+
+#[tokio::test]
+async fn the_contract_holds_on_a_temporary_directory() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("oracle");
+    common::contract::run(|| FileDriver::open_or_init(&dir).expect("open")).await;
+}
+
+#[tokio::test]
+async fn the_contract_holds_on_the_simulated_filesystem() {
+    let fs = SimFs::new();
+    common::contract::run(|| {
+        FileDriver::open_or_init_with("/data/oracle", Arc::new(fs.clone())).expect("open")
+    })
+    .await;
+}
