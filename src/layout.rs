@@ -3,6 +3,8 @@
 //! the temp name each is written through. Adding a file means adding it
 //! here; [`temp_files`] then lists its debris for open to remove.
 
+use crate::record::Mark;
+
 /// Name of the lock file inside a state directory.
 pub const LOCK_FILE: &str = "LOCK";
 
@@ -61,32 +63,22 @@ impl FileKind {
     }
 }
 
-/// One of the note files beside a marked `state` record (see
-/// `crate::marks`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Note {
-    Retired,
-    Seeding,
-    Pending,
+/// The note file that goes with `mark`, beside the marked `state` record
+/// (see `crate::marks`).
+pub(crate) fn note_name(mark: Mark) -> &'static str {
+    match mark {
+        Mark::Retired => RETIRED_FILE,
+        Mark::Seeding => SEEDING_FILE,
+        Mark::Pending => PENDING_FILE,
+    }
 }
 
-impl Note {
-    pub(crate) const ALL: [Note; 3] = [Note::Retired, Note::Seeding, Note::Pending];
-
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Note::Retired => RETIRED_FILE,
-            Note::Seeding => SEEDING_FILE,
-            Note::Pending => PENDING_FILE,
-        }
-    }
-
-    pub(crate) fn temp_name(self) -> &'static str {
-        match self {
-            Note::Retired => "RETIRED.tmp",
-            Note::Seeding => "SEEDING.tmp",
-            Note::Pending => "PENDING.tmp",
-        }
+/// The temp name the note of `mark` is written through.
+pub(crate) fn note_temp_name(mark: Mark) -> &'static str {
+    match mark {
+        Mark::Retired => "RETIRED.tmp",
+        Mark::Seeding => "SEEDING.tmp",
+        Mark::Pending => "PENDING.tmp",
     }
 }
 
@@ -95,7 +87,7 @@ impl Note {
 /// open removes, and what `read_state_dir` reports as leftover.
 pub(crate) fn temp_files() -> [&'static str; 7] {
     let [state, dense, leases] = FileKind::ALL.map(FileKind::temp_name);
-    let [retired, seeding, pending] = Note::ALL.map(Note::temp_name);
+    let [retired, seeding, pending] = Mark::ALL.map(note_temp_name);
     [
         state,
         dense,

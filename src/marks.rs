@@ -37,19 +37,10 @@
 use std::io;
 
 use crate::error::{Bt, FileDriverError, FileOp};
-use crate::layout::{FileKind, Note};
+use crate::layout::{FileKind, note_name, note_temp_name};
 use crate::record::{self, Mark};
 use crate::store::{Files, Store};
 use crate::vfs::Entry;
-
-/// The note file that goes with `mark`.
-pub(crate) fn note_for(mark: Mark) -> Note {
-    match mark {
-        Mark::Retired => Note::Retired,
-        Mark::Seeding => Note::Seeding,
-        Mark::Pending => Note::Pending,
-    }
-}
 
 /// At most this many bytes of a marker's first line go into an error.
 const NOTE_LIMIT: usize = 512;
@@ -64,7 +55,7 @@ pub(crate) fn refuse_if_fenced(store: &Store, files: &Files) -> Result<(), FileD
     let mut mark = files.mark;
     if mark.is_none() {
         for candidate in Mark::ALL {
-            if exists(store, note_for(candidate))? {
+            if exists(store, candidate)? {
                 mark = Some(candidate);
                 break;
             }
@@ -76,7 +67,7 @@ pub(crate) fn refuse_if_fenced(store: &Store, files: &Files) -> Result<(), FileD
                 dir = %store.dir().display(),
                 mark = %found,
                 "the directory carries a {} note but a live state record (an earlier version fenced with the note alone): marking the record so that every driver refuses it",
-                note_for(found).name()
+                note_name(found)
             );
             write_mark(store, files.high_water.unwrap_or(0), Some(found))?;
         }
@@ -85,8 +76,8 @@ pub(crate) fn refuse_if_fenced(store: &Store, files: &Files) -> Result<(), FileD
         return Ok(());
     };
     let state = store.dir().join(FileKind::State.name());
-    let note_path = store.dir().join(note_for(mark).name());
-    let marker = if exists(store, note_for(mark))? {
+    let note_path = store.dir().join(note_name(mark));
+    let marker = if exists(store, mark)? {
         note_path
     } else {
         state
@@ -101,7 +92,7 @@ pub(crate) fn refuse_if_fenced(store: &Store, files: &Files) -> Result<(), FileD
             backtrace: Bt::capture(),
         },
         Mark::Retired => {
-            let note = read_marker(store, Note::Retired)?
+            let note = read_marker(store, Mark::Retired)?
                 .map(|note| first_line(&note))
                 .unwrap_or_else(|| "its state record is marked retired".into());
             FileDriverError::Retired {
@@ -137,9 +128,10 @@ pub(crate) fn first_line(text: &str) -> String {
     line[..end].to_string()
 }
 
-/// Whether `note` exists in the opened directory (a symbolic link counts).
-pub(crate) fn exists(store: &Store, note: Note) -> Result<bool, FileDriverError> {
-    let name = note.name();
+/// Whether the note of `mark` exists in the opened directory (a symbolic
+/// link counts).
+pub(crate) fn exists(store: &Store, mark: Mark) -> Result<bool, FileDriverError> {
+    let name = note_name(mark);
     match store.handle().probe(name) {
         Ok(Entry::Missing) => Ok(false),
         Ok(_) => Ok(true),
@@ -151,9 +143,10 @@ pub(crate) fn exists(store: &Store, note: Note) -> Result<bool, FileDriverError>
     }
 }
 
-/// The note's content (lossy UTF-8), or `None` when it does not exist.
-pub(crate) fn read_marker(store: &Store, note: Note) -> Result<Option<String>, FileDriverError> {
-    let name = note.name();
+/// The content (lossy UTF-8) of the note of `mark`, or `None` when it does
+/// not exist.
+pub(crate) fn read_marker(store: &Store, mark: Mark) -> Result<Option<String>, FileDriverError> {
+    let name = note_name(mark);
     match store.handle().read(name) {
         Ok(bytes) => Ok(bytes.map(|bytes| String::from_utf8_lossy(&bytes).into_owned())),
         Err(err) => Err(FileDriverError::io(
@@ -164,20 +157,35 @@ pub(crate) fn read_marker(store: &Store, note: Note) -> Result<Option<String>, F
     }
 }
 
-/// Writes `note` durably through its temp name (which open removes as
-/// debris, `layout::temp_files`): created exclusively, fsync, rename,
-/// directory fsync. When this returns, the note survives a power cut.
+/// Writes the note of `mark` durably through its temp name (which open
+/// removes as debris, `layout::temp_files`): created exclusively, fsync,
+/// rename, directory fsync. When this returns, the note survives a power
+/// cut.
 pub(crate) fn write_marker(
     store: &Store,
-    note: Note,
+    mark: Mark,
     content: &[u8],
 ) -> Result<(), FileDriverError> {
-    store.write_whole(note.temp_name(), note.name(), content)
+    store.write_whole(note_temp_name(mark), note_name(mark), content)
 }
 
-/// Removes `note`, then fsyncs the directory.
-pub(crate) fn remove_marker(store: &Store, note: Note) -> Result<(), FileDriverError> {
-    let name = note.name();
+/// Steps 1 to 3 of the protocol for the note of `mark`: the caller's
+/// directory fsync, shared with the files staged beside it, makes it
+/// durable.
+pub(crate) fn stage_marker(
+    store: &Store,
+    mark: Mark,
+    content: &[u8],
+) -> Result<(), FileDriverError> {
+    store
+        .stage_named(note_temp_name(mark), note_name(mark), content)
+        .map(drop)
+        .map_err(|failure| failure.error)
+}
+
+/// Removes the note of `mark`, then fsyncs the directory.
+pub(crate) fn remove_marker(store: &Store, mark: Mark) -> Result<(), FileDriverError> {
+    let name = note_name(mark);
     match store.handle().remove(name) {
         Ok(()) => {}
         Err(err) if err.kind() == io::ErrorKind::NotFound => {}

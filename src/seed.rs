@@ -46,7 +46,7 @@ use tsoracle_core::{LeaseRecord, PHYSICAL_MS_MAX, SeqKey};
 use crate::dense_record::{self, DenseState};
 use crate::driver::FileDriver;
 use crate::error::{Bt, FileDriverError};
-use crate::layout::{FileKind, Note};
+use crate::layout::{FileKind, note_name};
 use crate::lease_record;
 use crate::marks;
 use crate::record::Mark;
@@ -253,8 +253,9 @@ impl FileDriver {
             stage(FileKind::Leases, &leases)?;
         }
         if let Some(note) = &seed.pending {
-            marks::write_marker(&store, Note::Pending, note.as_bytes())?;
+            marks::stage_marker(&store, Mark::Pending, note.as_bytes())?;
         }
+        // One directory fsync for everything staged in this step.
         store.sync_dir()?;
         store.check_owner()?;
         // Step 4: the commit point.
@@ -272,10 +273,10 @@ impl FileDriver {
 fn refuse_existing(store: &Store) -> Result<(), FileDriverError> {
     let existing = match store.existing_state_file()? {
         Some(existing) => Some(existing),
-        None => [Note::Seeding, Note::Retired, Note::Pending]
+        None => [Mark::Seeding, Mark::Retired, Mark::Pending]
             .into_iter()
-            .find_map(|note| match marks::exists(store, note) {
-                Ok(true) => Some(Ok(store.dir().join(note.name()))),
+            .find_map(|mark| match marks::exists(store, mark) {
+                Ok(true) => Some(Ok(store.dir().join(note_name(mark)))),
                 Ok(false) => None,
                 Err(err) => Some(Err(err)),
             })

@@ -9,7 +9,7 @@ use tsoracle_core::{LeaseRecord, PHYSICAL_MS_MAX, SeqKey};
 
 use crate::dense_record::{self, DenseState};
 use crate::error::{Bt, FileDriverError, FileOp};
-use crate::layout::{FileKind, LOCK_FILE, Note, SEEDING_FILE};
+use crate::layout::{FileKind, LOCK_FILE, SEEDING_FILE};
 use crate::marks;
 use crate::record::Mark;
 use crate::store::{DirLock, Store, decode_named};
@@ -142,7 +142,7 @@ impl StoppedDir {
         let dir = dir.as_ref();
         crate::store::require_dir(vfs.as_ref(), dir)?;
         let (store, lock) = Store::lock(vfs, dir)?;
-        if marks::exists(&store, Note::Seeding)? {
+        if marks::exists(&store, Mark::Seeding)? {
             return Err(FileDriverError::SeedingInterrupted {
                 marker: dir.join(SEEDING_FILE),
                 backtrace: Bt::capture(),
@@ -224,7 +224,7 @@ impl StoppedDir {
     ///
     /// [`FileDriverError::Io`] when the marker cannot be read.
     pub fn retired_note(&self) -> Result<Option<String>, FileDriverError> {
-        marks::read_marker(&self.store, Note::Retired)
+        marks::read_marker(&self.store, Mark::Retired)
     }
 
     /// The mark of the `state` record as it was when the directory was
@@ -256,7 +256,7 @@ impl StoppedDir {
             self.high_water.unwrap_or(0),
             Some(Mark::Retired),
         )?;
-        marks::write_marker(&self.store, Note::Retired, note.as_bytes())
+        marks::write_marker(&self.store, Mark::Retired, note.as_bytes())
     }
 
     /// Lifts a retirement, durably, so the directory can serve again: the
@@ -277,7 +277,7 @@ impl StoppedDir {
         if let Some(high_water) = self.high_water {
             marks::write_mark(&self.store, high_water, None)?;
         }
-        marks::remove_marker(&self.store, Note::Retired)
+        marks::remove_marker(&self.store, Mark::Retired)
     }
 
     /// The content of the `PENDING` note that `migrate in` left, when the
@@ -287,7 +287,7 @@ impl StoppedDir {
     ///
     /// [`FileDriverError::Io`] when the note cannot be read.
     pub fn pending_note(&self) -> Result<Option<String>, FileDriverError> {
-        marks::read_marker(&self.store, Note::Pending)
+        marks::read_marker(&self.store, Mark::Pending)
     }
 
     /// Whether the directory waits for `migrate finish`: its record is
@@ -298,7 +298,7 @@ impl StoppedDir {
     ///
     /// [`FileDriverError::Io`] when the note cannot be probed.
     pub fn is_pending(&self) -> Result<bool, FileDriverError> {
-        Ok(self.mark == Some(Mark::Pending) || marks::exists(&self.store, Note::Pending)?)
+        Ok(self.mark == Some(Mark::Pending) || marks::exists(&self.store, Mark::Pending)?)
     }
 
     fn refuse_pending(&self) -> Result<(), FileDriverError> {
@@ -346,7 +346,7 @@ impl StoppedDir {
         self.high_water = Some(high_water);
         self.mark = None;
         self.files[receipt_slot(FileKind::State)].bytes = Some(record::encode(high_water).to_vec());
-        marks::remove_marker(&self.store, Note::Pending)?;
+        marks::remove_marker(&self.store, Mark::Pending)?;
         Ok(high_water)
     }
 

@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use tokio::time::timeout;
 use tsoracle_client::Client;
 use tsoracle_consensus::ConsensusDriver;
 use tsoracle_core::LeaseRecord;
@@ -353,8 +352,7 @@ async fn a_wait_beyond_the_limit_is_refused_before_anything_changes() {
     assert_eq!(client.get_seq("orders", 1).await.expect("orders").start, 0);
     FileDriver::open_or_init(&source).expect("the source still serves");
 
-    let _ = stop.send(());
-    timeout(BOUND, handle).await.expect("stop").expect("join");
+    stop_server(stop, handle).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -393,8 +391,7 @@ async fn a_target_without_dense_sequences_is_refused_before_anything_changes() {
     drop(stopped);
     FileDriver::open_or_init(&source).expect("the source still serves");
 
-    let _ = stop.send(());
-    timeout(BOUND, handle).await.expect("stop").expect("join");
+    stop_server(stop, handle).await;
 }
 
 /// The whole protocol against a source with a 5 s window and leases:

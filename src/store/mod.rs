@@ -246,7 +246,7 @@ impl Store {
 
     /// [`Store::stage`] for any file of the directory, by name (see
     /// [`Store::write_whole`]).
-    fn stage_named(
+    pub(crate) fn stage_named(
         &self,
         temp_name: &str,
         name: &str,
