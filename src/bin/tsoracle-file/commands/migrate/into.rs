@@ -318,7 +318,7 @@ fn refuse_existing(newdir: &std::path::Path) -> Result<(), Failure> {
         let file = newdir.join(name);
         if std::fs::symlink_metadata(&file).is_ok() {
             return Err(Failure::new(format!(
-                "refusing to seed {}: {} already exists (a pending `migrate in` is finished with                  `tsoracle-file migrate finish {}`); nothing was asked of the oracle",
+                "refusing to seed {}: {} already exists (a pending `migrate in` is finished with `tsoracle-file migrate finish {}`); nothing was asked of the oracle",
                 newdir.display(),
                 file.display(),
                 newdir.display()

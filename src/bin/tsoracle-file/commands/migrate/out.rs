@@ -604,7 +604,8 @@ async fn probe_keys(
     let mut probes = BTreeMap::new();
     let mut ours = BTreeMap::new();
     for key in keys {
-        let (probe, uncertain) = probe_once(target, key)
+        let (probe, uncertain) = target
+            .probe(key)
             .await
             .map_err(|failure| run.unproven(failure))?;
         probes.insert(key.to_string(), probe);
@@ -815,31 +816,6 @@ async fn carry_lease(
         Err(err) => Err(target.failure(&format!("cannot carry lease {}", lease.lease_id), &err)),
     }
 }
-
-/// Takes one value of `key` from the target: its position, and how many
-/// calls before it ended uncertain (each may have taken one value below
-/// it, burned). An oracle without dense sequences is refused here, naming
-/// what to use instead.
-async fn probe_once(target: &Target, key: &str) -> Result<(u64, u64), Failure> {
-    let mut uncertain = 0u64;
-    // Bounded: each pass returns or counts an uncertain call.
-    while uncertain < MAX_UNCERTAIN_PROBES {
-        match super::target::retrying(|| target.client.get_seq(key, 1)).await {
-            Ok(block) => return Ok((block.start, uncertain)),
-            Err(ClientError::SeqUncertain) => uncertain += 1,
-            Err(err) => {
-                return Err(target.failure(&format!("cannot read dense key {key:?}"), &err));
-            }
-        }
-    }
-    Err(Failure::new(format!(
-        "dense key {key:?}: {MAX_UNCERTAIN_PROBES} calls in a row ended uncertain at {}",
-        target.endpoints.join(",")
-    )))
-}
-
-/// How often the preflight re-probes a key whose call ended uncertain.
-const MAX_UNCERTAIN_PROBES: u64 = 20;
 
 /// Polls the target's timestamps until one's physical part is above
 /// `floor`, printing progress; the target's clock may run behind DIR's

@@ -196,11 +196,13 @@ impl Target {
             .map_err(|err| self.failure("cannot get a timestamp", &err))
     }
 
-    /// Takes one value of `key` and returns it: the counter's position.
-    async fn probe(&self, key: &str) -> Result<u64, Failure> {
-        for _ in 0..MAX_UNCERTAIN {
+    /// Takes one value of `key` and returns it (the counter's position),
+    /// with how many calls before it ended uncertain (each may have taken
+    /// one value below it, burned).
+    pub(crate) async fn probe(&self, key: &str) -> Result<(u64, u64), Failure> {
+        for uncertain in 0..u64::from(MAX_UNCERTAIN) {
             match retrying(|| self.client.get_seq(key, 1)).await {
-                Ok(block) => return Ok(block.start),
+                Ok(block) => return Ok((block.start, uncertain)),
                 // The value may or may not have been taken: either way it is
                 // burned. Probe again to learn where the counter is.
                 Err(ClientError::SeqUncertain) => continue,
@@ -225,7 +227,7 @@ impl Target {
         floor: u64,
         chunk: &mut u32,
     ) -> Result<Advance, Failure> {
-        let probe = self.probe(key).await?;
+        let (probe, _) = self.probe(key).await?;
         let mut next = probe.saturating_add(1);
         let needed = floor.saturating_sub(next).div_ceil(u64::from(*chunk));
         if needed > MAX_CALLS_PER_KEY {
@@ -268,7 +270,7 @@ impl Target {
                 }
                 Err(ClientError::SeqUncertain) if uncertain < MAX_UNCERTAIN => {
                     uncertain += 1;
-                    next = next.max(self.probe(key).await?.saturating_add(1));
+                    next = next.max(self.probe(key).await?.0.saturating_add(1));
                 }
                 Err(err) => {
                     return Err(self.failure(&format!("cannot advance dense key {key:?}"), &err));
