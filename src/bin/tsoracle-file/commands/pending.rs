@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use tsoracle_core::SeqKey;
-use tsoracle_driver_file::{FileDriver, FileDriverError, Seed, StoppedDir};
+use tsoracle_driver_file::{FileDriver, FileDriverError, StoppedDir};
 
 use crate::cli::Failure;
 
@@ -25,12 +25,7 @@ pub(crate) fn init_pending<'a>(
     counters: impl IntoIterator<Item = (&'a str, u64)>,
     note: &str,
 ) -> Result<(), Failure> {
-    let mut seed = Seed::new(high_water).with_key_cap(cap).pending(note);
-    for (key, next) in counters {
-        // Callers checked every key when they parsed or read it.
-        let key = SeqKey::try_new(key).map_err(|err| Failure::new(err.to_string()))?;
-        seed = seed.with_counter(key, next);
-    }
+    let seed = crate::commands::seed::oracle_seed(high_water, cap, counters)?.pending(note);
     FileDriver::init_from(newdir, &seed).map_err(|err| failure(&err))
 }
 

@@ -105,6 +105,18 @@ pub(crate) fn init_new_oracle<'a>(
     cap: u64,
     counters: impl IntoIterator<Item = (&'a str, u64)>,
 ) -> Result<(), Failure> {
+    let seed = oracle_seed(high_water, cap, counters)?;
+    FileDriver::init_from(newdir, &seed).map_err(|err| Failure::from_error(&err))?;
+    Ok(())
+}
+
+/// The seed of a new oracle at `high_water` with `counters` and a key cap
+/// of `cap` (what `restore` writes, and `migrate in` writes pending).
+pub(crate) fn oracle_seed<'a>(
+    high_water: u64,
+    cap: u64,
+    counters: impl IntoIterator<Item = (&'a str, u64)>,
+) -> Result<tsoracle_driver_file::Seed, Failure> {
     let mut seed = tsoracle_driver_file::Seed::new(high_water).with_key_cap(cap);
     for (key, next) in counters {
         // Callers checked every key when they parsed or read it.
@@ -112,6 +124,5 @@ pub(crate) fn init_new_oracle<'a>(
             tsoracle_core::SeqKey::try_new(key).map_err(|err| Failure::new(err.to_string()))?;
         seed = seed.with_counter(key, next);
     }
-    FileDriver::init_from(newdir, &seed).map_err(|err| Failure::from_error(&err))?;
-    Ok(())
+    Ok(seed)
 }
