@@ -11,12 +11,10 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use tsoracle_consensus::{ConsensusDriver, ConsensusError, LeaderState};
-use tsoracle_core::{LeaseRecord, PHYSICAL_MS_MAX, SeqKey};
+use tsoracle_core::{LeaseRecord, PHYSICAL_MS_MAX};
 use tsoracle_driver_file::{FileDriver, LEADER_EPOCH};
 
-fn key(name: &str) -> SeqKey {
-    SeqKey::try_new(name).expect("key")
-}
+use super::key;
 
 fn lease(id: u64, upper: u64) -> LeaseRecord {
     LeaseRecord {
