@@ -51,6 +51,18 @@ impl ConsensusDriver for TimestampsOnly {
     }
 }
 
+/// `migrate finish` on `back`, which must then stand above the source's
+/// final committed high-water.
+async fn finish_above(back: &Path, source_high_water: u64) {
+    let (ok, _, stderr) = run(strings(&["migrate", "finish", path(back)])).await;
+    assert!(ok, "migrate finish failed: {stderr}");
+    let new = committed(back);
+    assert!(
+        new > source_high_water,
+        "new {new} <= the source's {source_high_water}"
+    );
+}
+
 /// A clock `0` ms ahead of this machine's.
 struct Ahead(u64);
 
@@ -662,13 +674,7 @@ async fn finish_covers_the_window_after_the_observation_on_the_sources_clock() {
     let source_high_water = committed(&source);
     assert!(source_high_water > bound + 1);
 
-    let (ok, _, stderr) = run(strings(&["migrate", "finish", path(&back)])).await;
-    assert!(ok, "migrate finish failed: {stderr}");
-    let new = committed(&back);
-    assert!(
-        new > source_high_water,
-        "new {new} <= the source's {source_high_water}"
-    );
+    finish_above(&back, source_high_water).await;
 }
 
 /// A failover (here a restart of the single-node source, which advances
@@ -722,13 +728,7 @@ async fn finish_covers_a_failover_after_the_observation() {
     let source_high_water = committed(&source);
     assert!(source_high_water >= before + 5_000, "no failover advance");
 
-    let (ok, _, stderr) = run(strings(&["migrate", "finish", path(&back)])).await;
-    assert!(ok, "migrate finish failed: {stderr}");
-    let new = committed(&back);
-    assert!(
-        new > source_high_water,
-        "new {new} <= the source's {source_high_water}"
-    );
+    finish_above(&back, source_high_water).await;
 }
 
 /// A lease acquired before `migrate in` and renewed all along (renewals on
@@ -790,13 +790,7 @@ async fn renewals_that_do_not_stack_are_covered_by_the_ttl_ceiling() {
     let source_high_water = committed(&source);
     assert!(source_high_water >= last.ts_upper_bound.max(renewed.ts_upper_bound));
 
-    let (ok, _, stderr) = run(strings(&["migrate", "finish", path(&back)])).await;
-    assert!(ok, "migrate finish failed: {stderr}");
-    let new = committed(&back);
-    assert!(
-        new > source_high_water,
-        "new {new} <= the source's {source_high_water}"
-    );
+    finish_above(&back, source_high_water).await;
 }
 
 /// `dense add` raises (never lowers) a counter and adds a key with the cap
