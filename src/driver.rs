@@ -19,9 +19,10 @@ use tsoracle_core::{Epoch, LeaseRecord, SeqKey};
 use crate::committer::{CommitError, CommitStats, Committer, Published, Request, StatCounters};
 use crate::error::{Bt, FileDriverError, to_consensus};
 use crate::identity_record::Origin;
+use crate::options::OpenOptions;
 use crate::poison::read_lock;
 use crate::store::{DirLock, Snapshot, Store};
-use crate::vfs::{StdFs, Vfs};
+use crate::vfs::Vfs;
 
 /// The epoch this driver reports: a single node is always the leader of
 /// the one and only term, epoch 0 ([`Epoch::ZERO`]).
@@ -98,20 +99,12 @@ impl FileDriver {
     /// the path and the operation that failed;
     /// [`FileDriverError::CommitterSpawn`] if the OS refuses a thread.
     pub fn open_or_init(dir: impl AsRef<Path>) -> Result<Arc<FileDriver>, FileDriverError> {
-        Self::open_or_init_with(dir, Arc::new(StdFs))
+        OpenOptions::new().open_or_init(dir)
     }
 
-    /// [`open_or_init`](Self::open_or_init) on another [`Vfs`], for tests
-    /// that inject faults or simulate power loss.
-    ///
-    /// # Errors
-    ///
-    /// As [`open_or_init`](Self::open_or_init).
-    pub fn open_or_init_with(
-        dir: impl AsRef<Path>,
-        vfs: Arc<dyn Vfs>,
-    ) -> Result<Arc<FileDriver>, FileDriverError> {
-        let dir = dir.as_ref();
+    /// [`open_or_init`](Self::open_or_init) through `vfs`
+    /// ([`OpenOptions::open_or_init`]).
+    pub(crate) fn open(dir: &Path, vfs: Arc<dyn Vfs>) -> Result<Arc<FileDriver>, FileDriverError> {
         let (store, lock) = Store::lock(vfs, dir)?;
         let recovery = Instant::now();
         let files = store.load(|files| crate::marks::refuse_if_fenced(&store, files))?;
@@ -208,22 +201,7 @@ impl FileDriver {
         dir: impl AsRef<Path>,
         seed_physical_ms: u64,
     ) -> Result<(), FileDriverError> {
-        Self::init_seeded_with(dir, seed_physical_ms, Arc::new(StdFs))
-    }
-
-    /// [`init_seeded`](Self::init_seeded) on another [`Vfs`].
-    ///
-    /// # Errors
-    ///
-    /// As [`init_seeded`](Self::init_seeded).
-    pub fn init_seeded_with(
-        dir: impl AsRef<Path>,
-        seed_physical_ms: u64,
-        vfs: Arc<dyn Vfs>,
-    ) -> Result<(), FileDriverError> {
-        // One seeding path: the markers, the precondition and the owner
-        // check are those of init_from.
-        Self::init_from_with(dir, &crate::Seed::new(seed_physical_ms), vfs)
+        OpenOptions::new().init_seeded(dir, seed_physical_ms)
     }
 
     /// The state directory this driver owns.

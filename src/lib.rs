@@ -120,6 +120,7 @@ mod format;
 mod layout;
 mod marks;
 pub mod metrics;
+mod options;
 mod poison;
 #[cfg(feature = "receipt")]
 #[cfg_attr(docsrs, doc(cfg(feature = "receipt")))]
@@ -147,10 +148,11 @@ pub use error::{Bt, FileDriverError, FileOp, error_chain};
 pub use layout::{
     IDENTITY_FILE, IDENTITY_XATTR, LOCK_FILE, PENDING_FILE, RETIRED_FILE, SEEDING_FILE,
 };
+pub use options::OpenOptions;
 #[cfg(feature = "receipt")]
 #[cfg_attr(docsrs, doc(cfg(feature = "receipt")))]
 pub use receipt::StoppedStateReceipt;
 pub use seed::Seed;
-pub use state_dir::{OriginSource, StateDir, read_state_dir, read_state_dir_with};
+pub use state_dir::{OriginSource, StateDir, read_state_dir};
 pub use stopped::StoppedDir;
 pub use store::FAILPOINTS;

@@ -51,7 +51,7 @@ use crate::lease_record;
 use crate::marks;
 use crate::record::Mark;
 use crate::store::Store;
-use crate::vfs::{StdFs, Vfs};
+use crate::vfs::Vfs;
 
 /// What [`FileDriver::init_from`] writes into a fresh state directory.
 ///
@@ -204,68 +204,57 @@ impl FileDriver {
     /// after such a failure the directory carries `SEEDING` (or nothing):
     /// remove it and seed again.
     pub fn init_from(dir: impl AsRef<Path>, seed: &Seed) -> Result<(), FileDriverError> {
-        Self::init_from_with(dir, seed, Arc::new(StdFs))
+        crate::OpenOptions::new().init_from(dir, seed)
     }
+}
 
-    /// [`init_from`](Self::init_from) on another [`Vfs`].
-    ///
-    /// # Errors
-    ///
-    /// As [`init_from`](Self::init_from).
-    pub fn init_from_with(
-        dir: impl AsRef<Path>,
-        seed: &Seed,
-        vfs: Arc<dyn Vfs>,
-    ) -> Result<(), FileDriverError> {
-        let dir = dir.as_ref();
-        if seed.high_water > PHYSICAL_MS_MAX {
-            return Err(FileDriverError::SeedOutOfRange {
-                seed: seed.high_water,
-                max: PHYSICAL_MS_MAX,
-                backtrace: Bt::capture(),
-            });
-        }
-        // Encode everything before touching the disk: a seed that cannot be
-        // stored leaves no trace.
-        // A default `dense` (no counters, the default cap) reads the same as
-        // no file, and the high-water-only seed writes `state` alone.
-        let dense =
-            (seed.dense != DenseState::default()).then(|| dense_record::encode(&seed.dense));
-        let leases = lease_record::encode(&seed.leases).map_err(|source| {
-            FileDriverError::InvalidLeases {
-                dir: dir.to_path_buf(),
-                source,
-                backtrace: Bt::capture(),
-            }
+/// [`FileDriver::init_from`] through `vfs` ([`OpenOptions::init_from`](crate::OpenOptions::init_from)).
+pub(crate) fn init(dir: &Path, seed: &Seed, vfs: Arc<dyn Vfs>) -> Result<(), FileDriverError> {
+    if seed.high_water > PHYSICAL_MS_MAX {
+        return Err(FileDriverError::SeedOutOfRange {
+            seed: seed.high_water,
+            max: PHYSICAL_MS_MAX,
+            backtrace: Bt::capture(),
+        });
+    }
+    // Encode everything before touching the disk: a seed that cannot be
+    // stored leaves no trace.
+    // A default `dense` (no counters, the default cap) reads the same as
+    // no file, and the high-water-only seed writes `state` alone.
+    let dense = (seed.dense != DenseState::default()).then(|| dense_record::encode(&seed.dense));
+    let leases =
+        lease_record::encode(&seed.leases).map_err(|source| FileDriverError::InvalidLeases {
+            dir: dir.to_path_buf(),
+            source,
+            backtrace: Bt::capture(),
         })?;
 
-        // Step 1.
-        let (store, _lock) = Store::lock(vfs, dir)?;
-        refuse_existing(&store)?;
-        // Step 2: the commit point's "before".
-        marks::write_mark(&store, seed.high_water, Some(Mark::Seeding))?;
-        // Step 3.
-        let stage = |kind, bytes: &[u8]| store.stage(kind, bytes).map_err(|failure| failure.error);
-        if let Some(dense) = &dense {
-            stage(FileKind::Dense, dense)?;
-        }
-        if !seed.leases.is_empty() {
-            stage(FileKind::Leases, &leases)?;
-        }
-        if let Some(note) = &seed.pending {
-            marks::stage_marker(&store, Mark::Pending, note.as_bytes())?;
-        }
-        // One directory fsync for everything staged in this step.
-        store.sync_dir()?;
-        store.check_owner()?;
-        // Step 4: the commit point.
-        let last = seed.pending.as_ref().map(|_| Mark::Pending);
-        marks::write_mark(&store, seed.high_water, last)?;
-        // A new origin, as for any oracle this crate starts.
-        store
-            .ensure_identity(crate::driver::now_ms(), true)
-            .map(drop)
+    // Step 1.
+    let (store, _lock) = Store::lock(vfs, dir)?;
+    refuse_existing(&store)?;
+    // Step 2: the commit point's "before".
+    marks::write_mark(&store, seed.high_water, Some(Mark::Seeding))?;
+    // Step 3.
+    let stage = |kind, bytes: &[u8]| store.stage(kind, bytes).map_err(|failure| failure.error);
+    if let Some(dense) = &dense {
+        stage(FileKind::Dense, dense)?;
     }
+    if !seed.leases.is_empty() {
+        stage(FileKind::Leases, &leases)?;
+    }
+    if let Some(note) = &seed.pending {
+        marks::stage_marker(&store, Mark::Pending, note.as_bytes())?;
+    }
+    // One directory fsync for everything staged in this step.
+    store.sync_dir()?;
+    store.check_owner()?;
+    // Step 4: the commit point.
+    let last = seed.pending.as_ref().map(|_| Mark::Pending);
+    marks::write_mark(&store, seed.high_water, last)?;
+    // A new origin, as for any oracle this crate starts.
+    store
+        .ensure_identity(crate::driver::now_ms(), true)
+        .map(drop)
 }
 
 /// Refuses a directory that holds any state file or note: seeding never

@@ -11,7 +11,7 @@ use crate::identity_record::Origin;
 use crate::layout::{self, LOCK_FILE, PENDING_FILE, RETIRED_FILE, SEEDING_FILE};
 use crate::record::Mark;
 use crate::store::{self, XattrOrigin};
-use crate::vfs::{DirIdentity, Entry, StdFs, Vfs};
+use crate::vfs::{DirIdentity, Entry, Vfs};
 
 /// Where [`StateDir::origin`] was found, or why there is none.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,20 +108,12 @@ pub struct StateDir {
 /// [`FileDriverError::NotADirectory`], or [`FileDriverError::Io`] (a missing
 /// directory is `Io` with [`FileOp::Inspect`] and kind `NotFound`).
 pub fn read_state_dir(dir: impl AsRef<Path>) -> Result<StateDir, FileDriverError> {
-    read_state_dir_with(dir, &StdFs)
+    crate::OpenOptions::new().read_state_dir(dir)
 }
 
-/// [`read_state_dir`] on another [`Vfs`], for tests that simulate a
-/// filesystem (one without extended attributes, say).
-///
-/// # Errors
-///
-/// As [`read_state_dir`].
-pub fn read_state_dir_with(
-    dir: impl AsRef<Path>,
-    vfs: &dyn Vfs,
-) -> Result<StateDir, FileDriverError> {
-    let dir = dir.as_ref();
+/// [`read_state_dir`] through `vfs`
+/// ([`OpenOptions::read_state_dir`](crate::OpenOptions::read_state_dir)).
+pub(crate) fn read(dir: &Path, vfs: &dyn Vfs) -> Result<StateDir, FileDriverError> {
     store::require_dir(vfs, dir)?;
     let handle = vfs
         .open_dir(dir)

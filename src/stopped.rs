@@ -13,7 +13,7 @@ use crate::layout::{FileKind, LOCK_FILE, SEEDING_FILE};
 use crate::marks;
 use crate::record::Mark;
 use crate::store::{DirLock, Store, decode_named};
-use crate::vfs::{StdFs, Vfs};
+use crate::vfs::Vfs;
 use crate::{lease_record, record};
 
 /// The bytes of one file as read under the lock (`None`: absent).
@@ -127,19 +127,12 @@ impl StoppedDir {
     /// [`FileDriverError::Corrupt`] naming the file; [`FileDriverError::Io`]
     /// for a failed read.
     pub fn lock(dir: impl AsRef<Path>) -> Result<StoppedDir, FileDriverError> {
-        Self::lock_with(dir, Arc::new(StdFs))
+        crate::OpenOptions::new().lock_stopped(dir)
     }
 
-    /// [`lock`](Self::lock) on another [`Vfs`].
-    ///
-    /// # Errors
-    ///
-    /// As [`lock`](Self::lock).
-    pub fn lock_with(
-        dir: impl AsRef<Path>,
-        vfs: Arc<dyn Vfs>,
-    ) -> Result<StoppedDir, FileDriverError> {
-        let dir = dir.as_ref();
+    /// [`lock`](Self::lock) through `vfs`
+    /// ([`OpenOptions::lock_stopped`](crate::OpenOptions::lock_stopped)).
+    pub(crate) fn lock_on(dir: &Path, vfs: Arc<dyn Vfs>) -> Result<StoppedDir, FileDriverError> {
         crate::store::require_dir(vfs.as_ref(), dir)?;
         let (store, lock) = Store::lock(vfs, dir)?;
         if marks::exists(&store, Mark::Seeding)? {

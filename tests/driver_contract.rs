@@ -4,10 +4,9 @@
 
 mod common;
 
-use std::sync::Arc;
 
 use common::simfs::SimFs;
-use tsoracle_driver_file::FileDriver;
+use tsoracle_driver_file::{FileDriver, OpenOptions};
 
 #[tokio::test]
 async fn the_contract_holds_on_a_temporary_directory() {
@@ -20,7 +19,10 @@ async fn the_contract_holds_on_a_temporary_directory() {
 async fn the_contract_holds_on_the_simulated_filesystem() {
     let fs = SimFs::new();
     common::contract::run(|| {
-        FileDriver::open_or_init_with("/data/oracle", Arc::new(fs.clone())).expect("open")
+        OpenOptions::new()
+            .vfs(fs.clone())
+            .open_or_init("/data/oracle")
+            .expect("open")
     })
     .await;
 }

@@ -21,13 +21,12 @@ use common::simfs;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use tsoracle_consensus::ConsensusDriver;
 use tsoracle_driver_file::identity_record::{self, Origin};
 use tsoracle_driver_file::{
-    FileDriver, FileDriverError, IDENTITY_FILE, IDENTITY_XATTR, LEADER_EPOCH, OriginSource, Seed,
-    read_state_dir, read_state_dir_with, record,
+    FileDriver, FileDriverError, IDENTITY_FILE, IDENTITY_XATTR, LEADER_EPOCH, OpenOptions,
+    OriginSource, Seed, read_state_dir, record,
 };
 
 use common::{
@@ -335,12 +334,18 @@ async fn without_extended_attributes_the_driver_runs_without_an_identity() {
     let fs = sim();
     fs.set_xattrs_supported(false);
     let dir = sim_dir();
-    let driver = FileDriver::open_or_init_with(&dir, Arc::new(fs.clone())).unwrap();
+    let driver = OpenOptions::new()
+        .vfs(fs.clone())
+        .open_or_init(&dir)
+        .unwrap();
     assert_eq!(driver.origin(), None);
     driver.persist_high_water(500, LEADER_EPOCH).await.unwrap();
     drop(driver);
     assert_eq!(sim_entries(&fs, &dir), ["LOCK", "state"]);
-    let found = read_state_dir_with(&dir, &fs).unwrap();
+    let found = OpenOptions::new()
+        .vfs(fs.clone())
+        .read_state_dir(&dir)
+        .unwrap();
     assert_eq!(found.origin, None);
     assert_eq!(found.origin_source, OriginSource::Unsupported);
 
@@ -350,11 +355,17 @@ async fn without_extended_attributes_the_driver_runs_without_an_identity() {
         &dir.join(IDENTITY_FILE),
         &identity_record::encode(&sim_origin()),
     );
-    let found = read_state_dir_with(&dir, &fs).unwrap();
+    let found = OpenOptions::new()
+        .vfs(fs.clone())
+        .read_state_dir(&dir)
+        .unwrap();
     assert_eq!(found.origin, Some(sim_origin()));
     assert_eq!(found.origin_source, OriginSource::IdentityFile);
     let from = fs.op_count();
-    let driver = FileDriver::open_or_init_with(&dir, Arc::new(fs.clone())).unwrap();
+    let driver = OpenOptions::new()
+        .vfs(fs.clone())
+        .open_or_init(&dir)
+        .unwrap();
     assert_eq!(driver.origin(), None);
     assert_eq!(driver.high_water(), 500);
     let ops: Vec<_> = fs.op_log().into_iter().skip(from as usize).collect();
@@ -380,7 +391,10 @@ async fn a_failed_attribute_write_never_stops_an_open() {
         let fs = sim();
         let dir = sim_dir();
         fs.fail_next(OpKind::SetXattr, Some("oracle"), kind);
-        let driver = FileDriver::open_or_init_with(&dir, Arc::new(fs.clone())).unwrap();
+        let driver = OpenOptions::new()
+            .vfs(fs.clone())
+            .open_or_init(&dir)
+            .unwrap();
         assert_eq!(fs.pending_faults(), 0, "{kind:?}: the write was tried");
         assert_eq!(driver.origin(), None, "{kind:?}: not recorded");
         assert_eq!(
@@ -391,7 +405,10 @@ async fn a_failed_attribute_write_never_stops_an_open() {
         drop(driver);
         assert_eq!(sim_identity(&fs, &dir), None);
         // The directory now holds state: another open does not make one up.
-        let driver = FileDriver::open_or_init_with(&dir, Arc::new(fs.clone())).unwrap();
+        let driver = OpenOptions::new()
+            .vfs(fs.clone())
+            .open_or_init(&dir)
+            .unwrap();
         assert_eq!(driver.origin(), None);
         drop(driver);
         assert_eq!(sim_entries(&fs, &dir), ["LOCK", "state"]);
@@ -401,18 +418,29 @@ async fn a_failed_attribute_write_never_stops_an_open() {
     // the next open carries it.
     let fs = sim();
     let dir = sim_dir();
-    drop(FileDriver::open_or_init_with(&dir, Arc::new(fs.clone())).unwrap());
+    drop(
+        OpenOptions::new()
+            .vfs(fs.clone())
+            .open_or_init(&dir)
+            .unwrap(),
+    );
     fs.put_xattr(&dir, IDENTITY_XATTR, None);
     fs.put_file(
         &dir.join(IDENTITY_FILE),
         &identity_record::encode(&sim_origin()),
     );
     fs.fail_next(OpKind::SetXattr, Some("oracle"), io::ErrorKind::StorageFull);
-    let driver = FileDriver::open_or_init_with(&dir, Arc::new(fs.clone())).unwrap();
+    let driver = OpenOptions::new()
+        .vfs(fs.clone())
+        .open_or_init(&dir)
+        .unwrap();
     assert_eq!(driver.origin(), Some(sim_origin()), "still in the file");
     drop(driver);
     assert_eq!(sim_entries(&fs, &dir), ["IDENTITY", "LOCK"]);
-    let driver = FileDriver::open_or_init_with(&dir, Arc::new(fs.clone())).unwrap();
+    let driver = OpenOptions::new()
+        .vfs(fs.clone())
+        .open_or_init(&dir)
+        .unwrap();
     assert_eq!(driver.origin(), Some(sim_origin()));
     drop(driver);
     assert_eq!(sim_entries(&fs, &dir), ["LOCK"]);
@@ -428,13 +456,21 @@ fn an_identity_file_that_cannot_be_removed_is_left_for_the_next_open() {
         Some(IDENTITY_FILE),
         io::ErrorKind::PermissionDenied,
     );
-    let driver = FileDriver::open_or_init_with(&dir, Arc::new(fs.clone())).unwrap();
+    let driver = OpenOptions::new()
+        .vfs(fs.clone())
+        .open_or_init(&dir)
+        .unwrap();
     assert_eq!(fs.pending_faults(), 0, "the unlink was tried");
     assert_eq!(driver.origin(), Some(sim_origin()));
     drop(driver);
     assert_eq!(sim_entries(&fs, &dir), ["IDENTITY", "LOCK", "state"]);
     assert_eq!(sim_identity(&fs, &dir), Some(sim_origin()), "carried");
-    drop(FileDriver::open_or_init_with(&dir, Arc::new(fs.clone())).unwrap());
+    drop(
+        OpenOptions::new()
+            .vfs(fs.clone())
+            .open_or_init(&dir)
+            .unwrap(),
+    );
     assert_eq!(sim_entries(&fs, &dir), ["LOCK", "state"]);
 }
 
@@ -442,7 +478,12 @@ fn an_identity_file_that_cannot_be_removed_is_left_for_the_next_open() {
 fn a_failed_directory_fsync_while_carrying_stops_the_open_and_keeps_the_file() {
     let dir = sim_dir();
     let reference = sim_legacy();
-    drop(FileDriver::open_or_init_with(&dir, Arc::new(reference.clone())).unwrap());
+    drop(
+        OpenOptions::new()
+            .vfs(reference.clone())
+            .open_or_init(&dir)
+            .unwrap(),
+    );
     let log = reference.op_log();
     let set = log
         .iter()
@@ -453,7 +494,7 @@ fn a_failed_directory_fsync_while_carrying_stops_the_open_and_keeps_the_file() {
 
     let fs = sim_legacy();
     fs.fail_at(fsync as u64, io::ErrorKind::Other);
-    match FileDriver::open_or_init_with(&dir, Arc::new(fs.clone())) {
+    match OpenOptions::new().vfs(fs.clone()).open_or_init(&dir) {
         Err(FileDriverError::Io { op, path, .. }) => {
             assert_eq!(op, tsoracle_driver_file::FileOp::FsyncDir);
             assert_eq!(path, dir);
@@ -470,9 +511,14 @@ fn a_failed_directory_fsync_while_carrying_stops_the_open_and_keeps_the_file() {
 fn an_attribute_that_cannot_be_read_is_refused() {
     let fs = sim();
     let dir = sim_dir();
-    drop(FileDriver::open_or_init_with(&dir, Arc::new(fs.clone())).unwrap());
+    drop(
+        OpenOptions::new()
+            .vfs(fs.clone())
+            .open_or_init(&dir)
+            .unwrap(),
+    );
     fs.fail_next(OpKind::GetXattr, Some("oracle"), io::ErrorKind::Other);
-    match FileDriver::open_or_init_with(&dir, Arc::new(fs.clone())) {
+    match OpenOptions::new().vfs(fs.clone()).open_or_init(&dir) {
         Err(FileDriverError::Io { op, path, .. }) => {
             assert_eq!(op, tsoracle_driver_file::FileOp::ReadIdentity);
             assert_eq!(path, dir);
@@ -485,16 +531,21 @@ fn an_attribute_that_cannot_be_read_is_refused() {
 fn a_damaged_identity_attribute_is_refused_on_simfs_too() {
     let fs = sim();
     let dir = sim_dir();
-    drop(FileDriver::open_or_init_with(&dir, Arc::new(fs.clone())).unwrap());
+    drop(
+        OpenOptions::new()
+            .vfs(fs.clone())
+            .open_or_init(&dir)
+            .unwrap(),
+    );
     for damaged in [&b""[..], b"TSOI", &[0u8; identity_record::RECORD_LEN][..]] {
         fs.put_xattr(&dir, IDENTITY_XATTR, Some(damaged));
         let files = fs.visible_files();
-        match FileDriver::open_or_init_with(&dir, Arc::new(fs.clone())) {
+        match OpenOptions::new().vfs(fs.clone()).open_or_init(&dir) {
             Err(FileDriverError::CorruptIdentity { dir: named, .. }) => assert_eq!(named, dir),
             other => panic!("expected CorruptIdentity for {damaged:?}, got {other:?}"),
         }
         assert!(matches!(
-            read_state_dir_with(&dir, &fs),
+            OpenOptions::new().vfs(fs.clone()).read_state_dir(&dir),
             Err(FileDriverError::CorruptIdentity { .. })
         ));
         assert_eq!(fs.visible_files(), files, "nothing written");
@@ -526,7 +577,10 @@ fn carrying_an_identity_file_over_survives_a_power_cut_at_every_step() {
     let dir = sim_dir();
     let reference = sim_legacy();
     let from = reference.op_count();
-    let driver = FileDriver::open_or_init_with(&dir, Arc::new(reference.clone())).unwrap();
+    let driver = OpenOptions::new()
+        .vfs(reference.clone())
+        .open_or_init(&dir)
+        .unwrap();
     assert_eq!(driver.origin(), Some(sim_origin()));
     drop(driver);
     let total = reference.op_count();
@@ -554,7 +608,7 @@ fn carrying_an_identity_file_over_survives_a_power_cut_at_every_step() {
     for crash in from..total {
         let fs = sim_legacy();
         fs.crash_at(crash);
-        let _ = FileDriver::open_or_init_with(&dir, Arc::new(fs.clone()));
+        let _ = OpenOptions::new().vfs(fs.clone()).open_or_init(&dir);
         for image in fs.crash_images() {
             images += 1;
             let in_file = image
@@ -576,7 +630,9 @@ fn carrying_an_identity_file_over_survives_a_power_cut_at_every_step() {
             }
             // The next boot finishes the move.
             let booted = SimFs::from_image(&image);
-            let driver = FileDriver::open_or_init_with(&dir, Arc::new(booted.clone()))
+            let driver = OpenOptions::new()
+                .vfs(booted.clone())
+                .open_or_init(&dir)
                 .unwrap_or_else(|err| panic!("image {}: {err}", image.label));
             assert_eq!(driver.origin(), Some(sim_origin()), "image {}", image.label);
             assert_eq!(driver.high_water(), 1_764_000_000_000);
@@ -592,7 +648,10 @@ fn carrying_an_identity_file_over_survives_a_power_cut_at_every_step() {
 fn a_new_oracle_on_simfs_records_its_identity_durably_before_serving() {
     let fs = sim();
     let dir = sim_dir();
-    let driver = FileDriver::open_or_init_with(&dir, Arc::new(fs.clone())).unwrap();
+    let driver = OpenOptions::new()
+        .vfs(fs.clone())
+        .open_or_init(&dir)
+        .unwrap();
     let origin = driver.origin().expect("a new origin");
     // Durable already: a power cut now keeps it.
     fs.crash_at(fs.op_count());

@@ -20,7 +20,7 @@ use simfs::{OpKind, SimFs};
 use tokio::runtime::Runtime;
 use tsoracle_consensus::{ConsensusDriver, ConsensusError};
 use tsoracle_core::{LeaseRecord, SeqKey};
-use tsoracle_driver_file::{FileDriver, FileDriverError, FileOp, LEADER_EPOCH};
+use tsoracle_driver_file::{FileDriver, FileDriverError, FileOp, LEADER_EPOCH, OpenOptions};
 
 const DIR: &str = "/srv/oracle";
 const HW: u64 = 1_764_000_000_100;
@@ -48,7 +48,10 @@ fn lease(id: u64, holder: &str) -> LeaseRecord {
 }
 
 fn open(fs: &SimFs) -> Arc<FileDriver> {
-    FileDriver::open_or_init_with(DIR, Arc::new(fs.clone())).expect("open")
+    OpenOptions::new()
+        .vfs(fs.clone())
+        .open_or_init(DIR)
+        .expect("open")
 }
 
 /// The durable starting point of most tests: high-water `HW`, `orders` at
@@ -286,7 +289,10 @@ fn eio_on_dir_fsync_poisons_and_never_rewinds() {
 fn eio_on_new_directory_fsync_fails_open() {
     let fs = SimFs::new();
     fs.fail_next(OpKind::SyncDir, Some("srv"), ErrorKind::Other);
-    let err = FileDriver::open_or_init_with(DIR, Arc::new(fs.clone())).expect_err("fails");
+    let err = OpenOptions::new()
+        .vfs(fs.clone())
+        .open_or_init(DIR)
+        .expect_err("fails");
     assert_io(&err, FileOp::FsyncDir, "srv", ErrorKind::Other);
     assert!(err.to_string().contains("fsync directory /srv"), "{err}");
 }
@@ -298,7 +304,10 @@ fn eio_on_the_directory_fsync_at_open_fails_open() {
     let fs = SimFs::new();
     drop(open(&fs));
     fs.fail_next(OpKind::SyncDir, Some("oracle"), ErrorKind::Other);
-    let err = FileDriver::open_or_init_with(DIR, Arc::new(fs.clone())).expect_err("fails");
+    let err = OpenOptions::new()
+        .vfs(fs.clone())
+        .open_or_init(DIR)
+        .expect_err("fails");
     assert_io(&err, FileOp::FsyncDir, "oracle", ErrorKind::Other);
     assert!(!err.is_transient());
     assert_eq!(fs.pending_faults(), 0);
@@ -461,7 +470,10 @@ fn permission_denied_on_a_temp_file_is_transient_and_retryable() {
 fn permission_denied_on_lock_is_a_clear_error() {
     let fs = SimFs::new();
     fs.fail_next(OpKind::TryLock, None, ErrorKind::PermissionDenied);
-    let err = FileDriver::open_or_init_with(DIR, Arc::new(fs.clone())).expect_err("denied");
+    let err = OpenOptions::new()
+        .vfs(fs.clone())
+        .open_or_init(DIR)
+        .expect_err("denied");
     assert_io(&err, FileOp::Lock, "LOCK", ErrorKind::PermissionDenied);
     assert_eq!(err.to_string(), "cannot lock /srv/oracle/LOCK");
     assert!(!err.is_transient());
@@ -644,7 +656,7 @@ fn real_tmpfs_enospc_is_transient() {
 fn simfs_lock_table_is_exclusive() {
     let fs = SimFs::new();
     let first = open(&fs);
-    match FileDriver::open_or_init_with(DIR, Arc::new(fs.clone())) {
+    match OpenOptions::new().vfs(fs.clone()).open_or_init(DIR) {
         Err(FileDriverError::AlreadyLocked { path, .. }) => {
             assert_eq!(path, Path::new(DIR).join("LOCK"));
         }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use tsoracle_consensus::ConsensusDriver;
 use tsoracle_driver_file::vfs::Ownership;
-use tsoracle_driver_file::{FileDriver, FileDriverError, LEADER_EPOCH};
+use tsoracle_driver_file::{FileDriver, FileDriverError, LEADER_EPOCH, OpenOptions};
 
 use child::{ChildProcess, fork_gate, report};
 use common::dir_contents;
@@ -667,7 +667,10 @@ fn a_path_switched_while_opening_is_refused() {
         resolve_to: Some(other),
         owner_check_fails: Default::default(),
     };
-    let err = FileDriver::open_or_init_with(&asked, Arc::new(vfs)).unwrap_err();
+    let err = OpenOptions::new()
+        .vfs(vfs)
+        .open_or_init(&asked)
+        .unwrap_err();
     let text = common::error_chain(&err);
     assert!(text.contains("changed while it was being opened"), "{text}");
 }
@@ -681,7 +684,7 @@ async fn an_owner_check_that_cannot_run_stops_acknowledging() {
         resolve_to: None,
         owner_check_fails: Arc::clone(&fails),
     };
-    let driver = FileDriver::open_or_init_with(&dir, Arc::new(vfs)).unwrap();
+    let driver = OpenOptions::new().vfs(vfs).open_or_init(&dir).unwrap();
     driver.persist_high_water(10, LEADER_EPOCH).await.unwrap();
 
     // The check cannot run (a parent was made unreadable, say): nothing
@@ -719,7 +722,7 @@ async fn an_owner_check_that_cannot_run_stops_acknowledging() {
         resolve_to: None,
         owner_check_fails: Arc::clone(&fails),
     };
-    match FileDriver::open_or_init_with(&dir, Arc::new(vfs)) {
+    match OpenOptions::new().vfs(vfs).open_or_init(&dir) {
         Err(FileDriverError::Io { op, .. }) => {
             assert_eq!(op, tsoracle_driver_file::FileOp::CheckOwner);
         }

@@ -25,7 +25,7 @@ use simfs::{CrashImage, Durability, OpKind, SimFs};
 use tokio::runtime::Runtime;
 use tsoracle_consensus::ConsensusDriver;
 use tsoracle_core::{LeaseRecord, SeqKey};
-use tsoracle_driver_file::{FileDriver, FileDriverError, LEADER_EPOCH};
+use tsoracle_driver_file::{FileDriver, FileDriverError, LEADER_EPOCH, OpenOptions};
 
 const DIR: &str = "/srv/oracle";
 const BASE_MS: u64 = 1_764_000_000_000;
@@ -239,7 +239,7 @@ impl fmt::Display for Violation {
 }
 
 fn open(fs: &SimFs) -> Result<Arc<FileDriver>, FileDriverError> {
-    FileDriver::open_or_init_with(DIR, Arc::new(fs.clone()))
+    OpenOptions::new().vfs(fs.clone()).open_or_init(DIR)
 }
 
 /// Compares what `driver` reads with `model`. `exact`: no write was in

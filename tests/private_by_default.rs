@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use tsoracle_consensus::ConsensusDriver;
 use tsoracle_driver_file::vfs::{Entry, StdFs, Vfs, VfsDir};
-use tsoracle_driver_file::{FileDriver, FileDriverError, FileOp, LEADER_EPOCH};
+use tsoracle_driver_file::{FileDriver, FileDriverError, FileOp, LEADER_EPOCH, OpenOptions};
 
 use child::{fork_gate, report};
 use simfs::{OpKind, SimFs};
@@ -191,7 +191,10 @@ async fn a_filesystem_without_directory_fsync_still_serves() {
     for _ in 0..16 {
         fs.fail_next_os(OpKind::SyncDir, None, EINVAL);
     }
-    let driver = FileDriver::open_or_init_with("/oracle", Arc::new(fs.clone())).unwrap();
+    let driver = OpenOptions::new()
+        .vfs(fs.clone())
+        .open_or_init("/oracle")
+        .unwrap();
     for value in [10, 20, 30] {
         assert_eq!(
             driver
@@ -203,20 +206,31 @@ async fn a_filesystem_without_directory_fsync_still_serves() {
     }
     assert!(!driver.is_poisoned());
     drop(driver);
-    let reopened = FileDriver::open_or_init_with("/oracle", Arc::new(fs.clone())).unwrap();
+    let reopened = OpenOptions::new()
+        .vfs(fs.clone())
+        .open_or_init("/oracle")
+        .unwrap();
     assert_eq!(reopened.high_water(), 30);
 }
 
 #[test]
 fn permission_denied_on_the_parent_of_an_existing_directory_is_tolerated() {
     let fs = SimFs::new();
-    drop(FileDriver::open_or_init_with("/srv/oracle", Arc::new(fs.clone())).unwrap());
+    drop(
+        OpenOptions::new()
+            .vfs(fs.clone())
+            .open_or_init("/srv/oracle")
+            .unwrap(),
+    );
     fs.fail_next(
         OpKind::SyncDir,
         Some("srv"),
         std::io::ErrorKind::PermissionDenied,
     );
-    FileDriver::open_or_init_with("/srv/oracle", Arc::new(fs.clone())).unwrap();
+    OpenOptions::new()
+        .vfs(fs.clone())
+        .open_or_init("/srv/oracle")
+        .unwrap();
     assert_eq!(fs.pending_faults(), 0, "the parent fsync was attempted");
 }
 
@@ -224,7 +238,10 @@ fn permission_denied_on_the_parent_of_an_existing_directory_is_tolerated() {
 fn an_io_error_on_the_parent_of_a_new_directory_fails_the_open() {
     let fs = SimFs::new();
     fs.fail_next(OpKind::SyncDir, Some("srv"), std::io::ErrorKind::Other);
-    let err = FileDriver::open_or_init_with("/srv/oracle", Arc::new(fs)).unwrap_err();
+    let err = OpenOptions::new()
+        .vfs(fs)
+        .open_or_init("/srv/oracle")
+        .unwrap_err();
     match err {
         FileDriverError::Io { op, path, .. } => {
             assert_eq!(op, FileOp::FsyncDir);
@@ -276,7 +293,9 @@ fn a_symlinked_state_directory_has_its_real_parent_fsynced_and_nothing_above() {
     let recording = Arc::new(Recording::default());
     let _gate = fork_gate();
     drop(
-        FileDriver::open_or_init_with(&link, Arc::new(RecordingFs(Arc::clone(&recording))))
+        OpenOptions::new()
+            .vfs(RecordingFs(Arc::clone(&recording)))
+            .open_or_init(&link)
             .unwrap(),
     );
     let synced = recording.synced.lock().unwrap().clone();

@@ -9,13 +9,12 @@ use common::seed::{HIGH_WATER, seed};
 use common::{key, simfs};
 
 use std::path::Path;
-use std::sync::Arc;
 
 use simfs::{OpKind, SimFs};
 use tsoracle_consensus::ConsensusDriver;
 use tsoracle_core::LeaseRecord;
 use tsoracle_driver_file::record::Mark;
-use tsoracle_driver_file::{FileDriver, FileDriverError, LEADER_EPOCH, Seed, read_state_dir_with};
+use tsoracle_driver_file::{FileDriver, FileDriverError, LEADER_EPOCH, OpenOptions, Seed};
 
 const DIR: &str = "/data/oracle";
 
@@ -28,13 +27,16 @@ fn runtime() -> tokio::runtime::Runtime {
 /// What a driver opening the disk sees: `None` when it refuses the disk as
 /// half-seeded, else (high-water, orders, users, lease count).
 fn observe(fs: &SimFs) -> Option<(u64, u64, u64, usize)> {
-    match FileDriver::open_or_init_with(DIR, Arc::new(fs.clone())) {
+    match OpenOptions::new().vfs(fs.clone()).open_or_init(DIR) {
         Err(FileDriverError::SeedingInterrupted { marker, .. }) => {
             // Refused by the `state` record's mark, which upstream's driver
             // refuses too (it reads only version 1), not by a note file
             // only this crate honours.
             assert_eq!(marker, Path::new(DIR).join("state"));
-            let found = read_state_dir_with(DIR, fs).expect("readable");
+            let found = OpenOptions::new()
+                .vfs(fs.clone())
+                .read_state_dir(DIR)
+                .expect("readable");
             assert_eq!(found.mark, Some(Mark::Seeding));
             assert_eq!(found.high_water, Some(HIGH_WATER));
             None
@@ -58,7 +60,10 @@ fn observe(fs: &SimFs) -> Option<(u64, u64, u64, usize)> {
 fn a_power_cut_at_any_operation_never_leaves_a_partial_seed() {
     // A clean run first: how many operations seeding takes.
     let clean = SimFs::new();
-    FileDriver::init_from_with(DIR, &seed(), Arc::new(clean.clone())).expect("clean seed");
+    OpenOptions::new()
+        .vfs(clean.clone())
+        .init_from(DIR, &seed())
+        .expect("clean seed");
     let total = clean.op_count();
     assert!(total > 10, "seeding took only {total} operations");
     assert_eq!(observe(&clean), Some((HIGH_WATER, 42_000, 7, 1)));
@@ -67,7 +72,7 @@ fn a_power_cut_at_any_operation_never_leaves_a_partial_seed() {
     for crash_at in 0..total {
         let fs = SimFs::new();
         fs.crash_at(crash_at);
-        let result = FileDriver::init_from_with(DIR, &seed(), Arc::new(fs.clone()));
+        let result = OpenOptions::new().vfs(fs.clone()).init_from(DIR, &seed());
         // The last step records the new oracle's identity, whose failure
         // never fails the seed: everything else is durable by then.
         let recording_identity = fs.op_log()[crash_at as usize].kind == OpKind::SetXattr;

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use simfs::{OpKind, SimFs};
 use tsoracle_consensus::ConsensusDriver;
-use tsoracle_driver_file::{FileDriver, LEADER_EPOCH};
+use tsoracle_driver_file::{LEADER_EPOCH, OpenOptions};
 
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -46,7 +46,10 @@ async fn failed_writes_are_logged_with_the_os_error_and_the_file() {
         .init();
 
     let fs = SimFs::new();
-    let driver = FileDriver::open_or_init_with("/srv/oracle", Arc::new(fs.clone())).unwrap();
+    let driver = OpenOptions::new()
+        .vfs(fs.clone())
+        .open_or_init("/srv/oracle")
+        .unwrap();
     driver.persist_high_water(10, LEADER_EPOCH).await.unwrap();
     assert_eq!(captured.take(), "", "a good write logs nothing at warn");
 

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use tsoracle_driver_file::{FileDriver, FileDriverError};
+use tsoracle_driver_file::{FileDriver, FileDriverError, OpenOptions};
 
 use super::simfs::SimFs;
 
@@ -16,7 +16,7 @@ pub const HW: u64 = 1_764_000_000_000;
 
 /// Opens a driver on `DIR` of `fs`.
 pub fn open(fs: &SimFs) -> Result<Arc<FileDriver>, FileDriverError> {
-    FileDriver::open_or_init_with(DIR, Arc::new(fs.clone()))
+    OpenOptions::new().vfs(fs.clone()).open_or_init(DIR)
 }
 
 /// `mkdir` through the Vfs, like a process that is not the driver: no
