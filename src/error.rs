@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tsoracle_consensus::ConsensusError;
@@ -111,8 +111,10 @@ impl fmt::Display for FileOp {
 /// Everything that can go wrong in a [`FileDriver`](crate::FileDriver).
 ///
 /// Each variant names the path involved; I/O failures also name the
-/// operation. The `Display` text is one sentence; the cause, when there is
-/// one, is the error's [`source`](std::error::Error::source).
+/// operation. The `Display` text is one clause saying what is wrong; the
+/// cause, when there is one, is the error's
+/// [`source`](std::error::Error::source), and what to do about it is its
+/// [`hint`](FileDriverError::hint).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum FileDriverError {
@@ -161,11 +163,9 @@ pub enum FileDriverError {
     /// a directory that holds state then opens without an identity, one
     /// that holds none gets a new one.
     #[error(
-        "the identity of state directory {} (extended attribute {}) is corrupt; nothing the oracle serves depends on it, it only tells copies apart: remove it with `setfattr -x {} {}` to open the directory without one",
+        "the identity of state directory {} (extended attribute {}) is corrupt",
         .dir.display(),
-        crate::IDENTITY_XATTR,
-        crate::IDENTITY_XATTR,
-        .dir.display()
+        crate::IDENTITY_XATTR
     )]
     CorruptIdentity {
         /// The state directory, whose attribute
@@ -207,7 +207,7 @@ pub enum FileDriverError {
     /// unknown (a failed fsync, or a failure after the rename), so the
     /// driver refuses every write. Reopen it (drop and `open_or_init` again) to
     /// re-read what is durable.
-    #[error("driver for {} refuses writes after an earlier failure left the disk state unknown; reopen it", .dir.display())]
+    #[error("driver for {} refuses writes after an earlier failure left the disk state unknown", .dir.display())]
     Poisoned {
         /// The state directory.
         dir: PathBuf,
@@ -222,8 +222,8 @@ pub enum FileDriverError {
     /// Nothing was read or written. Fix it with `chmod 700 DIR` (or
     /// `chmod go-w DIR`).
     #[error(
-        "state directory {} is writable by its group or others (mode {:04o}); only the oracle's own user may write it: run `chmod go-w {}`",
-        .dir.display(), .mode, .dir.display()
+        "state directory {} is writable by its group or others (mode {:04o})",
+        .dir.display(), .mode
     )]
     InsecurePermissions {
         /// The state directory.
@@ -274,13 +274,9 @@ pub enum FileDriverError {
     /// Serving here as well could hand out the same values twice, so the
     /// directory is refused until the operator lifts the marker.
     #[error(
-        "state directory {} was migrated to another oracle and must not serve ({}: {note}); \
-         to come back from that oracle run `tsoracle-file migrate in NEWDIR --from URL --keys-from RECEIPT`, \
-         or, only if that oracle never served anyone and never will, lift the marker with \
-         `tsoracle-file migrate reinstate {} --target-never-served`",
+        "state directory {} was migrated to another oracle and must not serve ({}: {note})",
         .marker.parent().unwrap_or(.marker).display(),
-        .marker.display(),
-        .marker.parent().unwrap_or(.marker).display()
+        .marker.display()
     )]
     Retired {
         /// The `RETIRED` marker file, in the state directory.
@@ -296,8 +292,7 @@ pub enum FileDriverError {
     /// counters or leases it was meant to hold. It never served; remove it
     /// and seed again.
     #[error(
-        "state directory {} was not completely seeded (marker {} left by an interrupted init_from); \
-         it never served: remove the directory and seed it again",
+        "state directory {} was not completely seeded (marker {} left by an interrupted init_from)",
         .marker.parent().unwrap_or(.marker).display(),
         .marker.display()
     )]
@@ -313,11 +308,9 @@ pub enum FileDriverError {
     /// issued. Serving before that could hand out what the source still
     /// hands out.
     #[error(
-        "state directory {} is pending a migration ({}) and must not serve yet: stop the source \
-         oracle, then run `tsoracle-file migrate finish {}`",
+        "state directory {} is pending a migration ({}) and must not serve yet",
         .marker.parent().unwrap_or(.marker).display(),
-        .marker.display(),
-        .marker.parent().unwrap_or(.marker).display()
+        .marker.display()
     )]
     MigrationPending {
         /// The `state` file that carries the mark, or the `PENDING` note.
@@ -406,6 +399,82 @@ impl FileDriverError {
         }
     }
 
+    /// What the operator can do about it, where the error alone does not
+    /// say: the remedy that the one-clause [`Display`](fmt::Display) leaves
+    /// out (as PostgreSQL's `HINT` line beside its message), often a
+    /// `tsoracle-file` command. `tsoracle-file` prints it on a `hint:` line
+    /// under the error. `None` where the error says it all (a corrupt file,
+    /// a held lock: the variant's docs say what to do).
+    ///
+    /// ```
+    /// use std::os::unix::fs::PermissionsExt;
+    /// use tsoracle_driver_file::{FileDriver, FileDriverError};
+    ///
+    /// let tmp = tempfile::tempdir()?;
+    /// let dir = tmp.path().join("oracle");
+    /// std::fs::create_dir(&dir)?;
+    /// std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))?;
+    /// let err = FileDriver::open_or_init(&dir).unwrap_err();
+    /// assert!(matches!(err, FileDriverError::InsecurePermissions { .. }));
+    /// assert!(err.to_string().ends_with("is writable by its group or others (mode 0777)"));
+    /// assert_eq!(err.hint(), Some(format!(
+    ///     "only the oracle's own user may write it: run `chmod go-w {}`", dir.display()
+    /// )));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn hint(&self) -> Option<String> {
+        let dir_of = |file: &Path| file.parent().unwrap_or(file).display().to_string();
+        Some(match self {
+            FileDriverError::CorruptIdentity { dir, .. } => format!(
+                "nothing the oracle serves depends on it, it only tells copies apart: remove it with `setfattr -x {} {}` to open the directory without one",
+                crate::IDENTITY_XATTR,
+                dir.display()
+            ),
+            FileDriverError::Poisoned { .. } => {
+                "reopen it (drop the driver and open the directory again) to re-read what is durable"
+                    .to_owned()
+            }
+            FileDriverError::InsecurePermissions { dir, .. } => format!(
+                "only the oracle's own user may write it: run `chmod go-w {}`",
+                dir.display()
+            ),
+            FileDriverError::Displaced {
+                found: Ownership::LockReplaced,
+                ..
+            } => "so that no second owner can interleave with this one: stop this server, then start it again"
+                .to_owned(),
+            FileDriverError::Displaced { dir, .. } => format!(
+                "a server restarted on {} would not see this driver's writes: stop this server and find out which directory holds the newest state",
+                dir.display()
+            ),
+            FileDriverError::Retired { marker, .. } => format!(
+                "to come back from that oracle run `tsoracle-file migrate in NEWDIR --from URL --keys-from RECEIPT`, \
+                 or, only if that oracle never served anyone and never will, lift the marker with \
+                 `tsoracle-file migrate reinstate {} --target-never-served`",
+                dir_of(marker)
+            ),
+            FileDriverError::SeedingInterrupted { .. } => {
+                "it never served: remove the directory and seed it again".to_owned()
+            }
+            FileDriverError::MigrationPending { marker, .. } => format!(
+                "stop the source oracle, then run `tsoracle-file migrate finish {}`",
+                dir_of(marker)
+            ),
+            FileDriverError::AlreadyLocked { .. }
+            | FileDriverError::Corrupt { .. }
+            | FileDriverError::StateExists { .. }
+            | FileDriverError::CommitterStopped { .. }
+            | FileDriverError::KeyCapBelowKeys { .. }
+            | FileDriverError::Io { .. }
+            | FileDriverError::NotADirectory { .. }
+            | FileDriverError::SeedOutOfRange { .. }
+            | FileDriverError::InvalidLeases { .. }
+            | FileDriverError::CommitterSpawn { .. }
+            | FileDriverError::NotPending { .. }
+            | FileDriverError::NoStateFile { .. } => return None,
+        })
+    }
+
     /// The driver's error inside a [`ConsensusError`] this crate returned:
     /// `TransientDriver` and `PermanentDriver` always box an
     /// `Arc<FileDriverError>`. `None` for every other variant.
@@ -483,14 +552,14 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
     line
 }
 
-fn displaced_message(dir: &std::path::Path, found: Ownership) -> String {
+fn displaced_message(dir: &Path, found: Ownership) -> String {
     let dir = dir.display();
     match found {
         Ownership::LockReplaced => format!(
-            "the lock file {dir}/LOCK was removed or replaced while this driver held it; writes are refused so that no second owner can interleave with this one: stop this server, then start it again"
+            "the lock file {dir}/LOCK was removed or replaced while this driver held it, so it refuses every write"
         ),
         _ => format!(
-            "{dir} no longer leads to the directory this driver locked (it was moved, removed or replaced); writes are refused, because a server restarted on {dir} would not see them: stop this server and find out which directory holds the newest state"
+            "{dir} no longer leads to the directory this driver locked (it was moved, removed or replaced), so it refuses every write"
         ),
     }
 }

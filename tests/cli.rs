@@ -491,6 +491,30 @@ fn verify_reports_the_defect_from_the_source_chain() {
     );
 }
 
+/// A driver error's remedy is its hint, printed on a line of its own under
+/// the one-clause reason; an error without one prints the reason alone
+/// (as `verify_reports_the_defect_from_the_source_chain` shows).
+#[cfg(unix)]
+#[test]
+fn a_refusal_prints_the_remedy_on_a_hint_line() {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = tempfile::tempdir().expect("temp dir");
+    let dir = parent.path().join("oracle");
+    std::fs::create_dir(&dir).expect("mkdir");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let run = tsoracle_file([OsStr::new("init"), dir.as_os_str()]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert_eq!(
+        run.stderr,
+        format!(
+            "error: state directory {dir} is writable by its group or others (mode 0777)\n\
+             hint: only the oracle's own user may write it: run `chmod go-w {dir}`\n",
+            dir = dir.display()
+        )
+    );
+    assert!(dir_contents(&dir).is_empty(), "nothing created");
+}
+
 #[test]
 fn seed_starts_a_fresh_directory_once_and_then_refuses() {
     let parent = tempfile::tempdir().expect("temp dir");

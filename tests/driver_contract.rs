@@ -4,7 +4,6 @@
 
 mod common;
 
-
 use common::simfs::SimFs;
 use tsoracle_driver_file::{FileDriver, OpenOptions};
 

@@ -247,13 +247,14 @@ fn a_damaged_identity_attribute_is_refused_naming_the_directory_and_removing_it_
         read_state_dir(&dir).unwrap_err(),
     ] {
         let text = common::error_chain(&err);
+        let hint = err.hint().expect("the remedy");
         match err {
             FileDriverError::CorruptIdentity { dir: named, .. } => assert_eq!(named, dir),
             other => panic!("expected CorruptIdentity, got {other:?}"),
         }
         assert!(text.contains(&dir.display().to_string()), "{text}");
         assert!(text.contains(IDENTITY_XATTR), "{text}");
-        assert!(text.contains("setfattr -x"), "{text}");
+        assert!(hint.contains("setfattr -x"), "{hint}");
         assert!(text.contains("crc mismatch"), "the defect is named: {text}");
     }
     assert_eq!(dir_contents(&dir), files, "nothing written");

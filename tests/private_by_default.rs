@@ -122,7 +122,8 @@ fn a_directory_others_may_write_is_refused_with_the_fix_and_left_untouched() {
         }
         let text = err.to_string();
         assert!(text.contains(&format!("{bad:04o}")), "{text}");
-        assert!(text.contains("chmod go-w"), "{text}");
+        let hint = err.hint().expect("the remedy");
+        assert!(hint.contains("chmod go-w"), "{hint}");
         assert_eq!(
             std::fs::read_dir(&dir).unwrap().count(),
             0,

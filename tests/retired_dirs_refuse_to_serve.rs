@@ -28,9 +28,9 @@ fn a_retired_directory_is_refused_with_the_marker_and_the_way_out() {
         }
         other => panic!("expected Retired, got {other:?}"),
     }
-    let text = err.to_string();
-    assert!(text.contains("migrate in"), "{text}");
-    assert!(text.contains("migrate reinstate"), "{text}");
+    let hint = err.hint().expect("a retired directory says what to do");
+    assert!(hint.contains("migrate in"), "{hint}");
+    assert!(hint.contains("migrate reinstate"), "{hint}");
     assert!(err.source().is_none());
     assert_eq!(
         std::fs::read(dir.path().join("state")).expect("state"),
@@ -200,7 +200,8 @@ fn a_pending_directory_serves_only_after_finish_raises_its_high_water() {
     ));
     match FileDriver::open_or_init(dir.path()) {
         Err(err @ FileDriverError::MigrationPending { .. }) => {
-            assert!(err.to_string().contains("migrate finish"), "{err}")
+            let hint = err.hint().expect("a pending directory says what to do");
+            assert!(hint.contains("migrate finish"), "{hint}")
         }
         other => panic!("a pending directory served: {other:?}"),
     }

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use tokio::net::TcpListener;
-use tsoracle_driver_file::FileDriver;
+use tsoracle_driver_file::{FileDriver, FileDriverError, error_chain};
 use tsoracle_server::{Server, ServingState};
 
 /// Serve tsoracle timestamps, dense sequences and leases from one state
@@ -65,13 +65,14 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             // One readable line, the causes after colons; no panic trace.
-            let mut line = format!("embedded-server: error: {err}");
-            let mut source = err.source();
-            while let Some(cause) = source {
-                line.push_str(&format!(": {cause}"));
-                source = cause.source();
+            // A driver error's remedy, if it has one, on a line of its own.
+            eprintln!("embedded-server: error: {}", error_chain(err.as_ref()));
+            if let Some(hint) = err
+                .downcast_ref::<FileDriverError>()
+                .and_then(FileDriverError::hint)
+            {
+                eprintln!("embedded-server: hint: {hint}");
             }
-            eprintln!("{line}");
             ExitCode::FAILURE
         }
     }

@@ -6,13 +6,15 @@ use std::error::Error;
 use std::io::{self, Write};
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use std::time::Duration;
 
 use serde::Serialize;
+use tsoracle_consensus::ConsensusError;
 use tsoracle_core::PHYSICAL_MS_MAX;
-use tsoracle_driver_file::{StateDir, read_state_dir};
+use tsoracle_driver_file::{FileDriverError, StateDir, read_state_dir};
 
 /// Exit code of a subcommand that failed or refused (clap exits with 2 on
 /// a usage error before any subcommand runs).
@@ -55,6 +57,9 @@ pub(crate) struct Failure {
     pub(crate) stdout: Option<String>,
     /// The process exit code.
     pub(crate) code: u8,
+    /// What the operator can do, printed on a `hint:` line under the
+    /// reason: the driver error's [`hint`](FileDriverError::hint).
+    pub(crate) hint: Option<String>,
 }
 
 impl Failure {
@@ -64,6 +69,7 @@ impl Failure {
             message: message.into(),
             stdout: None,
             code: EXIT_FAILURE,
+            hint: None,
         }
     }
 
@@ -71,12 +77,23 @@ impl Failure {
     /// `": "`: one line that names the file and says what is wrong with it.
     /// When the error is (or wraps) a held lock, the holder's pid is
     /// added, as `inspect` finds it.
+    /// The driver error in the chain, if any, gives the hint.
     pub(crate) fn from_error(err: &(dyn Error + 'static)) -> Self {
-        let mut message = error_chain(err);
+        let mut message = tsoracle_driver_file::error_chain(err);
         if let Some(holder) = lock_holder(err) {
             message.push_str(&holder);
         }
-        Failure::new(message)
+        Failure {
+            hint: hint_of(err),
+            ..Failure::new(message)
+        }
+    }
+
+    /// The same failure (hint, exit code and all) with its reason
+    /// rewritten by `reword`, which gets the old one.
+    pub(crate) fn reworded(mut self, reword: impl FnOnce(&str) -> String) -> Self {
+        self.message = reword(&self.message);
+        self
     }
 
     /// The same failure, also printing `stdout` on stdout.
@@ -86,7 +103,39 @@ impl Failure {
     }
 }
 
-pub(crate) use tsoracle_driver_file::error_chain;
+/// An error and its source chain on one line, as
+/// [`tsoracle_driver_file::error_chain`] makes it, followed by
+/// `; hint: ...` when a driver error in the chain has one: for log lines
+/// and for reasons that wrap an error.
+pub(crate) fn error_chain(err: &(dyn Error + 'static)) -> String {
+    let mut line = tsoracle_driver_file::error_chain(err);
+    if let Some(hint) = hint_of(err) {
+        line.push_str("; hint: ");
+        line.push_str(&hint);
+    }
+    line
+}
+
+/// The [`hint`](FileDriverError::hint) of the first driver error in `err`'s
+/// chain: the error itself, a shared one, or one a [`ConsensusError`]
+/// carries.
+fn hint_of(err: &(dyn Error + 'static)) -> Option<String> {
+    let mut current = Some(err);
+    while let Some(err) = current {
+        let driver = err
+            .downcast_ref::<FileDriverError>()
+            .or_else(|| err.downcast_ref::<Arc<FileDriverError>>().map(Arc::as_ref))
+            .or_else(|| {
+                err.downcast_ref::<ConsensusError>()
+                    .and_then(FileDriverError::in_consensus)
+            });
+        if let Some(driver) = driver {
+            return driver.hint();
+        }
+        current = err.source();
+    }
+    None
+}
 
 /// Prints a subcommand's result and turns it into the process exit code.
 /// A reader that went away (`| head`) ends the output quietly.
@@ -118,6 +167,9 @@ pub(crate) fn finish(result: CmdResult) -> ExitCode {
                     .and_then(|()| stdout.flush());
             }
             let _ = writeln!(io::stderr(), "error: {}", failure.message);
+            if let Some(hint) = &failure.hint {
+                let _ = writeln!(io::stderr(), "hint: {hint}");
+            }
             ExitCode::from(failure.code)
         }
     }

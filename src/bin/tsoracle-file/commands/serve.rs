@@ -621,7 +621,7 @@ async fn bind_grpc(args: &Args) -> Result<(TcpListener, SocketAddr), Failure> {
 
 /// How serving ended, as the command reports it: the leader watch's own
 /// error (when it ended by itself) first, then the gRPC server's.
-fn stop_reason<E: std::error::Error>(
+fn stop_reason<E: std::error::Error + 'static>(
     watched: Result<(), E>,
     drained: Result<(), tonic::transport::Error>,
 ) -> Result<(), Failure> {

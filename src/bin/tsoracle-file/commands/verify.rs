@@ -62,6 +62,10 @@ pub(crate) struct VerifyFailed {
     pub(crate) dir: String,
     /// The reason, as printed on stderr.
     pub(crate) error: String,
+    /// What to do about it, as printed on stderr's `hint:` line (absent
+    /// when there is none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) hint: Option<String>,
 }
 
 /// Checks every file of the directory.
@@ -80,6 +84,7 @@ pub(crate) fn exec(args: &Args) -> CmdResult {
                 ok: false,
                 dir: dir.to_string_lossy().into_owned(),
                 error: failure.message.clone(),
+                hint: failure.hint.clone(),
             };
             return Err(failure.with_stdout(cli::json_line(&verdict)));
         }

@@ -405,24 +405,26 @@ impl Run<'_> {
         } else {
             "is not marked RETIRED and may still serve"
         };
-        Failure::new(format!(
-            "{}; nothing was changed: {} {state}",
-            failure.message,
-            self.args.dir.display()
-        ))
+        failure.reworded(|message| {
+            format!(
+                "{message}; nothing was changed: {} {state}",
+                self.args.dir.display()
+            )
+        })
     }
 
     /// A target that cannot be asked: on a re-run, what cannot be asked
     /// cannot prove the target is the oracle DIR was carried to.
     fn unproven(&self, failure: Failure) -> Failure {
         match self.earlier {
-            Earlier::Recorded { recorded, .. } => self.untouched(Failure::new(format!(
-                "{} was already migrated out to {}; cannot check that {} is that oracle: {}",
-                self.args.dir.display(),
-                recorded.to.join(","),
-                self.args.to.join(","),
-                failure.message
-            ))),
+            Earlier::Recorded { recorded, .. } => self.untouched(failure.reworded(|message| {
+                format!(
+                    "{} was already migrated out to {}; cannot check that {} is that oracle: {message}",
+                    self.args.dir.display(),
+                    recorded.to.join(","),
+                    self.args.to.join(","),
+                )
+            })),
             _ => self.untouched(failure),
         }
     }
