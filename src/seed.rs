@@ -50,7 +50,7 @@ use crate::layout::{FileKind, note_name};
 use crate::lease_record;
 use crate::marks;
 use crate::record::Mark;
-use crate::store::Store;
+use crate::store::{Snapshot, Store};
 use crate::vfs::Vfs;
 
 /// What [`FileDriver::init_from`] writes into a fresh state directory.
@@ -68,9 +68,9 @@ use crate::vfs::Vfs;
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Seed {
-    high_water: u64,
-    dense: DenseState,
-    leases: Vec<LeaseRecord>,
+    /// What the new directory holds: the same three values a driver keeps
+    /// in memory.
+    state: Snapshot,
     /// The `PENDING` note, for a seed that must wait for `migrate finish`.
     pending: Option<String>,
 }
@@ -80,9 +80,11 @@ impl Seed {
     /// default key cap, no leases.
     pub fn new(high_water: u64) -> Self {
         Seed {
-            high_water,
-            dense: DenseState::default(),
-            leases: Vec::new(),
+            state: Snapshot {
+                high_water,
+                dense: DenseState::default(),
+                leases: Vec::new(),
+            },
             pending: None,
         }
     }
@@ -91,21 +93,21 @@ impl Seed {
     /// value the seeded oracle hands out for it).
     #[must_use]
     pub fn with_counter(mut self, key: SeqKey, next: u64) -> Self {
-        self.dense.counters.insert(key, next);
+        self.state.dense.counters.insert(key, next);
         self
     }
 
     /// Sets the dense key-cardinality cap.
     #[must_use]
     pub fn with_key_cap(mut self, cap: u64) -> Self {
-        self.dense.cap = cap;
+        self.state.dense.cap = cap;
         self
     }
 
     /// Sets the lease set.
     #[must_use]
     pub fn with_leases(mut self, leases: Vec<LeaseRecord>) -> Self {
-        self.leases = leases;
+        self.state.leases = leases;
         self
     }
 
@@ -144,17 +146,17 @@ impl Seed {
 
     /// The high-water.
     pub fn high_water(&self) -> u64 {
-        self.high_water
+        self.state.high_water
     }
 
     /// The dense counters and key cap.
     pub fn dense(&self) -> &DenseState {
-        &self.dense
+        &self.state.dense
     }
 
     /// The lease set.
     pub fn leases(&self) -> &[LeaseRecord] {
-        &self.leases
+        &self.state.leases
     }
 }
 
@@ -210,9 +212,9 @@ impl FileDriver {
 
 /// [`FileDriver::init_from`] through `vfs` ([`OpenOptions::init_from`](crate::OpenOptions::init_from)).
 pub(crate) fn init(dir: &Path, seed: &Seed, vfs: Arc<dyn Vfs>) -> Result<(), FileDriverError> {
-    if seed.high_water > PHYSICAL_MS_MAX {
+    if seed.state.high_water > PHYSICAL_MS_MAX {
         return Err(FileDriverError::SeedOutOfRange {
-            seed: seed.high_water,
+            seed: seed.state.high_water,
             max: PHYSICAL_MS_MAX,
             backtrace: Bt::capture(),
         });
@@ -221,9 +223,9 @@ pub(crate) fn init(dir: &Path, seed: &Seed, vfs: Arc<dyn Vfs>) -> Result<(), Fil
     // stored leaves no trace.
     // A default `dense` (no counters, the default cap) reads the same as
     // no file, and the high-water-only seed writes `state` alone.
-    let dense = (seed.dense != DenseState::default()).then(|| dense_record::encode(&seed.dense));
+    let dense = (seed.state.dense != DenseState::default()).then(|| dense_record::encode(&seed.state.dense));
     let leases =
-        lease_record::encode(&seed.leases).map_err(|source| FileDriverError::InvalidLeases {
+        lease_record::encode(&seed.state.leases).map_err(|source| FileDriverError::InvalidLeases {
             dir: dir.to_path_buf(),
             source,
             backtrace: Bt::capture(),
@@ -233,13 +235,13 @@ pub(crate) fn init(dir: &Path, seed: &Seed, vfs: Arc<dyn Vfs>) -> Result<(), Fil
     let (store, _lock) = Store::lock(vfs, dir)?;
     refuse_existing(&store)?;
     // Step 2: the commit point's "before".
-    marks::write_mark(&store, seed.high_water, Some(Mark::Seeding))?;
+    marks::write_mark(&store, seed.state.high_water, Some(Mark::Seeding))?;
     // Step 3.
     let stage = |kind, bytes: &[u8]| store.stage(kind, bytes).map_err(|failure| failure.error);
     if let Some(dense) = &dense {
         stage(FileKind::Dense, dense)?;
     }
-    if !seed.leases.is_empty() {
+    if !seed.state.leases.is_empty() {
         stage(FileKind::Leases, &leases)?;
     }
     if let Some(note) = &seed.pending {
@@ -250,7 +252,7 @@ pub(crate) fn init(dir: &Path, seed: &Seed, vfs: Arc<dyn Vfs>) -> Result<(), Fil
     store.check_owner()?;
     // Step 4: the commit point.
     let last = seed.pending.as_ref().map(|_| Mark::Pending);
-    marks::write_mark(&store, seed.high_water, last)?;
+    marks::write_mark(&store, seed.state.high_water, last)?;
     // A new origin, as for any oracle this crate starts.
     store
         .ensure_identity(crate::driver::now_ms(), true)

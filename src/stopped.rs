@@ -12,7 +12,7 @@ use crate::error::{Bt, FileDriverError, FileOp};
 use crate::layout::{FileKind, LOCK_FILE, SEEDING_FILE};
 use crate::marks;
 use crate::record::Mark;
-use crate::store::{DirLock, Store, decode_named};
+use crate::store::{DirLock, Files, Store, decode_named};
 use crate::vfs::Vfs;
 use crate::{lease_record, record};
 
@@ -93,11 +93,9 @@ pub struct StoppedDir {
     /// `LOCK`, `dense`, `leases`, `state`, in the receipt's order.
     #[cfg_attr(not(feature = "receipt"), allow(dead_code))]
     files: [RawFile; 4],
-    high_water: Option<u64>,
-    /// The `state` record's mark, as read when locked.
-    mark: Option<Mark>,
-    dense: Option<DenseState>,
-    leases: Option<Vec<LeaseRecord>>,
+    /// Those files decoded (the `state` record's mark as read when
+    /// locked), kept current by every write through this handle.
+    decoded: Files,
     _lock: DirLock,
 }
 
@@ -172,10 +170,12 @@ impl StoppedDir {
             dir: dir.to_path_buf(),
             store,
             files,
-            high_water: state.map(|state| state.high_water),
-            mark,
-            dense,
-            leases,
+            decoded: Files {
+                high_water: state.map(|state| state.high_water),
+                mark,
+                dense,
+                leases,
+            },
             _lock: lock,
         })
     }
@@ -187,17 +187,17 @@ impl StoppedDir {
 
     /// The committed high-water; `None` without a `state` file.
     pub fn high_water(&self) -> Option<u64> {
-        self.high_water
+        self.decoded.high_water
     }
 
     /// The dense counters and key cap (the default for a missing `dense`).
     pub fn dense(&self) -> DenseState {
-        self.dense.clone().unwrap_or_default()
+        self.decoded.dense.clone().unwrap_or_default()
     }
 
     /// The lease set (empty for a missing `leases`).
     pub fn leases(&self) -> &[LeaseRecord] {
-        self.leases.as_deref().unwrap_or_default()
+        self.decoded.leases.as_deref().unwrap_or_default()
     }
 
     #[cfg_attr(not(feature = "receipt"), allow(dead_code))]
@@ -224,7 +224,7 @@ impl StoppedDir {
     /// locked (see [`record`](crate::record)); `None` for a live record or
     /// no `state` file.
     pub fn mark(&self) -> Option<Mark> {
-        self.mark
+        self.decoded.mark
     }
 
     /// Retires the directory, durably: marks its `state` record
@@ -246,7 +246,7 @@ impl StoppedDir {
         // explains it. Rewritten on every call: cheap, and idempotent.
         marks::write_mark(
             &self.store,
-            self.high_water.unwrap_or(0),
+            self.decoded.high_water.unwrap_or(0),
             Some(Mark::Retired),
         )?;
         marks::write_marker(&self.store, Mark::Retired, note.as_bytes())
@@ -267,7 +267,7 @@ impl StoppedDir {
     /// directory fsync fails.
     pub fn reinstate(&self) -> Result<(), FileDriverError> {
         self.refuse_pending()?;
-        if let Some(high_water) = self.high_water {
+        if let Some(high_water) = self.decoded.high_water {
             marks::write_mark(&self.store, high_water, None)?;
         }
         marks::remove_marker(&self.store, Mark::Retired)
@@ -291,7 +291,7 @@ impl StoppedDir {
     ///
     /// [`FileDriverError::Io`] when the note cannot be probed.
     pub fn is_pending(&self) -> Result<bool, FileDriverError> {
-        Ok(self.mark == Some(Mark::Pending) || marks::exists(&self.store, Mark::Pending)?)
+        Ok(self.decoded.mark == Some(Mark::Pending) || marks::exists(&self.store, Mark::Pending)?)
     }
 
     fn refuse_pending(&self) -> Result<(), FileDriverError> {
@@ -327,7 +327,7 @@ impl StoppedDir {
                 backtrace: Bt::capture(),
             });
         }
-        let high_water = self.high_water.unwrap_or(0).max(high_water_at_least);
+        let high_water = self.decoded.high_water.unwrap_or(0).max(high_water_at_least);
         if high_water > PHYSICAL_MS_MAX {
             return Err(FileDriverError::SeedOutOfRange {
                 seed: high_water,
@@ -336,8 +336,8 @@ impl StoppedDir {
             });
         }
         marks::write_mark(&self.store, high_water, None)?;
-        self.high_water = Some(high_water);
-        self.mark = None;
+        self.decoded.high_water = Some(high_water);
+        self.decoded.mark = None;
         self.files[receipt_slot(FileKind::State)].bytes = Some(record::encode(high_water).to_vec());
         marks::remove_marker(&self.store, Mark::Pending)?;
         Ok(high_water)
@@ -409,7 +409,7 @@ impl StoppedDir {
         let bytes = dense_record::encode(&dense);
         self.store.write_file(FileKind::Dense, &bytes)?;
         self.files[receipt_slot(FileKind::Dense)].bytes = Some(bytes);
-        self.dense = Some(dense);
+        self.decoded.dense = Some(dense);
         Ok(())
     }
 }
