@@ -223,13 +223,15 @@ pub(crate) fn init(dir: &Path, seed: &Seed, vfs: Arc<dyn Vfs>) -> Result<(), Fil
     // stored leaves no trace.
     // A default `dense` (no counters, the default cap) reads the same as
     // no file, and the high-water-only seed writes `state` alone.
-    let dense = (seed.state.dense != DenseState::default()).then(|| dense_record::encode(&seed.state.dense));
-    let leases =
-        lease_record::encode(&seed.state.leases).map_err(|source| FileDriverError::InvalidLeases {
+    let dense = (seed.state.dense != DenseState::default())
+        .then(|| dense_record::encode(&seed.state.dense));
+    let leases = lease_record::encode(&seed.state.leases).map_err(|source| {
+        FileDriverError::InvalidLeases {
             dir: dir.to_path_buf(),
             source,
             backtrace: Bt::capture(),
-        })?;
+        }
+    })?;
 
     // Step 1.
     let (store, _lock) = Store::lock(vfs, dir)?;

@@ -327,7 +327,11 @@ impl StoppedDir {
                 backtrace: Bt::capture(),
             });
         }
-        let high_water = self.decoded.high_water.unwrap_or(0).max(high_water_at_least);
+        let high_water = self
+            .decoded
+            .high_water
+            .unwrap_or(0)
+            .max(high_water_at_least);
         if high_water > PHYSICAL_MS_MAX {
             return Err(FileDriverError::SeedOutOfRange {
                 seed: high_water,

@@ -830,8 +830,10 @@ fn inspect_shows_an_identity_file_of_an_earlier_version_and_refuses_a_damaged_at
     let origin = Origin {
         id: *b"earlier-version!",
         created_ms: 1_764_000_000_000,
-        device: 1,
-        inode: 2,
+        opened_in: tsoracle_driver_file::vfs::DirIdentity {
+            device: 1,
+            inode: 2,
+        },
     };
     let supported = common::xattrs_supported_in(tmp.path());
     if supported {

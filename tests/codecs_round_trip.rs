@@ -373,7 +373,7 @@ proptest! {
         inode in any::<u64>(),
     ) {
         use tsoracle_driver_file::identity_record::{self, Origin};
-        let origin = Origin { id, created_ms, device, inode };
+        let origin = Origin { id, created_ms, opened_in: tsoracle_driver_file::vfs::DirIdentity { device, inode } };
         let bytes = identity_record::encode(&origin);
         prop_assert_eq!(bytes.len(), identity_record::RECORD_LEN);
         prop_assert_eq!(&bytes, &model_identity(id, created_ms, device, inode));

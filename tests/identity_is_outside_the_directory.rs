@@ -63,7 +63,7 @@ fn assert_identity(dir: &Path, origin: Option<Origin>, supported: bool) {
         assert_eq!(found.origin, Some(origin));
         assert_eq!(found.origin_source, OriginSource::Xattr);
         let here = found.identity.expect("Unix has device and inode");
-        assert_eq!((origin.device, origin.inode), (here.device, here.inode));
+        assert_eq!(origin.opened_in, here);
     } else {
         assert_eq!(origin, None, "no extended attributes, no identity");
         assert_eq!(found.origin, None);
@@ -149,8 +149,7 @@ fn make_legacy(dir: &Path, supported: bool) -> Origin {
         Origin {
             id: *b"earlier-version!",
             created_ms: 1_764_000_000_000,
-            device: here.device,
-            inode: here.inode,
+            opened_in: here,
         }
     };
     let path = dir.join(IDENTITY_FILE);
@@ -207,8 +206,10 @@ fn an_identity_file_naming_another_directory_is_carried_with_this_place() {
     let elsewhere = Origin {
         id: *b"restored-backup!",
         created_ms: 1_700_000_000_000,
-        device: here.device,
-        inode: here.inode + 1,
+        opened_in: tsoracle_driver_file::vfs::DirIdentity {
+            device: here.device,
+            inode: here.inode + 1,
+        },
     };
     std::fs::write(dir.join(IDENTITY_FILE), identity_record::encode(&elsewhere)).unwrap();
 
@@ -216,8 +217,7 @@ fn an_identity_file_naming_another_directory_is_carried_with_this_place() {
     assert_upstream_layout(&dir, &["LOCK", "state"]);
     if supported {
         let moved = Origin {
-            device: here.device,
-            inode: here.inode,
+            opened_in: here,
             ..elsewhere
         };
         assert_eq!(driver.origin(), Some(moved));
@@ -325,8 +325,10 @@ fn sim_origin() -> Origin {
     Origin {
         id: *b"sim-earlier-vers",
         created_ms: 1_764_000_000_000,
-        device: 0,
-        inode: 0,
+        opened_in: tsoracle_driver_file::vfs::DirIdentity {
+            device: 0,
+            inode: 0,
+        },
     }
 }
 

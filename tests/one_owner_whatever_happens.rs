@@ -387,7 +387,7 @@ async fn copies_share_their_origin_and_each_open_records_where_it_runs() {
     let found = read_state_dir(&original).unwrap();
     assert_eq!(found.origin, Some(origin));
     let here = found.identity.unwrap();
-    assert_eq!((origin.device, origin.inode), (here.device, here.inode));
+    assert_eq!(origin.opened_in, here);
 
     // A copy (a backup restored beside the original) shares the origin id
     // but sits elsewhere: inspect can tell it is a copy before it runs.
@@ -397,8 +397,7 @@ async fn copies_share_their_origin_and_each_open_records_where_it_runs() {
     assert_eq!(copied_origin.id, origin.id, "copies share the origin id");
     let copy_here = copied.identity.unwrap();
     assert_ne!(
-        (copied_origin.device, copied_origin.inode),
-        (copy_here.device, copy_here.inode),
+        copied_origin.opened_in, copy_here,
         "the copy's identity still names the original's place"
     );
 
@@ -407,10 +406,7 @@ async fn copies_share_their_origin_and_each_open_records_where_it_runs() {
     let reopened = on_copy.origin().unwrap();
     assert_eq!(reopened.id, origin.id);
     assert_eq!(reopened.created_ms, origin.created_ms);
-    assert_eq!(
-        (reopened.device, reopened.inode),
-        (copy_here.device, copy_here.inode)
-    );
+    assert_eq!(reopened.opened_in, copy_here);
     drop(on_copy);
     assert_eq!(read_state_dir(&copy).unwrap().origin, Some(reopened));
     assert_eq!(
@@ -460,8 +456,10 @@ fn a_damaged_identity_is_refused_and_deleting_it_is_safe() {
         identity_record::encode(&identity_record::Origin {
             id: [3; 16],
             created_ms: 1,
-            device: 0,
-            inode: 0,
+            opened_in: tsoracle_driver_file::vfs::DirIdentity {
+                device: 0,
+                inode: 0,
+            },
         })
     });
     if common::identity_xattr(&dir).is_some() {
@@ -494,8 +492,10 @@ fn identity_records_round_trip_and_refuse_every_bit_flip() {
     let origin = Origin {
         id: *b"0123456789abcdef",
         created_ms: 1_764_000_000_000,
-        device: 0x803,
-        inode: 4242,
+        opened_in: tsoracle_driver_file::vfs::DirIdentity {
+            device: 0x803,
+            inode: 4242,
+        },
     };
     let bytes = identity_record::encode(&origin);
     assert_eq!(bytes.len(), RECORD_LEN);

@@ -519,8 +519,7 @@ async fn without_extended_attributes_on_ramfs_the_driver_runs_without_an_identit
     let origin = Origin {
         id: *b"ramfs-identity!!",
         created_ms: 1,
-        device: here.device,
-        inode: here.inode,
+        opened_in: here,
     };
     std::fs::write(dir.join(IDENTITY_FILE), identity_record::encode(&origin)).unwrap();
     let found = read_state_dir(&dir).unwrap();

@@ -52,8 +52,10 @@
 //!
 //! ```
 //! use tsoracle_driver_file::identity_record::{self, Origin};
+//! use tsoracle_driver_file::vfs::DirIdentity;
 //!
-//! let origin = Origin { id: [7; 16], created_ms: 1_764_000_000_000, device: 2049, inode: 131_073 };
+//! let opened_in = DirIdentity { device: 2049, inode: 131_073 };
+//! let origin = Origin { id: [7; 16], created_ms: 1_764_000_000_000, opened_in };
 //! let bytes = identity_record::encode(&origin);
 //! assert_eq!(bytes.len(), identity_record::RECORD_LEN);
 //! assert_eq!(identity_record::decode(&bytes), Ok(origin));
@@ -62,7 +64,10 @@
 use std::fmt;
 
 use super::RecordError;
+// The place a record names is what the filesystem seam reports: a plain
+// pair of numbers, no I/O.
 use super::framing::{self as codec, CRC_LEN, Reader};
+use crate::vfs::DirIdentity;
 
 /// The four bytes every identity record starts with.
 pub const MAGIC: [u8; 4] = *b"TSOI";
@@ -80,10 +85,8 @@ pub struct Origin {
     pub id: [u8; 16],
     /// When it was written, Unix milliseconds.
     pub created_ms: u64,
-    /// The device of the directory the record was last opened in.
-    pub device: u64,
-    /// The inode of the directory the record was last opened in.
-    pub inode: u64,
+    /// The directory the record was last opened in (its device and inode).
+    pub opened_in: DirIdentity,
 }
 
 impl Origin {
@@ -97,11 +100,10 @@ impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "origin {} (created at {} ms), last opened at device {:#x} inode {}",
+            "origin {} (created at {} ms), last opened at {}",
             self.id_hex(),
             self.created_ms,
-            self.device,
-            self.inode
+            self.opened_in
         )
     }
 }
@@ -113,8 +115,8 @@ pub fn encode(origin: &Origin) -> Vec<u8> {
     out.push(VERSION);
     out.extend_from_slice(&origin.id);
     out.extend_from_slice(&origin.created_ms.to_le_bytes());
-    out.extend_from_slice(&origin.device.to_le_bytes());
-    out.extend_from_slice(&origin.inode.to_le_bytes());
+    out.extend_from_slice(&origin.opened_in.device.to_le_bytes());
+    out.extend_from_slice(&origin.opened_in.inode.to_le_bytes());
     codec::push_crc(&mut out);
     out
 }
@@ -136,8 +138,10 @@ pub fn decode(bytes: &[u8]) -> Result<Origin, RecordError> {
     let origin = Origin {
         id,
         created_ms: reader.u64("created at")?,
-        device: reader.u64("device")?,
-        inode: reader.u64("inode")?,
+        opened_in: DirIdentity {
+            device: reader.u64("device")?,
+            inode: reader.u64("inode")?,
+        },
     };
     reader.finish()?;
     Ok(origin)

@@ -9,17 +9,16 @@ use super::{Store, read_decoded_named};
 use crate::error::{Bt, FileDriverError, FileOp};
 use crate::identity_record::{self, Origin};
 use crate::layout::{IDENTITY_FILE, IDENTITY_XATTR};
-use crate::vfs::VfsDir;
+use crate::vfs::{DirIdentity, VfsDir};
 
 /// A new origin: 16 random bytes from the operating system.
-fn new_origin(now_ms: u64, device: u64, inode: u64) -> io::Result<Origin> {
+fn new_origin(now_ms: u64, opened_in: DirIdentity) -> io::Result<Origin> {
     let mut id = [0u8; 16];
     getrandom::fill(&mut id).map_err(|err| io::Error::other(err.to_string()))?;
     Ok(Origin {
         id,
         created_ms: now_ms,
-        device,
-        inode,
+        opened_in,
     })
 }
 
@@ -106,8 +105,7 @@ impl Store {
                 }
             }
             (XattrOrigin::Absent, None) if fresh => {
-                let (device, inode) = self.place();
-                let origin = match new_origin(now_ms, device, inode) {
+                let origin = match new_origin(now_ms, self.place()) {
                     Ok(origin) => origin,
                     Err(err) => {
                         tracing::warn!(
@@ -128,30 +126,30 @@ impl Store {
     }
 
     /// The device and inode of this directory; zeros where there are none.
-    fn place(&self) -> (u64, u64) {
-        self.handle
-            .identity()
-            .map_or((0, 0), |id| (id.device, id.inode))
+    fn place(&self) -> DirIdentity {
+        self.handle.identity().unwrap_or(DirIdentity {
+            device: 0,
+            inode: 0,
+        })
     }
 
     /// `origin` as it is to be recorded here: unchanged when it names this
     /// directory (or the platform cannot tell), else moved to this
     /// directory's place, with a warning that this is a copy.
     fn here(&self, origin: Origin) -> Origin {
-        let (device, inode) = self.place();
-        if self.handle.identity().is_none() || (origin.device, origin.inode) == (device, inode) {
+        let place = self.place();
+        if self.handle.identity().is_none() || origin.opened_in == place {
             return origin;
         }
         tracing::warn!(
             dir = %self.dir.display(),
             origin = %origin.id_hex(),
-            was = %format!("device {:#x} inode {}", origin.device, origin.inode),
-            now = %format!("device {device:#x} inode {inode}"),
+            was = %origin.opened_in,
+            now = %place,
             "this state directory is a copy, a restore or a move of the one its identity was recorded in: if that one still exists, at most one of the two may ever serve (two oracles on copies hand out the same values); a copy of a backup hands out again what the lost oracle issued since the backup: make a new oracle from a backup with `tsoracle-file restore BACKUP NEWDIR` instead"
         );
         Origin {
-            device,
-            inode,
+            opened_in: place,
             ..origin
         }
     }

@@ -109,9 +109,7 @@ pub(crate) struct OriginJson {
 /// Whether the origin's recorded place is the directory itself; `None`
 /// where there is no identity to compare with.
 fn opened_here(state: &StateDir, origin: &Origin) -> Option<bool> {
-    state
-        .identity
-        .map(|here| (here.device, here.inode) == (origin.device, origin.inode))
+    state.identity.map(|here| here == origin.opened_in)
 }
 
 /// A lease as `inspect --json` shows it: the `export` fields, its expiry
@@ -170,8 +168,8 @@ fn document(state: &StateDir, now: u64, lock: &LockStatus) -> InspectDoc {
             id: origin.id_hex(),
             created_ms: origin.created_ms,
             created_utc: cli::utc(origin.created_ms),
-            device: origin.device,
-            inode: origin.inode,
+            device: origin.opened_in.device,
+            inode: origin.opened_in.inode,
             opened_here: opened_here(state, &origin),
         }),
         origin_source: source_name(state.origin_source),
@@ -293,8 +291,8 @@ fn identity_text(state: &StateDir, lines: &mut Vec<String>) {
             ));
             if opened_here(state, origin) == Some(false) {
                 lines.push(format!(
-                    "             last opened at device {:#x} inode {}, not here: this is a copy, a restore or a move of that directory; copies share the origin id, and at most one of them may ever serve",
-                    origin.device, origin.inode
+                    "             last opened at {}, not here: this is a copy, a restore or a move of that directory; copies share the origin id, and at most one of them may ever serve",
+                    origin.opened_in
                 ));
             }
         }
