@@ -57,15 +57,14 @@
 //! copies of one oracle apart) is an extended attribute of the directory
 //! itself, [`IDENTITY_XATTR`], where the filesystem has them.
 //!
-//! Every file is replaced by writing `X.tmp`, fsyncing it, renaming it over
-//! `X` and fsyncing the directory. One committer thread performs all writes:
-//! concurrent calls queued while a write is in flight share the next one
-//! (group commit), and memory — which serves every read — moves only after
-//! the directory fsync returned. A crash at any point leaves each file at its
-//! old or its new complete record, and nothing was acknowledged before the
-//! new one was durable, so a restart never rewinds. A failed fsync poisons
-//! the driver (every later write fails) until it is reopened; corruption is
-//! refused with an error naming the file, never repaired.
+//! One committer thread performs all writes: concurrent calls queued while
+//! a write is in flight share the next one (group commit), and memory —
+//! which serves every read — moves only after the new files are durable.
+//! Why a crash at any point never rewinds the oracle is argued step by step
+//! in the [`guide`]'s "Durability, step by step" (the whole argument, with
+//! the checks that keep one owner, heads the store's source,
+//! `src/store/mod.rs`). Corruption is refused with an error naming the
+//! file, never repaired.
 //!
 //! # Features
 //!

@@ -1,5 +1,5 @@
-//! Every I/O failure of the write protocol is classified as DESIGN.md's table
-//! says: a failed fsync is permanent and poisons the driver; a failed temp
+//! Every I/O failure of the write protocol is classified as the README's
+//! "Errors, and what to do" table says: a failed fsync is permanent and poisons the driver; a failed temp
 //! write (disk full included) or rename is transient and loses nothing; a
 //! read-only filesystem is permanent without poisoning; a refused lock is a
 //! clear `Io { op: Lock }`.
