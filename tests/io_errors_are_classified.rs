@@ -1,8 +1,8 @@
 //! Every I/O failure of the write protocol is classified as the README's
-//! "Errors, and what to do" table says: a failed fsync is permanent and poisons the driver; a failed temp
-//! write (disk full included) or rename is transient and loses nothing; a
-//! read-only filesystem is permanent without poisoning; a refused lock is a
-//! clear `Io { op: Lock }`.
+//! "Errors, and what to do" table says: a failed fsync is permanent and
+//! poisons the driver; a failed temp write (disk full included) or rename is
+//! transient and loses nothing; a read-only filesystem is permanent without
+//! poisoning; a refused lock is a clear `Io { op: Lock }`.
 //!
 //! Faults are injected through [`SimFs`] (no `failpoints` feature needed);
 //! one test fills a real, tiny tmpfs when it can mount one.
