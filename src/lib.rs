@@ -124,7 +124,7 @@ mod poison;
 #[cfg(feature = "receipt")]
 #[cfg_attr(docsrs, doc(cfg(feature = "receipt")))]
 pub mod receipt;
-pub mod seed;
+mod seed;
 mod state_dir;
 mod stopped;
 mod store;

@@ -2,41 +2,10 @@
 //! high-water, dense counters and leases together, for an oracle coming
 //! back from another driver.
 //!
-//! # Why all three, and why atomically
-//!
-//! An oracle that already issued values elsewhere must start *above* all of
-//! them: above its timestamps (the high-water) and at or above each dense
-//! counter, or it hands a value out twice. Seeding only the high-water
-//! (`init_seeded`) leaves every counter at 0.
-//!
-//! The three files cannot be renamed into place in one step, and a crash
-//! between them would leave a directory that `open_or_init` serves with a
-//! counter at 0, or a high-water at 0. So the `state` record, which every
-//! driver reads first, is the commit point: `init_from`
-//!
-//! 1. takes the lock and refuses a directory holding any state file or
-//!    note (`RETIRED`, `SEEDING`, `PENDING`);
-//! 2. writes `state` marked [`Mark::Seeding`] (temp, fsync, rename,
-//!    directory fsync): from here a crash leaves a directory every driver
-//!    refuses, upstream's too (it does not know the version);
-//! 3. writes `dense` and `leases` (temp, fsync, rename each), and for a
-//!    [pending](Seed::pending) seed the `PENDING` note, and fsyncs the
-//!    directory: all of it is durable, and still refused;
-//! 4. renames the final `state` record over the marked one (live, or
-//!    marked [`Mark::Pending`]) and fsyncs the directory: only now can it
-//!    serve (or be finished).
-//!
-//! A crash before 2 leaves no state (seed again); between 2 and 4 a
-//! directory refused with [`FileDriverError::SeedingInterrupted`] (it never
-//! served: remove it and seed again); after 4 the complete seed. After each
-//! directory fsync the path must still lead to the locked directory and
-//! `LOCK` must still be the file locked (as before a committer
-//! acknowledges), or the seed is reported as failed.
+//! Why all three, and why atomically, is argued on
+//! [`FileDriver::init_from`] itself, where the users of the crate read it.
 //!
 //! [`FileDriver::init_seeded`] is this same path with a high-water alone.
-//!
-//! [`Mark::Seeding`]: crate::record::Mark::Seeding
-//! [`Mark::Pending`]: crate::record::Mark::Pending
 
 use std::path::Path;
 use std::sync::Arc;
@@ -170,8 +139,8 @@ impl FileDriver {
     /// Refuses a directory that already holds state (or a marker), and
     /// writes a `SEEDING` marker first so that a crash half-way leaves a
     /// directory every open refuses rather than one missing its counters
-    /// (see the [module docs](crate::seed)). [`init_seeded`](Self::init_seeded)
-    /// is the high-water-only form.
+    /// (below). [`init_seeded`](Self::init_seeded) is the high-water-only
+    /// form.
     ///
     /// ```
     /// use tsoracle_consensus::ConsensusDriver;
@@ -193,6 +162,37 @@ impl FileDriver {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// # }).unwrap();
     /// ```
+    ///
+    /// # Why all three, and why atomically
+    ///
+    /// An oracle that already issued values elsewhere must start *above* all of
+    /// them: above its timestamps (the high-water) and at or above each dense
+    /// counter, or it hands a value out twice. Seeding only the high-water
+    /// (`init_seeded`) leaves every counter at 0.
+    ///
+    /// The three files cannot be renamed into place in one step, and a crash
+    /// between them would leave a directory that `open_or_init` serves with a
+    /// counter at 0, or a high-water at 0. So the `state` record, which every
+    /// driver reads first, is the commit point: `init_from`
+    ///
+    /// 1. takes the lock and refuses a directory holding any state file or
+    ///    note (`RETIRED`, `SEEDING`, `PENDING`);
+    /// 2. writes `state` marked [`Mark::Seeding`] (temp, fsync, rename,
+    ///    directory fsync): from here a crash leaves a directory every driver
+    ///    refuses, upstream's too (it does not know the version);
+    /// 3. writes `dense` and `leases` (temp, fsync, rename each), and for a
+    ///    [pending](Seed::pending) seed the `PENDING` note, and fsyncs the
+    ///    directory: all of it is durable, and still refused;
+    /// 4. renames the final `state` record over the marked one (live, or
+    ///    marked [`Mark::Pending`]) and fsyncs the directory: only now can it
+    ///    serve (or be finished).
+    ///
+    /// A crash before 2 leaves no state (seed again); between 2 and 4 a
+    /// directory refused with [`FileDriverError::SeedingInterrupted`] (it never
+    /// served: remove it and seed again); after 4 the complete seed. After each
+    /// directory fsync the path must still lead to the locked directory and
+    /// `LOCK` must still be the file locked (as before a committer
+    /// acknowledges), or the seed is reported as failed.
     ///
     /// # Errors
     ///
