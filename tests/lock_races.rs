@@ -18,7 +18,7 @@ use std::path::Path;
 use tsoracle_consensus::ConsensusDriver;
 use tsoracle_driver_file::{FileDriver, FileDriverError, LEADER_EPOCH, record};
 
-use child::{ChildProcess, fork_gate, report};
+use child::{ChildProcess, fork_gate, play_role, report};
 use common::dir_contents;
 
 const ROLE_VAR: &str = "TSORACLE_RACE_TEST_ROLE";
@@ -37,10 +37,19 @@ const SEEDERS: usize = 8;
 /// A no-op in a normal test run (the role variable is absent).
 #[test]
 fn child_role() {
-    let Ok(role) = std::env::var(ROLE_VAR) else {
-        return;
-    };
-    let dir = std::env::var(DIR_VAR).expect("the parent sets the directory");
+    play_role(
+        ROLE_VAR,
+        DIR_VAR,
+        &[
+            ("open", |dir| open(dir, value_at_start())),
+            ("seed", |dir| seed(dir, value_at_start())),
+        ],
+    );
+}
+
+/// The parent's value, read once this child is `ready` and the parent
+/// released it: reports `ready`, then blocks reading the start byte.
+fn value_at_start() -> u64 {
     let value: u64 = std::env::var(VALUE_VAR)
         .expect("the parent sets the value")
         .parse()
@@ -50,35 +59,42 @@ fn child_role() {
     std::io::stdin()
         .read_exact(&mut go)
         .expect("the start byte");
-    match role.as_str() {
-        "open" => match FileDriver::open_or_init(&dir) {
-            Ok(driver) => {
-                if value > 0 {
-                    let runtime = tokio::runtime::Builder::new_current_thread()
-                        .build()
-                        .expect("runtime");
-                    let got = runtime
-                        .block_on(driver.persist_high_water(value, LEADER_EPOCH))
-                        .expect("the winner persists");
-                    assert_eq!(got, value);
-                }
-                report("won");
-                // Hold the lock until the parent closes our stdin.
-                let mut rest = Vec::new();
-                let _ = std::io::stdin().read_to_end(&mut rest);
-                drop(driver);
-                report("released");
+    value
+}
+
+/// Opens (or initialises) `dir`; the winner persists `value` (if not 0) and
+/// holds the lock until the parent closes its stdin.
+fn open(dir: &str, value: u64) {
+    match FileDriver::open_or_init(dir) {
+        Ok(driver) => {
+            if value > 0 {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .expect("runtime");
+                let got = runtime
+                    .block_on(driver.persist_high_water(value, LEADER_EPOCH))
+                    .expect("the winner persists");
+                assert_eq!(got, value);
             }
-            Err(FileDriverError::AlreadyLocked { .. }) => report("locked"),
-            Err(other) => report(&format!("error {other}")),
-        },
-        "seed" => match FileDriver::init_seeded(&dir, value) {
-            Ok(()) => report("seeded"),
-            Err(FileDriverError::AlreadyLocked { .. }) => report("locked"),
-            Err(FileDriverError::StateExists { .. }) => report("exists"),
-            Err(other) => report(&format!("error {other}")),
-        },
-        other => panic!("unknown role {other}"),
+            report("won");
+            // Hold the lock until the parent closes our stdin.
+            let mut rest = Vec::new();
+            let _ = std::io::stdin().read_to_end(&mut rest);
+            drop(driver);
+            report("released");
+        }
+        Err(FileDriverError::AlreadyLocked { .. }) => report("locked"),
+        Err(other) => report(&format!("error {other}")),
+    }
+}
+
+/// Seeds `dir` at `value`.
+fn seed(dir: &str, value: u64) {
+    match FileDriver::init_seeded(dir, value) {
+        Ok(()) => report("seeded"),
+        Err(FileDriverError::AlreadyLocked { .. }) => report("locked"),
+        Err(FileDriverError::StateExists { .. }) => report("exists"),
+        Err(other) => report(&format!("error {other}")),
     }
 }
 

@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tsoracle_consensus::ConsensusDriver;
 use tsoracle_driver_file::{FileDriver, LEADER_EPOCH, dense_record, lease_record, record};
 
-use child::{ChildProcess, XorShift, fork_gate, report};
+use child::{ChildProcess, XorShift, fork_gate, play_role, report};
 use common::key;
 use common::kills::{
     Acked, DIR_VAR, Floor, KEYS, ROLE_VAR, TEMP_FILES, lease, now, open_for_child,
@@ -45,14 +45,7 @@ const CHILD_TEST: &str = "child_role";
 /// stdout.
 #[test]
 fn child_role() {
-    let Ok(role) = std::env::var(ROLE_VAR) else {
-        return;
-    };
-    let dir = std::env::var(DIR_VAR).expect("the parent sets the directory");
-    match role.as_str() {
-        "writer" => writer(&dir),
-        other => panic!("unknown role {other}"),
-    }
+    play_role(ROLE_VAR, DIR_VAR, &[("writer", writer)]);
 }
 
 /// Eight concurrent callers writing as fast as they can until the process

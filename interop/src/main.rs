@@ -1087,7 +1087,6 @@ impl<'a> Run<'a> {
     /// re-run; clients on the cluster.
     async fn migrate_out_to_openraft(&mut self, a_receipt: &Value) -> Fallible<Vec<Node>> {
         let paths = self.paths;
-        let dir_a = self.dir_a.clone();
         println!("== 2. three-node openraft cluster");
         let nodes = cluster(paths, Consensus::Openraft)?;
         let (elected, leader) = wait_serving(&endpoints(&nodes), Duration::from_secs(90)).await?;
@@ -1095,8 +1094,24 @@ impl<'a> Run<'a> {
             .insert("openraft_first_serving_ms", ms(elected));
         println!("   serving after {} ms, leader {leader}", ms(elected));
         let to = endpoints(&nodes).join(",");
+        self.migrate_out_refused_before_activation(&to)?;
+        self.activate_leases_format(&nodes).await?;
+        let held = self
+            .migrate_out_holding_leases(&nodes, a_receipt, &to)
+            .await?;
+        self.check_leases_carried(&nodes, &held).await?;
+        self.embedded_server_refuses_a()?;
+        self.migrate_out_again(&nodes, a_receipt, &to).await?;
+        Ok(nodes)
+    }
 
-        let out = run_cli(paths, &["migrate", "out", path_str(&dir_a)?, "--to", &to])?;
+    /// `migrate out A` before the formats are activated: refused for the
+    /// dense format, naming the `activate-format --target 7` command, and
+    /// A left unmarked.
+    fn migrate_out_refused_before_activation(&mut self, to: &str) -> Fallible<()> {
+        let paths = self.paths;
+        let dir_a = self.dir_a.clone();
+        let out = run_cli(paths, &["migrate", "out", path_str(&dir_a)?, "--to", to])?;
         self.record(
             format!("tsoracle-file migrate out {} --to {to}", dir_a.display()),
             &out,
@@ -1121,9 +1136,15 @@ impl<'a> Run<'a> {
             return Err("a refused migrate out marked A".into());
         }
         println!("   before activation migrate out refused, A left unmarked");
+        Ok(())
+    }
 
+    /// `activate-format --target 7` on the cluster, then every node
+    /// reports writing format 7 (a follower applies the activation late).
+    async fn activate_leases_format(&mut self, nodes: &[Node]) -> Fallible<()> {
+        let paths = self.paths;
         let started = Instant::now();
-        let record = activate(paths, &nodes, FORMAT).await?;
+        let record = activate(paths, nodes, FORMAT).await?;
         self.transcripts.push(record);
         self.timings
             .insert("activate_format_ms", ms(started.elapsed()));
@@ -1155,13 +1176,13 @@ impl<'a> Run<'a> {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         println!("   every node writes format {FORMAT} (dense 5, dense batch 6, leases 7)");
+        Ok(())
+    }
 
-        let held = self
-            .migrate_out_holding_leases(&nodes, a_receipt, &to)
-            .await?;
-        self.check_leases_carried(&nodes, &held).await?;
-
-        // A refuses to serve now.
+    /// A refuses to serve now: the embedded server exits on the retired A.
+    fn embedded_server_refuses_a(&mut self) -> Fallible<()> {
+        let paths = self.paths;
+        let dir_a = self.dir_a.clone();
         let log = paths.work.join("file-server-a-again.log");
         let refused = Proc::spawn(
             "file-server-a-again",
@@ -1185,9 +1206,21 @@ impl<'a> Run<'a> {
             "stderr": text_log,
         }));
         println!("   the embedded server refuses A: {status}");
+        Ok(())
+    }
 
+    /// Re-running `migrate out A` is safe; clients on the cluster get
+    /// values above A's high-water.
+    async fn migrate_out_again(
+        &mut self,
+        nodes: &[Node],
+        a_receipt: &Value,
+        to: &str,
+    ) -> Fallible<()> {
+        let paths = self.paths;
+        let dir_a = self.dir_a.clone();
         let started = Instant::now();
-        let out = run_cli(paths, &["migrate", "out", path_str(&dir_a)?, "--to", &to])?;
+        let out = run_cli(paths, &["migrate", "out", path_str(&dir_a)?, "--to", to])?;
         self.timings
             .insert("migrate_out_rerun_ms", ms(started.elapsed()));
         if !out.status.success() {
@@ -1201,7 +1234,7 @@ impl<'a> Run<'a> {
             &out,
         );
 
-        let took = hammer(&endpoints(&nodes), FULL).await?;
+        let took = hammer(&endpoints(nodes), FULL).await?;
         self.add(false, "cluster after migrate out", took)?;
         let a_high_water = a_receipt["committed_reservation_high_water_physical_ms"]
             .as_u64()
@@ -1209,7 +1242,7 @@ impl<'a> Run<'a> {
         if (self.main.max_ts() >> 18) <= a_high_water {
             return Err("the cluster issued nothing above A's high-water".into());
         }
-        Ok(nodes)
+        Ok(())
     }
 
     /// `migrate out A --receipt` while the harness plays the holders of A's
@@ -1439,9 +1472,19 @@ impl<'a> Run<'a> {
     /// refused while the cluster answers, stop the cluster, `migrate
     /// finish`, our server on B (and a lease, for upstream's tools to read).
     async fn migrate_in_b(&mut self, nodes: &mut [Node]) -> Fallible<()> {
+        println!("== 4. migrate in {}", self.dir_b.display());
+        self.migrate_in_pending(nodes)?;
+        self.pending_b_refused()?;
+        let lease_bound = self.stragglers(nodes).await?;
+        self.migrate_finish_b(nodes)?;
+        self.serve_b_above(lease_bound).await
+    }
+
+    /// `migrate in B --lease-grants 2 --json`: it measures at least the
+    /// cluster's window and sees its leases; B is left pending.
+    fn migrate_in_pending(&mut self, nodes: &[Node]) -> Fallible<()> {
         let paths = self.paths;
         let dir_b = self.dir_b.clone();
-        println!("== 4. migrate in {}", dir_b.display());
         let from = endpoints(nodes).join(",");
         let started = Instant::now();
         let grants = STRAGGLER_LEASES.to_string();
@@ -1514,6 +1557,14 @@ impl<'a> Run<'a> {
             "   measured window <= {window} ms, leases up to {} ms, renewals stack: {}; B pending",
             report["note"]["leases"]["ttl_ceiling_ms"], report["note"]["leases"]["renewals_stack"]
         );
+        Ok(())
+    }
+
+    /// The pending B is refused by our `verify` and, by the mark in its
+    /// `state` record alone, by upstream's driver.
+    fn pending_b_refused(&mut self) -> Fallible<()> {
+        let paths = self.paths;
+        let dir_b = self.dir_b.clone();
         // B is refused while pending (verify fails on what every open
         // refuses).
         let out = run_cli(paths, &["verify", path_str(&dir_b)?])?;
@@ -1525,7 +1576,12 @@ impl<'a> Run<'a> {
             ));
         }
         // Upstream's driver refuses it too, by the record's mark alone.
-        self.upstream_refuses_copy(&dir_b, b'P', "pending B")?;
+        self.upstream_refuses_copy(&dir_b, b'P', "pending B")
+    }
+
+    /// Stragglers take values and leases from the cluster after `migrate
+    /// in`; checked into the lineage. Returns the highest lease upper bound.
+    async fn stragglers(&mut self, nodes: &[Node]) -> Fallible<u64> {
         // Clients that have not heard yet: the values they get must be
         // covered, and so must the leases they acquire.
         let took = hammer(&endpoints(nodes), LIGHT).await?;
@@ -1539,7 +1595,14 @@ impl<'a> Run<'a> {
                 .map_err(|err| format!("straggler lease on the cluster: {err}"))?;
             lease_bound = lease_bound.max(lease.ts_upper_bound);
         }
+        Ok(lease_bound)
+    }
 
+    /// `migrate finish B` is refused while the cluster answers (B stays
+    /// pending); stop the cluster; `migrate finish B` succeeds.
+    fn migrate_finish_b(&mut self, nodes: &mut [Node]) -> Fallible<()> {
+        let paths = self.paths;
+        let dir_b = self.dir_b.clone();
         let newdir = path_str(&dir_b)?;
         let out = run_cli(paths, &["migrate", "finish", newdir])?;
         self.record(
@@ -1568,7 +1631,14 @@ impl<'a> Run<'a> {
             return Err(format!("migrate finish: {}", text(&out.stderr)));
         }
         println!("   {}", text(&out.stdout).trim_end());
+        Ok(())
+    }
 
+    /// Our server on the finished B: its first timestamp is above the
+    /// stragglers' `lease_bound`; clients, checked into the lineage; a
+    /// lease (for upstream's tools to read); stopped.
+    async fn serve_b_above(&mut self, lease_bound: u64) -> Fallible<()> {
+        let dir_b = self.dir_b.clone();
         let (server, url) = self.file_server(&dir_b, "file-server-b")?;
         let b = client(std::slice::from_ref(&url)).await?;
         let first = b
@@ -1679,8 +1749,6 @@ impl<'a> Run<'a> {
     /// carried.
     async fn paxos(&mut self) -> Fallible<()> {
         let paths = self.paths;
-        let dir_b = self.dir_b.clone();
-        let dir_c = self.dir_c.clone();
         println!("== 6. three-node paxos cluster");
         let mut nodes = cluster(paths, Consensus::Paxos)?;
         let (elected, leader) = wait_serving(&endpoints(&nodes), Duration::from_secs(90)).await?;
@@ -1696,8 +1764,20 @@ impl<'a> Run<'a> {
             ms(settled)
         );
         let to = endpoints(&nodes).join(",");
+        self.paxos_refuses_b(&to).await?;
+        self.carry_c_to_paxos(&nodes, &to).await?;
+        let started = Instant::now();
+        stop_cluster(&mut nodes)?;
+        self.timings.insert("paxos_stop_ms", ms(started.elapsed()));
+        Ok(())
+    }
 
-        let out = run_cli(paths, &["migrate", "out", path_str(&dir_b)?, "--to", &to])?;
+    /// `migrate out B` (dense keys) to paxos is refused before anything is
+    /// marked; B is left unmarked and still serves.
+    async fn paxos_refuses_b(&mut self, to: &str) -> Fallible<()> {
+        let paths = self.paths;
+        let dir_b = self.dir_b.clone();
+        let out = run_cli(paths, &["migrate", "out", path_str(&dir_b)?, "--to", to])?;
         self.record(
             format!("tsoracle-file migrate out {} --to {to}", dir_b.display()),
             &out,
@@ -1730,8 +1810,14 @@ impl<'a> Run<'a> {
             LIGHT,
             false,
         )
-        .await?;
+        .await
+    }
 
+    /// C (timestamps only, its own history) served, then carried to the
+    /// paxos cluster, whose timestamps are checked into C's lineage.
+    async fn carry_c_to_paxos(&mut self, nodes: &[Node], to: &str) -> Fallible<()> {
+        let paths = self.paths;
+        let dir_c = self.dir_c.clone();
         // C: timestamps only, its own history.
         self.serve_ours(
             &dir_c,
@@ -1750,7 +1836,7 @@ impl<'a> Run<'a> {
                 "out",
                 path_str(&dir_c)?,
                 "--to",
-                &to,
+                to,
                 "--receipt",
                 path_str(&receipt)?,
             ],
@@ -1769,12 +1855,8 @@ impl<'a> Run<'a> {
             return Err(format!("migrate out C to paxos: {}", text(&out.stderr)));
         }
         println!("{}", text(&out.stdout).trim_end());
-        let took = hammer(&endpoints(&nodes), TS_ONLY).await?;
-        self.add(true, "paxos cluster after migrate out C", took)?;
-        let started = Instant::now();
-        stop_cluster(&mut nodes)?;
-        self.timings.insert("paxos_stop_ms", ms(started.elapsed()));
-        Ok(())
+        let took = hammer(&endpoints(nodes), TS_ONLY).await?;
+        self.add(true, "paxos cluster after migrate out C", took)
     }
 
     fn print_figures(&self) {

@@ -39,6 +39,24 @@ pub fn report(what: &str) {
     out.flush().expect("flush report");
 }
 
+/// A role a child can play: its name (the role variable's value), and what
+/// it does with the directory.
+pub type Role = (&'static str, fn(&str));
+
+/// The child's side of a role test: a no-op in a normal test run (the
+/// parent's `role_var` is absent); in a child, the role named in `role_var`
+/// run on the directory in `dir_var`. Panics on a role not in `roles`.
+pub fn play_role(role_var: &str, dir_var: &str, roles: &[Role]) {
+    let Ok(role) = std::env::var(role_var) else {
+        return;
+    };
+    let dir = std::env::var(dir_var).expect("the parent sets the directory");
+    match roles.iter().find(|(name, _)| *name == role) {
+        Some((_, play)) => play(&dir),
+        None => panic!("unknown role {role}"),
+    }
+}
+
 /// A child process running the role test `test` of this binary; killed if
 /// still running when dropped, so a failing test leaves no process behind.
 pub struct ChildProcess {

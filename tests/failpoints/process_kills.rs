@@ -18,7 +18,7 @@ use tsoracle_driver_file::{
 };
 
 use crate::common;
-use crate::common::child::{ChildProcess, fork_gate, report};
+use crate::common::child::{ChildProcess, fork_gate, play_role, report};
 use crate::common::kills::{
     Acked, DIR_VAR, Floor, KEYS, ROLE_VAR, TEMP_FILES, lease, now, open_for_child,
 };
@@ -39,15 +39,11 @@ const CHILD_TEST: &str = "process_kills::child_role";
 /// stdout.
 #[test]
 fn child_role() {
-    let Ok(role) = std::env::var(ROLE_VAR) else {
-        return;
-    };
-    let dir = std::env::var(DIR_VAR).expect("the parent sets the directory");
-    match role.as_str() {
-        "abort-write" => abort_write(&dir),
-        "abort-open" => abort_open(&dir),
-        other => panic!("unknown role {other}"),
-    }
+    play_role(
+        ROLE_VAR,
+        DIR_VAR,
+        &[("abort-write", abort_write), ("abort-open", abort_open)],
+    );
 }
 
 fn abort_here() {

@@ -34,7 +34,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tsoracle_consensus::ConsensusDriver;
 use tsoracle_driver_file::{FileDriver, FileDriverError, FileOp, read_state_dir};
-use tsoracle_server::{Server, ServingState};
+use tsoracle_server::{Server, ServingState, WatchGuard};
 
 use super::init;
 use crate::cli::{self, CmdResult, Failure};
@@ -513,6 +513,10 @@ fn display(path: Option<&Path>) -> String {
         .unwrap_or_default()
 }
 
+/// Serves the driver until a stop: binds --listen and builds the server,
+/// starts the metrics listener and the gRPC service, serves until a stop
+/// signal (or the gRPC server or the leader watch ends by itself), then
+/// stops: not ready, drained, the leader watch and the metrics task ended.
 async fn serve(
     args: &Args,
     state_dir: &Path,
@@ -524,7 +528,7 @@ async fn serve(
 ) -> Result<(), Failure> {
     let (listener, addr) = bind_grpc(args).await?;
     let (server, write_failure) = build_server(args, &driver)?;
-    let mut serving = server.subscribe();
+    let serving = server.subscribe();
 
     // One stop flag for the readiness check, both listeners' ends and the
     // gRPC health watchers.
@@ -536,55 +540,19 @@ async fn serve(
         write_failure,
     ));
 
-    let (http_task, metrics_addr) = match metrics {
-        Some(handle) => {
-            let (task, bound) = serve_metrics(args, handle, &readiness, stopped).await?;
-            (Some(task), Some(bound))
-        }
-        None => (None, None),
-    };
+    let (http_task, metrics_addr) = start_metrics(args, metrics, &readiness, stopped).await?;
     // The server's routes next to the standard health service, on one
     // listener; the guard owns the server's leader-watch task.
     let (routes, guard) = server
         .into_router()
         .map_err(|err| Failure::new(format!("cannot build the gRPC service: {err}")))?;
-    let mut tonic = grpc_server;
-    let (drain, draining) = tokio::sync::oneshot::channel::<()>();
-    let grpc = tonic
-        .add_routes(routes)
-        .add_service(grpc_health::service(Arc::clone(&readiness)))
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener),
-            async move {
-                let _ = draining.await;
-            },
-        );
+    let (drain, grpc) = grpc_service(grpc_server, routes, &readiness, listener);
     tokio::pin!(grpc, signal);
 
-    // Runs until a stop signal, or until the gRPC server or the server's
-    // leader watch ends by itself (an error). Announce only once the server
-    // fenced its first window and answers calls: a script (or a test)
-    // waiting for the line may call at once.
-    let mut announced = false;
-    let mut watch_poll = tokio::time::interval(WATCH_POLL);
-    let ended = loop {
-        tokio::select! {
-            biased;
-            () = &mut signal => break Ended::Signal,
-            result = &mut grpc => break Ended::Grpc(result),
-            ready = serving.wait_for(|state| matches!(state, ServingState::Serving)), if !announced => {
-                // `wait_for` returns a read guard on the serving state; keep
-                // only the flag, since the server writes that state.
-                announced = true;
-                if ready.map(|_| ()).is_ok() {
-                    serving_now(args, state_dir, &driver, (addr, metrics_addr), &notify, &stop);
-                }
-            }
-            _ = watch_poll.tick() => if guard.is_finished() {
-                break Ended::Watch;
-            },
-        }
-    };
+    let addrs = (addr, metrics_addr);
+    let on_serving = || serving_now(args, state_dir, &driver, addrs, &notify, &stop);
+    let ended =
+        serve_until_stopped(serving, &guard, grpc.as_mut(), signal.as_mut(), on_serving).await;
 
     // Stopping: probes turn not ready and health watchers get NOT_SERVING
     // and their streams end; then the gRPC server drains.
@@ -592,13 +560,7 @@ async fn serve(
     if let Some(notifier) = &notify.notifier {
         notifier.send("STOPPING=1\nSTATUS=stopping: draining calls, then closing the driver");
     }
-    let drained = match ended {
-        Ended::Grpc(result) => result,
-        Ended::Signal | Ended::Watch => {
-            let _ = drain.send(());
-            drain_calls(args, grpc.as_mut()).await
-        }
-    };
+    let drained = drain_unless_ended(args, ended, drain, grpc.as_mut()).await;
     // Stops the leader watch (bounded by the server's shutdown grace); its
     // own error, when it ended by itself, is the reason to report.
     let watched = guard.shutdown().await;
@@ -606,6 +568,107 @@ async fn serve(
         task.abort();
     }
     stop_reason(watched, drained)
+}
+
+/// With a metrics handle, [`serve_metrics`]: its task and the address it
+/// bound; without (`--no-metrics`), neither.
+async fn start_metrics(
+    args: &Args,
+    metrics: Option<PrometheusHandle>,
+    readiness: &Arc<Readiness>,
+    stopped: watch::Receiver<bool>,
+) -> Result<(Option<tokio::task::JoinHandle<()>>, Option<SocketAddr>), Failure> {
+    Ok(match metrics {
+        Some(handle) => {
+            let (task, bound) = serve_metrics(args, handle, readiness, stopped).await?;
+            (Some(task), Some(bound))
+        }
+        None => (None, None),
+    })
+}
+
+/// The gRPC server on `listener`: the oracle server's `routes` next to the
+/// standard health service. It stops accepting and drains its calls once
+/// the returned sender fires.
+fn grpc_service(
+    grpc_server: tonic::transport::Server,
+    routes: tonic::service::Routes,
+    readiness: &Arc<Readiness>,
+    listener: TcpListener,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    impl std::future::Future<Output = Result<(), tonic::transport::Error>>,
+) {
+    let mut tonic = grpc_server;
+    let (drain, draining) = tokio::sync::oneshot::channel::<()>();
+    let grpc = tonic
+        .add_routes(routes)
+        .add_service(grpc_health::service(Arc::clone(readiness)))
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener),
+            async move {
+                let _ = draining.await;
+            },
+        );
+    (drain, grpc)
+}
+
+/// Runs until a stop signal, or until the gRPC server or the server's
+/// leader watch ends by itself (an error). Calls `on_serving` (the
+/// announcement) only once the server fenced its first window and answers
+/// calls: a script (or a test) waiting for the line may call at once.
+async fn serve_until_stopped<G, S>(
+    mut serving: watch::Receiver<ServingState>,
+    guard: &WatchGuard,
+    mut grpc: std::pin::Pin<&mut G>,
+    mut signal: std::pin::Pin<&mut S>,
+    mut on_serving: impl FnMut(),
+) -> Ended
+where
+    G: std::future::Future<Output = Result<(), tonic::transport::Error>>,
+    S: std::future::Future<Output = ()>,
+{
+    let mut announced = false;
+    let mut watch_poll = tokio::time::interval(WATCH_POLL);
+    loop {
+        tokio::select! {
+            biased;
+            () = signal.as_mut() => break Ended::Signal,
+            result = grpc.as_mut() => break Ended::Grpc(result),
+            ready = serving.wait_for(|state| matches!(state, ServingState::Serving)), if !announced => {
+                // `wait_for` returns a read guard on the serving state; keep
+                // only the flag, since the server writes that state.
+                announced = true;
+                if ready.map(|_| ()).is_ok() {
+                    on_serving();
+                }
+            }
+            _ = watch_poll.tick() => if guard.is_finished() {
+                break Ended::Watch;
+            },
+        }
+    }
+}
+
+/// How the gRPC server's calls ended: its own result when it `ended` by
+/// itself; after a stop signal or the leader watch's end, `drain` tells it
+/// to drain, within --shutdown-timeout ([`drain_calls`]).
+async fn drain_unless_ended<F>(
+    args: &Args,
+    ended: Ended,
+    drain: tokio::sync::oneshot::Sender<()>,
+    grpc: std::pin::Pin<&mut F>,
+) -> Result<(), tonic::transport::Error>
+where
+    F: std::future::Future<Output = Result<(), tonic::transport::Error>>,
+{
+    match ended {
+        Ended::Grpc(result) => result,
+        Ended::Signal | Ended::Watch => {
+            let _ = drain.send(());
+            drain_calls(args, grpc).await
+        }
+    }
 }
 
 /// Binds --listen for gRPC: the listener, and the address it got.

@@ -89,6 +89,7 @@ use tonic::Code;
 use tsoracle_client::ClientError;
 use tsoracle_core::SeqKey;
 use tsoracle_driver_file::receipt::{RECEIPT_SCHEMA, StoppedStateReceipt};
+use tsoracle_driver_file::{FileDriverError, FileOp, StateDir};
 
 use super::finish::{LeaseFacts, PENDING_SCHEMA, PendingNote, WindowFacts, clock_marks};
 use super::out::{MIGRATE_OUT_SCHEMA, MigrateOutReceipt};
@@ -304,28 +305,63 @@ pub(crate) fn exec(args: &Args) -> CmdResult {
 }
 
 /// Refuses, before the oracle is touched, a NEWDIR that already holds
-/// state or a marker (`init_from` checks again, under the lock).
+/// state or a marker, as the library's `read_state_dir` finds it, or that
+/// does not read (`init_from` checks again, under the lock). A NEWDIR that
+/// does not exist yet holds nothing.
 fn refuse_existing(newdir: &std::path::Path) -> Result<(), Failure> {
-    use tsoracle_driver_file::{PENDING_FILE, RETIRED_FILE, SEEDING_FILE};
-    for name in [
-        "state",
-        "dense",
-        "leases",
-        PENDING_FILE,
-        RETIRED_FILE,
-        SEEDING_FILE,
+    let why = match tsoracle_driver_file::read_state_dir(newdir) {
+        Ok(found) => {
+            let held = held_state(&found);
+            if held.is_empty() {
+                return Ok(());
+            }
+            format!("state already exists there ({})", held.join(", "))
+        }
+        // No NEWDIR yet: `init_from` makes it.
+        Err(FileDriverError::Io {
+            op: FileOp::Inspect,
+            path,
+            source,
+            ..
+        }) if path == newdir && source.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(err) => format!("what is there does not read: {err}"),
+    };
+    Err(Failure::new(format!(
+        "refusing to seed {}: {why} (a pending `migrate in` is finished with `tsoracle-file migrate finish {}`); nothing was asked of the oracle",
+        newdir.display(),
+        newdir.display()
+    )))
+}
+
+/// What of a state directory `init_from` would refuse to seed over: its
+/// state files, and the marks and notes of a retired, interrupted or
+/// pending directory.
+fn held_state(found: &StateDir) -> Vec<String> {
+    let mut held = Vec::new();
+    if let Some(high_water) = found.high_water {
+        held.push(format!("a committed high-water {high_water}"));
+    }
+    if let Some(dense) = &found.dense {
+        held.push(format!("{} dense counter(s)", dense.key_count()));
+    }
+    if let Some(leases) = &found.leases {
+        held.push(format!("a lease set of {}", leases.len()));
+    }
+    for (flag, what) in [
+        (found.retired, "retired"),
+        (found.seeding, "an interrupted seed"),
+        (found.pending, "pending"),
     ] {
-        let file = newdir.join(name);
-        if std::fs::symlink_metadata(&file).is_ok() {
-            return Err(Failure::new(format!(
-                "refusing to seed {}: {} already exists (a pending `migrate in` is finished with `tsoracle-file migrate finish {}`); nothing was asked of the oracle",
-                newdir.display(),
-                file.display(),
-                newdir.display()
-            )));
+        if flag {
+            held.push(what.to_string());
         }
     }
-    Ok(())
+    if held.is_empty()
+        && let Some(mark) = found.mark
+    {
+        held.push(format!("a state record marked {mark:?}"));
+    }
+    held
 }
 
 async fn plan(
