@@ -201,7 +201,9 @@ impl FileDriver {
         dir: impl AsRef<Path>,
         seed_physical_ms: u64,
     ) -> Result<(), FileDriverError> {
-        OpenOptions::new().init_seeded(dir, seed_physical_ms)
+        // One seeding path: the markers, the precondition and the owner
+        // check are those of init_from.
+        Self::init_from(dir, &crate::Seed::new(seed_physical_ms))
     }
 
     /// The state directory this driver owns.

@@ -13,7 +13,8 @@ use crate::vfs::Ownership;
 
 /// A backtrace captured where an error was made, with the `bt` feature.
 ///
-/// Without the feature this is zero-sized and [`Bt::get`] is always `None`.
+/// Without the feature this is zero-sized and
+/// [`FileDriverError::backtrace`] is always `None`.
 /// With it, capture follows `std::backtrace::Backtrace::capture`: set
 /// `RUST_LIB_BACKTRACE=1` (or `RUST_BACKTRACE=1`) to get frames.
 pub struct Bt(#[cfg(feature = "bt")] std::backtrace::Backtrace);
@@ -26,8 +27,9 @@ impl Bt {
         )
     }
 
-    /// The captured backtrace; `None` without the `bt` feature.
-    pub fn get(&self) -> Option<&std::backtrace::Backtrace> {
+    /// The captured backtrace; `None` without the `bt` feature. Users
+    /// reach it through [`FileDriverError::backtrace`].
+    fn get(&self) -> Option<&std::backtrace::Backtrace> {
         #[cfg(feature = "bt")]
         {
             Some(&self.0)

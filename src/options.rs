@@ -1,8 +1,9 @@
 //! [`OpenOptions`]: the one place that chooses the filesystem a state
 //! directory is reached through. Every entry point of the crate
-//! ([`FileDriver::open_or_init`], [`FileDriver::init_seeded`],
-//! [`FileDriver::init_from`], [`StoppedDir::lock`], [`read_state_dir`]) is
-//! the same method of the default options, on the real filesystem.
+//! ([`FileDriver::open_or_init`], [`FileDriver::init_from`] and its
+//! high-water-only form [`FileDriver::init_seeded`], [`StoppedDir::lock`],
+//! [`read_state_dir`]) is a method of the default options, on the real
+//! filesystem.
 //!
 //! [`read_state_dir`]: crate::read_state_dir
 
@@ -20,12 +21,12 @@ use crate::{FileDriver, FileDriverError, Seed, StateDir, StoppedDir};
 /// are these methods on `OpenOptions::new()`.
 ///
 /// ```
-/// use tsoracle_driver_file::OpenOptions;
+/// use tsoracle_driver_file::{OpenOptions, Seed};
 /// use tsoracle_driver_file::vfs::StdFs;
 ///
 /// let dir = tempfile::tempdir()?;
 /// let options = OpenOptions::new().vfs(StdFs);
-/// options.init_seeded(dir.path(), 1_700_000_000_000)?;
+/// options.init_from(dir.path(), &Seed::new(1_700_000_000_000))?;
 /// assert_eq!(options.read_state_dir(dir.path())?.high_water, Some(1_700_000_000_000));
 /// let driver = options.open_or_init(dir.path())?;
 /// assert_eq!(driver.high_water(), 1_700_000_000_000);
@@ -64,21 +65,6 @@ impl OpenOptions {
     /// As [`FileDriver::open_or_init`].
     pub fn open_or_init(&self, dir: impl AsRef<Path>) -> Result<Arc<FileDriver>, FileDriverError> {
         FileDriver::open(dir.as_ref(), Arc::clone(&self.vfs))
-    }
-
-    /// [`FileDriver::init_seeded`] through these options.
-    ///
-    /// # Errors
-    ///
-    /// As [`FileDriver::init_seeded`].
-    pub fn init_seeded(
-        &self,
-        dir: impl AsRef<Path>,
-        seed_physical_ms: u64,
-    ) -> Result<(), FileDriverError> {
-        // One seeding path: the markers, the precondition and the owner
-        // check are those of init_from.
-        self.init_from(dir, &Seed::new(seed_physical_ms))
     }
 
     /// [`FileDriver::init_from`] through these options.
