@@ -110,6 +110,7 @@ pub const PROCESS_EXIT: &str = "simulated process exit";
 /// What one operation was, as the op log records it and as
 /// [`SimFs::fail_next`] chooses it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum OpKind {
     /// [`Vfs::probe`] or [`VfsDir::probe`].
     Probe,
@@ -163,6 +164,7 @@ impl OpRecord {
 /// How honest the simulated disk is about fsync
 /// ([`SimFs::with_durability`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Durability {
     /// The default. File fsync makes the file's bytes durable; directory fsync makes the
     /// directory's entries durable. A correct protocol is safe on it.
