@@ -1383,3 +1383,53 @@ impl VfsDir for SimDir {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_image_that_is_not_a_tree_is_refused() {
+        let mut image = CrashImage::default();
+        image.files.insert(PathBuf::from("/oracle/state"), vec![1]);
+        let err = SimFs::from_image(&image).expect_err("no /oracle");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        image.dirs.insert(PathBuf::from("/oracle"));
+        let fs = SimFs::from_image(&image).expect("a tree boots");
+        assert_eq!(fs.visible_files(), image.files);
+        image.files.insert(PathBuf::from("/oracle"), Vec::new());
+        let err = SimFs::from_image(&image).expect_err("a file at a directory");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn setup_calls_answer_errors_on_bad_paths() {
+        let fs = SimFs::new();
+        let missing = fs.put_file(Path::new("/nowhere/state"), b"x");
+        assert_eq!(missing.map_err(|e| e.kind()), Err(io::ErrorKind::NotFound));
+        fs.put_dir(Path::new("/a/b")).expect("parents made");
+        let on_dir = fs.put_file(Path::new("/a/b"), b"x");
+        assert_eq!(
+            on_dir.map_err(|e| e.kind()),
+            Err(io::ErrorKind::IsADirectory)
+        );
+        fs.put_file(Path::new("/a/f"), b"x").expect("a file");
+        let under_file = fs.put_dir(Path::new("/a/f/c"));
+        assert_eq!(
+            under_file.map_err(|e| e.kind()),
+            Err(io::ErrorKind::AlreadyExists)
+        );
+        let no_dir = fs.put_xattr(Path::new("/z"), "user.x", Some(b"1"));
+        assert_eq!(no_dir.map_err(|e| e.kind()), Err(io::ErrorKind::NotFound));
+        assert_eq!(fs.op_count(), 0, "setup is outside the op count");
+    }
+
+    #[test]
+    fn a_hold_nobody_reaches_times_out() {
+        let fs = SimFs::new();
+        let hold = fs.hold_next_op();
+        assert!(!hold.wait_reached(Duration::from_millis(10)));
+        hold.release();
+        assert_eq!(fs.probe(Path::new("/")).ok(), Some(Entry::Directory));
+    }
+}
