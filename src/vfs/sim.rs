@@ -4,14 +4,15 @@
 //! Run the real driver on it to prove that a protocol survives a power cut
 //! at every operation, a killed process, an injected I/O error or a disk
 //! that lies about fsync, deterministically and without root: this crate's
-//! own crash tests (`tests/power_loss_never_rewinds.rs`) are built on it, as
-//! redb's tests are on its in-memory backend.
+//! own crash tests (`tests/power_loss_never_rewinds.rs`) are built on it.
+//! Like redb's in-memory backend, it is offered to users behind a feature.
 //!
 //! ```
 //! use tsoracle_consensus::ConsensusDriver;
 //! use tsoracle_driver_file::vfs::SimFs;
 //! use tsoracle_driver_file::{LEADER_EPOCH, OpenOptions};
 //!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! # tokio::runtime::Builder::new_current_thread().build()?.block_on(async {
 //! let fs = SimFs::new();
 //! let driver = OpenOptions::new().vfs(fs.clone()).open_or_init("/oracle")?;
@@ -20,6 +21,7 @@
 //! // The power goes out two operations into the next write: it fails.
 //! fs.crash_at(fs.op_count() + 2);
 //! assert!(driver.persist_high_water(2_000, LEADER_EPOCH).await.is_err());
+//! assert!(fs.crashed());
 //! drop(driver);
 //!
 //! // Whatever the disk kept, the high-water did not go back.
@@ -30,6 +32,7 @@
 //! }
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! # })
+//! # }
 //! ```
 //!
 //! # Model
