@@ -95,6 +95,10 @@
 //! - `migrate`: its `migrate out`, `migrate in` and `migrate finish`
 //!   subcommands (implies `cli`; adds `tsoracle-client` and its gRPC
 //!   stack).
+//! - `simfs`: `vfs::SimFs`, an in-memory filesystem for tests that knows
+//!   what a power cut keeps: it loses power, kills the process or fails an
+//!   I/O call at any operation, lists every disk the power cut may leave
+//!   and boots a fresh one on each (adds no dependency).
 //!
 //! # Errors
 //!

@@ -15,7 +15,8 @@ use crate::{FileDriver, FileDriverError, Seed, StateDir, StoppedDir};
 
 /// How a state directory is reached: by default through the real
 /// filesystem ([`StdFs`]); through another [`Vfs`] for tests that inject
-/// faults or simulate power loss.
+/// faults or simulate power loss (the crate's own `vfs::SimFs`, feature
+/// `simfs`, does both).
 ///
 /// The plain entry points ([`FileDriver::open_or_init`] and the others)
 /// are these methods on `OpenOptions::new()`.

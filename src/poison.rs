@@ -2,6 +2,8 @@
 //! (each is replaced whole, in one statement): a poisoned lock is taken
 //! anyway rather than spreading one panic to every later reader.
 
+#[cfg(feature = "simfs")]
+use std::sync::{Mutex, MutexGuard};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// A read guard, poisoned or not.
@@ -12,5 +14,13 @@ pub(crate) fn read_lock<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
 /// A write guard, poisoned or not.
 pub(crate) fn write_lock<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     lock.write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A mutex guard, poisoned or not.
+#[cfg(feature = "simfs")]
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::simfs::SimFs;
+use tsoracle_driver_file::vfs::SimFs;
 use tsoracle_driver_file::{FileDriver, OpenOptions};
 
 #[tokio::test]

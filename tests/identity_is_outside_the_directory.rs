@@ -16,7 +16,6 @@
 //!   neither.
 
 mod common;
-use common::simfs;
 
 use std::io;
 use std::os::unix::fs::PermissionsExt;
@@ -24,6 +23,7 @@ use std::path::{Path, PathBuf};
 
 use tsoracle_consensus::ConsensusDriver;
 use tsoracle_driver_file::identity_record::{self, Origin};
+use tsoracle_driver_file::vfs::sim::{OpKind, SimFs};
 use tsoracle_driver_file::{
     FileDriver, FileDriverError, IDENTITY_FILE, IDENTITY_XATTR, LEADER_EPOCH, OpenOptions,
     OriginSource, Seed, read_state_dir, record,
@@ -33,7 +33,6 @@ use common::{
     dir_contents, dir_xattrs, entry_names, full_leases, identity_xattr, key, set_identity_xattr,
     xattrs_supported_in,
 };
-use simfs::{OpKind, SimFs};
 
 /// What upstream's `tsoracle export file` accepts, at most.
 const UPSTREAM_FILES: [&str; 4] = ["LOCK", "dense", "leases", "state"];
@@ -357,7 +356,8 @@ async fn without_extended_attributes_the_driver_runs_without_an_identity() {
     fs.put_file(
         &dir.join(IDENTITY_FILE),
         &identity_record::encode(&sim_origin()),
-    );
+    )
+    .expect("put a file");
     let found = OpenOptions::new()
         .vfs(fs.clone())
         .read_state_dir(&dir)
@@ -427,11 +427,13 @@ async fn a_failed_attribute_write_never_stops_an_open() {
             .open_or_init(&dir)
             .unwrap(),
     );
-    fs.put_xattr(&dir, IDENTITY_XATTR, None);
+    fs.put_xattr(&dir, IDENTITY_XATTR, None)
+        .expect("put an attribute");
     fs.put_file(
         &dir.join(IDENTITY_FILE),
         &identity_record::encode(&sim_origin()),
-    );
+    )
+    .expect("put a file");
     fs.fail_next(OpKind::SetXattr, Some("oracle"), io::ErrorKind::StorageFull);
     let driver = OpenOptions::new()
         .vfs(fs.clone())
@@ -541,7 +543,8 @@ fn a_damaged_identity_attribute_is_refused_on_simfs_too() {
             .unwrap(),
     );
     for damaged in [&b""[..], b"TSOI", &[0u8; identity_record::RECORD_LEN][..]] {
-        fs.put_xattr(&dir, IDENTITY_XATTR, Some(damaged));
+        fs.put_xattr(&dir, IDENTITY_XATTR, Some(damaged))
+            .expect("put an attribute");
         let files = fs.visible_files();
         match OpenOptions::new().vfs(fs.clone()).open_or_init(&dir) {
             Err(FileDriverError::CorruptIdentity { dir: named, .. }) => assert_eq!(named, dir),
@@ -565,13 +568,15 @@ fn a_damaged_identity_attribute_is_refused_on_simfs_too() {
 fn sim_legacy() -> SimFs {
     let fs = sim();
     let dir = sim_dir();
-    fs.put_dir(&dir);
-    fs.put_file(&dir.join("LOCK"), b"");
-    fs.put_file(&dir.join("state"), &record::encode(1_764_000_000_000));
+    fs.put_dir(&dir).expect("put a directory");
+    fs.put_file(&dir.join("LOCK"), b"").expect("put a file");
+    fs.put_file(&dir.join("state"), &record::encode(1_764_000_000_000))
+        .expect("put a file");
     fs.put_file(
         &dir.join(IDENTITY_FILE),
         &identity_record::encode(&sim_origin()),
-    );
+    )
+    .expect("put a file");
     fs
 }
 
@@ -632,7 +637,7 @@ fn carrying_an_identity_file_over_survives_a_power_cut_at_every_step() {
                 assert_eq!(found, sim_origin(), "image {}", image.label);
             }
             // The next boot finishes the move.
-            let booted = SimFs::from_image(&image);
+            let booted = SimFs::from_image(&image).expect("a crash image boots");
             let driver = OpenOptions::new()
                 .vfs(booted.clone())
                 .open_or_init(&dir)

@@ -9,17 +9,16 @@
 
 mod common;
 use common::classify;
-use common::simfs;
 
 use std::io::{self, ErrorKind, Write};
 use std::path::Path;
 use std::sync::Arc;
 
 use common::error_chain as chain;
-use simfs::{OpKind, SimFs};
 use tokio::runtime::Runtime;
 use tsoracle_consensus::{ConsensusDriver, ConsensusError};
 use tsoracle_core::{LeaseRecord, SeqKey};
+use tsoracle_driver_file::vfs::sim::{OpKind, SimFs};
 use tsoracle_driver_file::{FileDriver, FileDriverError, FileOp, LEADER_EPOCH, OpenOptions};
 
 const DIR: &str = "/srv/oracle";
@@ -262,7 +261,7 @@ fn eio_on_dir_fsync_poisons_and_never_rewinds() {
     assert!(images.len() > 1, "the pending rename makes several disks");
     let mut seen = std::collections::BTreeSet::new();
     for image in &images {
-        let disk = SimFs::from_image(image);
+        let disk = SimFs::from_image(image).expect("a crash image boots");
         let driver = open(&disk);
         let hw = driver.high_water();
         assert!(hw == HW || hw == HW + 100, "{}: {hw}", image.label);
@@ -278,7 +277,7 @@ fn eio_on_dir_fsync_poisons_and_never_rewinds() {
     assert!(!fx.driver.is_poisoned());
     fx.assert_reads(&fx.driver, HW + 100, 5, &leases);
     for image in fx.fs.crash_images() {
-        let driver = open(&SimFs::from_image(&image));
+        let driver = open(&SimFs::from_image(&image).expect("a crash image boots"));
         fx.assert_reads(&driver, HW + 100, 5, &leases);
     }
 }

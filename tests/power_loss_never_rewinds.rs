@@ -13,7 +13,6 @@
 //! `TSORACLE_CRASH_FULL=1` runs many more, longer workloads.
 
 mod common;
-use common::simfs;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -21,10 +20,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use common::error_chain as chain;
-use simfs::{CrashImage, Durability, OpKind, SimFs};
 use tokio::runtime::Runtime;
 use tsoracle_consensus::ConsensusDriver;
 use tsoracle_core::{LeaseRecord, SeqKey};
+use tsoracle_driver_file::vfs::sim::{CrashImage, Durability, OpKind, OpRecord, SimFs};
 use tsoracle_driver_file::{FileDriver, FileDriverError, LEADER_EPOCH, OpenOptions};
 
 const DIR: &str = "/srv/oracle";
@@ -449,7 +448,7 @@ fn run_group(
             return Some("held write answered before any disk operation".to_owned());
         }
         // The committer is parked inside the first write's first operation.
-        hold.wait_reached();
+        common::sim::wait_reached(&hold);
         let second = driver.persist_high_water(hw, LEADER_EPOCH);
         let advance = driver.advance_dense(&keys[dense.0], dense.1, LEADER_EPOCH);
         let replace = driver.persist_leases(leases, LEADER_EPOCH);
@@ -496,7 +495,7 @@ fn recover(
     model: &Model,
     ctx: &str,
 ) -> Vec<Violation> {
-    let fs = SimFs::from_image(image);
+    let fs = SimFs::from_image(image).expect("a crash image boots");
     let driver = match open(&fs) {
         Ok(driver) => driver,
         Err(err) => {
@@ -547,7 +546,7 @@ struct Tally {
 /// Which write each operation of a reference log belongs to: the name of
 /// the file a rename/create/write/fsync touches, and "batch" for every
 /// operation of a batch that renamed more than one file.
-fn classify(log: &[simfs::OpRecord]) -> Vec<Vec<&'static str>> {
+fn classify(log: &[OpRecord]) -> Vec<Vec<&'static str>> {
     let mut out = vec![Vec::new(); log.len()];
     let mut batch_start = 0;
     let mut renames = 0;
@@ -838,7 +837,7 @@ fn a_really_damaged_disk_is_refused_as_corrupt() {
     short.files.get_mut(&dense).expect("dense exists").pop();
 
     for (image, damaged) in [(flipped, &state), (short, &dense)] {
-        let fs = SimFs::from_image(&image);
+        let fs = SimFs::from_image(&image).expect("a crash image boots");
         match open(&fs) {
             Err(FileDriverError::Corrupt { path, .. }) => assert_eq!(&path, damaged),
             other => panic!("damaged {} not refused: {other:?}", damaged.display()),
@@ -889,7 +888,7 @@ fn a_rename_left_unsynced_by_a_dead_process_is_not_trusted_before_it_is_durable(
     // Power is cut now: no disk it may leave is below what was reported
     // as durable and acknowledged.
     for image in fs.crash_images() {
-        let disk = SimFs::from_image(&image);
+        let disk = SimFs::from_image(&image).expect("a crash image boots");
         let after = open(&disk).expect("opens").high_water();
         assert!(
             after >= acked,
@@ -913,7 +912,7 @@ mod the_state_dirs_entry_is_made_durable_by_every_open {
 
     use crate::common::error_chain as chain;
     use crate::common::sim::{DIR, HW, open, simfs_create_dir};
-    use crate::common::simfs::{OpKind, SimFs};
+    use tsoracle_driver_file::vfs::sim::{OpKind, SimFs};
 
     /// Cuts power now and checks that every image the disk may hold reopens
     /// with at least `acked` as its high-water.
@@ -922,7 +921,7 @@ mod the_state_dirs_entry_is_made_durable_by_every_open {
         let images = fs.crash_images();
         assert!(!images.is_empty());
         for image in &images {
-            let disk = SimFs::from_image(image);
+            let disk = SimFs::from_image(image).expect("a crash image boots");
             let reopened = open(&disk).unwrap_or_else(|err| {
                 panic!("image {}: open failed: {}", image.label, chain(&err))
             });

@@ -7,7 +7,6 @@
 
 mod common;
 use common::child;
-use common::simfs;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
@@ -16,11 +15,11 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use tsoracle_consensus::ConsensusDriver;
+use tsoracle_driver_file::vfs::sim::{OpKind, SimFs};
 use tsoracle_driver_file::vfs::{Entry, StdFs, Vfs, VfsDir};
 use tsoracle_driver_file::{FileDriver, FileDriverError, FileOp, LEADER_EPOCH, OpenOptions};
 
 use child::{fork_gate, report};
-use simfs::{OpKind, SimFs};
 
 const ROLE_VAR: &str = "TSORACLE_PRIVATE_TEST_ROLE";
 const DIR_VAR: &str = "TSORACLE_PRIVATE_TEST_DIR";

@@ -5,15 +5,15 @@
 //! high-water (either would let the seeded oracle hand a value out twice).
 
 mod common;
+use common::key;
 use common::seed::{HIGH_WATER, seed};
-use common::{key, simfs};
 
 use std::path::Path;
 
-use simfs::{OpKind, SimFs};
 use tsoracle_consensus::ConsensusDriver;
 use tsoracle_core::LeaseRecord;
 use tsoracle_driver_file::record::Mark;
+use tsoracle_driver_file::vfs::sim::{OpKind, SimFs};
 use tsoracle_driver_file::{FileDriver, FileDriverError, LEADER_EPOCH, OpenOptions, Seed};
 
 const DIR: &str = "/data/oracle";
@@ -82,7 +82,7 @@ fn a_power_cut_at_any_operation_never_leaves_a_partial_seed() {
         );
         for image in fs.crash_images() {
             images_seen += 1;
-            let disk = SimFs::from_image(&image);
+            let disk = SimFs::from_image(&image).expect("a crash image boots");
             match observe(&disk) {
                 None => refused += 1,
                 Some((0, 0, 0, 0)) if result.is_err() => empty += 1,

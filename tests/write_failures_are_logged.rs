@@ -7,13 +7,12 @@
 //! subscriber (the committer logs from its own thread).
 
 mod common;
-use common::simfs;
 
 use std::io::{self, ErrorKind};
 use std::sync::{Arc, Mutex};
 
-use simfs::{OpKind, SimFs};
 use tsoracle_consensus::ConsensusDriver;
+use tsoracle_driver_file::vfs::sim::{OpKind, SimFs};
 use tsoracle_driver_file::{LEADER_EPOCH, OpenOptions};
 
 #[derive(Clone, Default)]

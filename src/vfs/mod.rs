@@ -2,11 +2,14 @@
 //! through [`Vfs`] (paths, before a state directory is open) and [`VfsDir`]
 //! (names inside the one directory the driver opened and locked).
 //!
-//! The only implementation shipped is [`StdFs`]; it is what
+//! The real filesystem is [`StdFs`]; it is what
 //! [`FileDriver::open_or_init`] uses. The traits are public so tests (this
 //! crate's and yours) can run the real driver on a filesystem that fails,
 //! fills up, or loses unsynced data on purpose, the way redb's
-//! `StorageBackend` and raft-engine's `FileSystem` are used.
+//! `StorageBackend` and raft-engine's `FileSystem` are used. With the
+//! `simfs` feature, `SimFs` (the `sim` module) is one: in memory, it knows
+//! what a power cut would keep, and can lose power, kill the process or
+//! fail an operation at any operation.
 //!
 //! # Why a directory handle
 //!
@@ -358,6 +361,13 @@ impl Vfs for StdFs {
         Ok(Box::new(platform::StdDir::open(path)?))
     }
 }
+
+#[cfg(feature = "simfs")]
+#[cfg_attr(docsrs, doc(cfg(feature = "simfs")))]
+pub mod sim;
+#[cfg(feature = "simfs")]
+#[cfg_attr(docsrs, doc(cfg(feature = "simfs")))]
+pub use sim::SimFs;
 
 #[cfg(unix)]
 mod unix;

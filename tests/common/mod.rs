@@ -1,9 +1,10 @@
 //! Helpers shared by the integration tests. Each test file uses a subset.
 //!
 //! Every test target includes them with `mod common;`, and nothing else:
-//! the helpers at this level need no feature; [`simfs`] (the in-memory
-//! filesystem that knows what a power cut keeps) and [`child`] (the test
-//! binary re-run as a child process) neither; [`cli`] runs the
+//! the helpers at this level need no feature, nor does [`child`] (the test
+//! binary re-run as a child process); the in-memory filesystem that knows
+//! what a power cut keeps is the library's `vfs::SimFs` (feature `simfs`,
+//! which the crate's dev-dependency on itself turns on); [`cli`] runs the
 //! `tsoracle-file` binary, which only the `cli` feature builds, and
 //! [`served`] runs a server in-process for the migration tests, [`serve`]
 //! the `serve` subcommand as a child process; [`seed`]
@@ -25,7 +26,6 @@ pub mod serve;
 #[cfg(feature = "migrate")]
 pub mod served;
 pub mod sim;
-pub mod simfs;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -20,12 +20,12 @@ use fail::FailScenario;
 use tokio::sync::oneshot;
 use tsoracle_consensus::{ConsensusDriver, ConsensusError};
 use tsoracle_core::{LeaseRecord, SeqKey};
+use tsoracle_driver_file::vfs::SimFs;
 use tsoracle_driver_file::{
     FileDriver, FileDriverError, FileOp, LEADER_EPOCH, dense_record, lease_record, record,
 };
 
 use crate::common::sim::{HW, open};
-use crate::common::simfs::SimFs;
 use crate::common::{Paused, classify, dir_contents, error_chain as chain, key};
 
 /// A write request some caller got into the committer's queue.

@@ -16,11 +16,11 @@ use std::task::Poll;
 use fail::FailScenario;
 use tokio::sync::mpsc;
 use tsoracle_consensus::{ConsensusDriver, ConsensusError};
+use tsoracle_driver_file::vfs::SimFs;
 use tsoracle_driver_file::{FileDriver, FileDriverError, FileOp, LEADER_EPOCH};
 
 use crate::common;
 use crate::common::sim::{DIR, HW, open, simfs_create_dir};
-use crate::common::simfs::SimFs;
 use crate::common::{
     Paused, assert_dense_blocks_tile, assert_dense_totals, classify, error_chain as chain, key,
 };
@@ -186,7 +186,8 @@ async fn dense_refusal_waits_for_its_batch() {
         ..DenseState::default()
     };
     dense.counters.insert(common::key("a"), 5);
-    fs.put_file(&Path::new(DIR).join("dense"), &dense_record::encode(&dense));
+    fs.put_file(&Path::new(DIR).join("dense"), &dense_record::encode(&dense))
+        .expect("put a file");
     let driver = open(&fs).expect("open");
     let (a, b, c) = (common::key("a"), common::key("b"), common::key("c"));
 
@@ -196,7 +197,7 @@ async fn dense_refusal_waits_for_its_batch() {
     let first = driver.advance_dense(&a, 1, LEADER_EPOCH);
     tokio::pin!(first);
     assert!(futures::poll!(first.as_mut()).is_pending());
-    hold.wait_reached();
+    common::sim::wait_reached(&hold);
 
     // Queued behind it, one batch: A creates the last key the cap allows;
     // B creates one more, refused only because of A.
@@ -263,7 +264,7 @@ async fn covered_high_water_survives_failed_write_of_its_batch() {
     let first = driver.persist_high_water(first_hw, LEADER_EPOCH);
     tokio::pin!(first);
     assert!(futures::poll!(first.as_mut()).is_pending());
-    hold.wait_reached();
+    common::sim::wait_reached(&hold);
 
     // Both are above what is durable now (HW), so both reach the committer;
     // by the time it folds them, HW+50 is covered by HW+100.

@@ -1,6 +1,39 @@
-//! `SimFs`: an in-memory [`Vfs`] that knows what a power cut would keep.
+//! [`SimFs`]: an in-memory [`Vfs`] that knows what a power cut would keep
+//! (feature `simfs`).
 //!
-//! Part of the shared test helpers: `mod common;` then `common::simfs`.
+//! Run the real driver on it to prove that a protocol survives a power cut
+//! at every operation, a killed process, an injected I/O error or a disk
+//! that lies about fsync, deterministically and without root: this crate's
+//! own crash tests (`tests/power_loss_never_rewinds.rs`) are built on it.
+//! Like redb's in-memory backend, it is offered to users behind a feature.
+//!
+//! ```
+//! use tsoracle_consensus::ConsensusDriver;
+//! use tsoracle_driver_file::vfs::SimFs;
+//! use tsoracle_driver_file::{LEADER_EPOCH, OpenOptions};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # tokio::runtime::Builder::new_current_thread().build()?.block_on(async {
+//! let fs = SimFs::new();
+//! let driver = OpenOptions::new().vfs(fs.clone()).open_or_init("/oracle")?;
+//! driver.persist_high_water(1_000, LEADER_EPOCH).await?;
+//!
+//! // The power goes out two operations into the next write: it fails.
+//! fs.crash_at(fs.op_count() + 2);
+//! assert!(driver.persist_high_water(2_000, LEADER_EPOCH).await.is_err());
+//! assert!(fs.crashed());
+//! drop(driver);
+//!
+//! // Whatever the disk kept, the high-water did not go back.
+//! for image in fs.crash_images() {
+//!     let disk = SimFs::from_image(&image)?;
+//!     let driver = OpenOptions::new().vfs(disk).open_or_init("/oracle")?;
+//!     assert!(driver.load_high_water().await? >= 1_000, "{}", image.label);
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # })
+//! # }
+//! ```
 //!
 //! # Model
 //!
@@ -13,16 +46,18 @@
 //! bytes and the bytes its last [`VfsFile::sync`] made durable.
 //!
 //! Every call through the seam (on the `Vfs` or on a file it opened) is one
-//! *operation* with a global index, starting at 0, recorded in an op log.
+//! *operation* with a global index, starting at 0, recorded in an op log
+//! ([`SimFs::op_log`]).
 //!
 //! - [`SimFs::crash_at`]`(n)` loses power at operation `n`: that operation
-//!   and every later one fails with "simulated power loss" and changes
-//!   nothing. [`SimFs::crash_images`] then lists what the disk may hold
-//!   after the power cut, and [`SimFs::from_image`] boots a fresh SimFs on
-//!   one of them.
+//!   and every later one fails with "simulated power loss" ([`POWER_LOSS`])
+//!   and changes nothing. [`SimFs::crash_images`] then lists what the disk
+//!   may hold after the power cut, and [`SimFs::from_image`] boots a fresh
+//!   SimFs on one of them.
 //! - [`SimFs::halt_at`]`(n)` kills the process at operation `n` instead:
-//!   operations fail from there on, but the page cache survives, so the
-//!   next process (after [`SimFs::resume`]) sees what the dead one left.
+//!   operations fail from there on ([`PROCESS_EXIT`]), but the page cache
+//!   survives, so the next process (after [`SimFs::resume`]) sees what the
+//!   dead one left.
 //! - [`SimFs::fail_at`] and [`SimFs::fail_next`] make one operation return
 //!   a chosen `io::Error` without crashing (the operation changes nothing).
 //! - [`SimFs::hold_next_op`] parks the next operation until released, so a
@@ -33,6 +68,10 @@
 //!   entries: a change is a pending operation of that directory until it is
 //!   synced), unless [`SimFs::set_xattrs_supported`]`(false)` makes every
 //!   attribute call answer `Unsupported`, as ramfs or vfat do.
+//!
+//! SimFs does not model moving a directory (an opened directory's owner
+//! check always finds it intact), renames across directories, or
+//! permission bits.
 //!
 //! # Crash images
 //!
@@ -52,7 +91,6 @@
 //! [`Durability`] can make the simulated disk lie (an fsync that makes
 //! nothing durable), to prove a checker catches a protocol that relies on
 //! it.
-#![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
@@ -61,44 +99,61 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tsoracle_driver_file::vfs::{Entry, LockGuard, Ownership, Vfs, VfsDir, VfsFile};
+use super::{Entry, LockGuard, Ownership, Vfs, VfsDir, VfsFile, xattrs_unsupported};
+use crate::poison::lock;
 
-/// The message of every error returned after the power cut.
+/// The message of every error returned after the power cut
+/// ([`SimFs::crash_at`]); its kind is [`io::ErrorKind::Other`].
 pub const POWER_LOSS: &str = "simulated power loss";
 
-/// The message of every error returned after the process died.
+/// The message of every error returned after the process died
+/// ([`SimFs::halt_at`]); its kind is [`io::ErrorKind::Other`].
 pub const PROCESS_EXIT: &str = "simulated process exit";
 
-/// What one operation was.
+/// What one operation was, as the op log records it and as
+/// [`SimFs::fail_next`] chooses it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum OpKind {
+    /// [`Vfs::probe`] or [`VfsDir::probe`].
     Probe,
+    /// [`Vfs::create_dir`].
     CreateDir,
+    /// [`VfsDir::try_lock_file`] (which creates the file if missing).
     TryLock,
+    /// [`VfsDir::read`].
     Read,
-    /// `Vfs::create` (create or truncate a file for writing).
+    /// [`VfsDir::create_new`] (replace a file by a new empty one for
+    /// writing).
     Create,
-    /// `VfsFile::write_all`.
+    /// [`VfsFile::write_all`].
     Write,
-    /// `VfsFile::sync` (fsync of a file).
+    /// [`VfsFile::sync`] (fsync of a file).
     FileSync,
+    /// [`VfsDir::rename`].
     Rename,
-    /// `Vfs::sync_dir` (fsync of a directory).
+    /// [`Vfs::sync_dir`] or [`VfsDir::sync`] (fsync of a directory).
     SyncDir,
+    /// [`VfsDir::remove`].
     Remove,
-    /// `VfsDir::get_xattr` (of the directory itself).
+    /// [`VfsDir::get_xattr`] (of the directory itself).
     GetXattr,
-    /// `VfsDir::set_xattr`.
+    /// [`VfsDir::set_xattr`].
     SetXattr,
-    /// `VfsDir::remove_xattr`.
+    /// [`VfsDir::remove_xattr`].
     RemoveXattr,
 }
 
-/// One entry of the op log.
+/// One entry of the op log ([`SimFs::op_log`], [`SimFs::injected`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OpRecord {
+    /// The operation's global index, from 0: the `n` of
+    /// [`SimFs::crash_at`], [`SimFs::halt_at`] and [`SimFs::fail_at`].
     pub index: u64,
+    /// What the operation was.
     pub kind: OpKind,
+    /// The absolute path it worked on (for a rename, its source; for an
+    /// attribute, the directory).
     pub path: PathBuf,
 }
 
@@ -109,11 +164,14 @@ impl OpRecord {
     }
 }
 
-/// How honest the simulated disk is about fsync.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How honest the simulated disk is about fsync
+/// ([`SimFs::with_durability`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Durability {
-    /// File fsync makes the file's bytes durable; directory fsync makes the
+    /// The default. File fsync makes the file's bytes durable; directory fsync makes the
     /// directory's entries durable. A correct protocol is safe on it.
+    #[default]
     Honest,
     /// File fsync returns Ok but makes nothing durable (a disk with a
     /// volatile write cache that ignores flushes, for file data only).
@@ -151,7 +209,7 @@ enum DirOp {
     },
 }
 
-/// A directory's extended attributes, by name.
+/// A directory's extended attributes, by name, with their values.
 pub type Xattrs = BTreeMap<String, Vec<u8>>;
 
 impl DirOp {
@@ -257,29 +315,27 @@ struct Gate {
     cond: Condvar,
 }
 
-/// A handle on [`SimFs::hold_next_op`]'s parked operation.
+/// A handle on [`SimFs::hold_next_op`]'s parked operation. Dropping it
+/// without [`Hold::release`] leaves the hold armed (or the operation
+/// parked).
+#[derive(Debug)]
+#[must_use = "a hold parks an operation until it is released"]
 pub struct Hold {
     gate: Arc<Gate>,
 }
 
-/// How long a test waits for the committer to reach a hold before it gives
-/// up and fails: a deadlock guard, not a timing assumption.
-const HOLD_DEADLOCK_GUARD: Duration = Duration::from_secs(120);
-
 impl Hold {
-    /// Blocks until some thread's next operation is parked at the hold.
-    ///
-    /// # Panics
-    ///
-    /// When no operation arrives within two minutes (the test deadlocked).
-    pub fn wait_reached(&self) {
+    /// Blocks until some thread's next operation is parked at the hold, or
+    /// `timeout` passed; whether one was. A test passes a generous
+    /// `timeout` as a deadlock guard, not a timing assumption.
+    pub fn wait_reached(&self, timeout: Duration) -> bool {
         let state = lock(&self.gate.state);
         let (state, _) = self
             .gate
             .cond
-            .wait_timeout_while(state, HOLD_DEADLOCK_GUARD, |s| !s.reached)
+            .wait_timeout_while(state, timeout, |s| !s.reached)
             .unwrap_or_else(|p| p.into_inner());
-        assert!(state.reached, "no operation reached the hold");
+        state.reached
     }
 
     /// Lets the parked operation run (or disarms the hold if no operation
@@ -292,7 +348,9 @@ impl Hold {
     }
 }
 
-/// The in-memory filesystem. Cheap to clone: clones share one disk.
+/// The in-memory filesystem (see [the module](self) for what it models).
+/// Cheap to clone: clones share one disk, so keep a clone to inspect or
+/// crash the disk a driver was opened on.
 #[derive(Clone)]
 pub struct SimFs {
     inner: Arc<Mutex<Inner>>,
@@ -308,10 +366,6 @@ impl fmt::Debug for SimFs {
             .field("crashed", &inner.crashed)
             .finish_non_exhaustive()
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn file_name(path: &Path) -> Option<String> {
@@ -399,19 +453,34 @@ impl SimFs {
     }
 
     /// A fresh honest disk booted on `image`: everything in it is durable.
-    pub fn from_image(image: &CrashImage) -> Self {
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::InvalidInput`] when `image` is not a tree: a
+    /// directory or file whose parent directory is not in it, a file at
+    /// `/` or at a directory's path, or attributes of a directory that is
+    /// not in it. Every image [`SimFs::crash_images`] returns boots.
+    pub fn from_image(image: &CrashImage) -> io::Result<Self> {
+        let invalid = |what: String| io::Error::new(io::ErrorKind::InvalidInput, what);
         let mut dirs: BTreeMap<PathBuf, Dir> = BTreeMap::new();
+        dirs.insert(PathBuf::from("/"), Dir::default());
         for dir in &image.dirs {
-            dirs.insert(dir.clone(), Dir::default());
+            dirs.insert(norm(dir), Dir::default());
         }
         let mut inodes = BTreeMap::new();
         let mut links: Vec<(PathBuf, String, Node)> = Vec::new();
-        for dir in &image.dirs {
+        for dir in dirs.keys() {
             if let (Some(parent), Some(name)) = (dir.parent(), file_name(dir)) {
                 links.push((parent.to_path_buf(), name, Node::Dir));
             }
         }
         for (ino, (path, bytes)) in (1u64..).zip(&image.files) {
+            if dirs.contains_key(&norm(path)) {
+                return Err(invalid(format!(
+                    "the image has both a file and a directory at {}",
+                    path.display()
+                )));
+            }
             inodes.insert(
                 ino,
                 Inode {
@@ -419,31 +488,41 @@ impl SimFs {
                     synced: bytes.clone(),
                 },
             );
-            let (parent, name) = split(path).expect("an image file is not the root");
+            let (parent, name) = split(path)?;
             links.push((parent, name, Node::File(ino)));
         }
         for (parent, name, node) in links {
-            let dir = dirs.get_mut(&parent).expect("an image's parents exist");
+            let dir = dirs.get_mut(&parent).ok_or_else(|| {
+                invalid(format!(
+                    "the image has {} but not its directory",
+                    parent.join(&name).display()
+                ))
+            })?;
             dir.visible.insert(name.clone(), node.clone());
             dir.durable.insert(name, node);
         }
         for (path, xattrs) in &image.xattrs {
-            let dir = dirs
-                .get_mut(path)
-                .expect("an image's xattrs are on its dirs");
+            let dir = dirs.get_mut(&norm(path)).ok_or_else(|| {
+                invalid(format!(
+                    "the image has attributes of {} but not the directory",
+                    path.display()
+                ))
+            })?;
             dir.visible_xattrs = xattrs.clone();
             dir.durable_xattrs = xattrs.clone();
         }
-        Self::from_parts(Durability::Honest, dirs, inodes)
+        Ok(Self::from_parts(Durability::Honest, dirs, inodes))
     }
 
-    /// Loses power at operation `index`: it and every later operation fail.
+    /// Loses power at operation `index`: it and every later operation fail
+    /// with [`POWER_LOSS`] and change nothing. [`SimFs::crash_images`]
+    /// then says what the disk may hold.
     pub fn crash_at(&self, index: u64) {
         lock(&self.inner).crash_at = Some(index);
     }
 
     /// Kills the process at operation `index`: it and every later operation
-    /// fail with "simulated process exit" and change nothing, but unlike a
+    /// fail with [`PROCESS_EXIT`] and change nothing, but unlike a
     /// power cut the page cache survives. [`SimFs::resume`] lets the next
     /// process in.
     pub fn halt_at(&self, index: u64) {
@@ -475,12 +554,13 @@ impl SimFs {
     /// Sets (`Some`) or removes (`None`) an extended attribute of directory
     /// `dir`, visible and durable alike, outside the op count: a test's
     /// setup, or simulated damage.
-    pub fn put_xattr(&self, dir: &Path, name: &str, value: Option<&[u8]>) {
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::NotFound`] when there is no directory `dir`.
+    pub fn put_xattr(&self, dir: &Path, name: &str, value: Option<&[u8]>) -> io::Result<()> {
         let mut inner = lock(&self.inner);
-        let dir = inner
-            .dirs
-            .get_mut(&norm(dir))
-            .expect("the directory exists");
+        let dir = inner.dir_mut(dir)?;
         match value {
             Some(value) => {
                 dir.visible_xattrs.insert(name.to_owned(), value.to_vec());
@@ -491,6 +571,7 @@ impl SimFs {
                 dir.durable_xattrs.remove(name);
             }
         }
+        Ok(())
     }
 
     /// Whether the power cut has happened.
@@ -534,7 +615,8 @@ impl SimFs {
     }
 
     /// Makes the next operation of `op` (on a path whose last component is
-    /// `name`, when given) return an error of `kind` and do nothing.
+    /// `name`, when given) return an error of `kind` and do nothing. Faults
+    /// queue: each fires once, the first armed that matches first.
     pub fn fail_next(&self, op: OpKind, name: Option<&str>, kind: io::ErrorKind) {
         lock(&self.inner).faults.push(Fault {
             trigger: Trigger::Next {
@@ -559,7 +641,8 @@ impl SimFs {
         });
     }
 
-    /// Faults armed with `fail_at`/`fail_next` that have not fired yet.
+    /// Faults armed with [`SimFs::fail_at`], [`SimFs::fail_next`] or
+    /// [`SimFs::fail_next_os`] that have not fired yet.
     pub fn pending_faults(&self) -> usize {
         lock(&self.inner).faults.len()
     }
@@ -584,8 +667,8 @@ impl SimFs {
         let mut out = BTreeMap::new();
         for (dir_path, dir) in &inner.dirs {
             for (name, node) in &dir.visible {
-                if let Node::File(ino) = node {
-                    out.insert(dir_path.join(name), inner.inodes[ino].data.clone());
+                if let Some(inode) = inner.file(node) {
+                    out.insert(dir_path.join(name), inode.data.clone());
                 }
             }
         }
@@ -594,7 +677,12 @@ impl SimFs {
 
     /// Creates directory `path` and its missing parents, visible and
     /// durable alike, outside the op count: a test's setup.
-    pub fn put_dir(&self, path: &Path) {
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::AlreadyExists`] when a file is where `path` or one
+    /// of its parents would be; nothing was created.
+    pub fn put_dir(&self, path: &Path) -> io::Result<()> {
         let mut inner = lock(&self.inner);
         let path = norm(path);
         let mut missing: Vec<PathBuf> = path
@@ -603,34 +691,49 @@ impl SimFs {
             .map(Path::to_path_buf)
             .collect();
         missing.reverse();
+        for dir in &missing {
+            if let Some(Node::File(_)) = inner.lookup(dir)? {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{} is a file", dir.display()),
+                ));
+            }
+        }
         for dir in missing {
-            let (parent, name) = split(&dir).expect("not the root");
-            let parent = inner.dirs.get_mut(&parent).expect("parents made first");
+            let (parent, name) = split(&dir)?;
+            let parent = inner.dir_mut(&parent)?;
             parent.visible.insert(name.clone(), Node::Dir);
             parent.durable.insert(name, Node::Dir);
             inner.dirs.insert(dir, Dir::default());
         }
+        Ok(())
     }
 
     /// Replaces a file's bytes, visible and durable alike, outside the op
-    /// count: simulated media damage, or a test's setup.
-    pub fn put_file(&self, path: &Path, bytes: &[u8]) {
+    /// count (creating the file if missing): simulated media damage, or a
+    /// test's setup.
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::NotFound`] when its directory does not exist;
+    /// [`io::ErrorKind::IsADirectory`] when `path` is a directory;
+    /// [`io::ErrorKind::InvalidInput`] for `/`.
+    pub fn put_file(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
         let mut inner = lock(&self.inner);
-        let (parent, name) = split(path).expect("not the root");
-        let existing = inner
-            .dirs
-            .get(&parent)
-            .expect("parent directory exists")
-            .visible
-            .get(&name)
-            .cloned();
+        let (parent, name) = split(path)?;
+        let existing = inner.dir_mut(&parent)?.visible.get(&name).cloned();
         let ino = match existing {
             Some(Node::File(ino)) => ino,
-            Some(Node::Dir) => panic!("{} is a directory", path.display()),
+            Some(Node::Dir) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::IsADirectory,
+                    format!("{} is a directory", path.display()),
+                ));
+            }
             None => {
                 let ino = inner.next_ino;
                 inner.next_ino += 1;
-                let dir = inner.dirs.get_mut(&parent).expect("parent exists");
+                let dir = inner.dir_mut(&parent)?;
                 dir.visible.insert(name.clone(), Node::File(ino));
                 dir.durable.insert(name, Node::File(ino));
                 ino
@@ -643,6 +746,7 @@ impl SimFs {
                 synced: bytes.to_vec(),
             },
         );
+        Ok(())
     }
 
     /// Runs the bookkeeping of one operation: hold, count, log, crash and
@@ -734,18 +838,16 @@ impl SimFs {
         }
 
         // Data choices.
-        let dirty: Vec<u64> = inner
+        let dirty = inner
             .inodes
             .iter()
-            .filter(|(_, inode)| inode.data != inode.synced)
-            .map(|(ino, _)| *ino)
-            .collect();
+            .filter(|(_, inode)| inode.data != inode.synced);
         let mut data_choices: Vec<(String, DataChoice)> = vec![
             ("unsynced dropped".to_owned(), DataChoice::Dropped),
             ("unsynced kept".to_owned(), DataChoice::Kept),
         ];
-        for &ino in &dirty {
-            let len = inner.inodes[&ino].data.len();
+        for (&ino, inode) in dirty {
+            let len = inode.data.len();
             for cut in cut_points(len) {
                 data_choices.push((
                     format!("inode {ino} torn at {cut}/{len}"),
@@ -865,12 +967,16 @@ impl Inner {
                 match node {
                     Node::Dir => stack.push(child),
                     Node::File(ino) => {
-                        let inode = &self.inodes[&ino];
+                        // Every file entry has its inode; inodes are never
+                        // removed.
+                        let Some(inode) = self.inodes.get(&ino) else {
+                            continue;
+                        };
                         let bytes = match *data {
                             DataChoice::Dropped => inode.synced.clone(),
                             DataChoice::Kept => inode.data.clone(),
                             DataChoice::Torn { ino: torn, cut } if torn == ino => {
-                                inode.data[..cut].to_vec()
+                                inode.data.iter().take(cut).copied().collect()
                             }
                             DataChoice::Torn { .. } => inode.synced.clone(),
                         };
@@ -886,9 +992,17 @@ impl Inner {
     /// `Unsupported` when the disk has none.
     fn xattr_dir(&mut self, path: &Path) -> io::Result<&mut Dir> {
         if !self.xattrs {
-            return Err(tsoracle_driver_file::vfs::xattrs_unsupported());
+            return Err(xattrs_unsupported());
         }
         self.dir_mut(path)
+    }
+
+    /// The inode of a file entry; `None` for a directory.
+    fn file(&self, node: &Node) -> Option<&Inode> {
+        match node {
+            Node::File(ino) => self.inodes.get(ino),
+            Node::Dir => None,
+        }
     }
 
     fn dir_mut(&mut self, path: &Path) -> io::Result<&mut Dir> {
@@ -925,12 +1039,14 @@ impl Inner {
     }
 }
 
-/// One possible content of the disk after a power cut.
-#[derive(Clone, Debug)]
+/// One possible content of the disk after a power cut, from
+/// [`SimFs::crash_images`]; [`SimFs::from_image`] boots a disk on it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CrashImage {
-    /// Which data and directory variant produced it.
+    /// Which data and directory variant produced it (`"unsynced dropped
+    /// [/oracle: kept rename state.tmp->state]"`): for a failure message.
     pub label: String,
-    /// Every directory that exists.
+    /// Every directory that exists, `/` included, by absolute path.
     pub dirs: BTreeSet<PathBuf>,
     /// Every regular file, by path, with its bytes.
     pub files: BTreeMap<PathBuf, Vec<u8>>,
@@ -980,7 +1096,7 @@ impl Drop for HeldLock {
     }
 }
 
-/// The path-level operations, which [`Vfs`] and [`SimDir`] both use.
+// The path-level operations, which `Vfs` and `SimDir` both use.
 impl SimFs {
     fn probe_path(&self, path: &Path) -> io::Result<Entry> {
         let inner = self.begin(OpKind::Probe, path)?;
@@ -1044,7 +1160,7 @@ impl SimFs {
                 io::ErrorKind::IsADirectory,
                 format!("{} is a directory", path.display()),
             )),
-            Some(Node::File(ino)) => Ok(Some(inner.inodes[&ino].data.clone())),
+            Some(node) => Ok(inner.file(&node).map(|inode| inode.data.clone())),
         }
     }
 
@@ -1146,7 +1262,7 @@ impl SimFs {
 /// An opened directory of a [`SimFs`]: its path, and the disk. SimFs does
 /// not model moving a directory, so the owner check always finds it intact.
 #[derive(Debug)]
-pub struct SimDir {
+struct SimDir {
     fs: SimFs,
     path: PathBuf,
 }
@@ -1268,5 +1384,55 @@ impl VfsDir for SimDir {
             value: None,
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_image_that_is_not_a_tree_is_refused() {
+        let mut image = CrashImage::default();
+        image.files.insert(PathBuf::from("/oracle/state"), vec![1]);
+        let err = SimFs::from_image(&image).expect_err("no /oracle");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        image.dirs.insert(PathBuf::from("/oracle"));
+        let fs = SimFs::from_image(&image).expect("a tree boots");
+        assert_eq!(fs.visible_files(), image.files);
+        image.files.insert(PathBuf::from("/oracle"), Vec::new());
+        let err = SimFs::from_image(&image).expect_err("a file at a directory");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn setup_calls_answer_errors_on_bad_paths() {
+        let fs = SimFs::new();
+        let missing = fs.put_file(Path::new("/nowhere/state"), b"x");
+        assert_eq!(missing.map_err(|e| e.kind()), Err(io::ErrorKind::NotFound));
+        fs.put_dir(Path::new("/a/b")).expect("parents made");
+        let on_dir = fs.put_file(Path::new("/a/b"), b"x");
+        assert_eq!(
+            on_dir.map_err(|e| e.kind()),
+            Err(io::ErrorKind::IsADirectory)
+        );
+        fs.put_file(Path::new("/a/f"), b"x").expect("a file");
+        let under_file = fs.put_dir(Path::new("/a/f/c"));
+        assert_eq!(
+            under_file.map_err(|e| e.kind()),
+            Err(io::ErrorKind::AlreadyExists)
+        );
+        let no_dir = fs.put_xattr(Path::new("/z"), "user.x", Some(b"1"));
+        assert_eq!(no_dir.map_err(|e| e.kind()), Err(io::ErrorKind::NotFound));
+        assert_eq!(fs.op_count(), 0, "setup is outside the op count");
+    }
+
+    #[test]
+    fn a_hold_nobody_reaches_times_out() {
+        let fs = SimFs::new();
+        let hold = fs.hold_next_op();
+        assert!(!hold.wait_reached(Duration::from_millis(10)));
+        hold.release();
+        assert_eq!(fs.probe(Path::new("/")).ok(), Some(Entry::Directory));
     }
 }
