@@ -2,7 +2,7 @@
 //! (each is replaced whole, in one statement): a poisoned lock is taken
 //! anyway rather than spreading one panic to every later reader.
 
-#[cfg(feature = "simfs")]
+#[cfg(any(feature = "simfs", windows))]
 use std::sync::{Mutex, MutexGuard};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -18,7 +18,7 @@ pub(crate) fn write_lock<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 }
 
 /// A mutex guard, poisoned or not.
-#[cfg(feature = "simfs")]
+#[cfg(any(feature = "simfs", windows))]
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()

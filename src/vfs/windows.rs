@@ -145,22 +145,14 @@ impl VfsDir for StdDir {
 
     fn rename(&self, from: &str, to: &str) -> io::Result<()> {
         std::fs::rename(self.at(from), self.at(to))?;
-        self.renamed
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .push(to.to_owned());
+        crate::poison::lock(&self.renamed).push(to.to_owned());
         Ok(())
     }
 
     fn sync(&self) -> io::Result<()> {
         // Write-through for the renames: flushing a renamed file commits its
         // metadata, the new name included.
-        let renamed = std::mem::take(
-            &mut *self
-                .renamed
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()),
-        );
+        let renamed = std::mem::take(&mut *crate::poison::lock(&self.renamed));
         for name in renamed {
             OpenOptions::new()
                 .write(true)
