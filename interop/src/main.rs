@@ -522,6 +522,127 @@ impl Drop for Proc {
     }
 }
 
+/// The holders of A's live leases while `migrate out` runs: each acquires
+/// its lease on the cluster as soon as `migrate out` reports it acquired,
+/// and every holder renews every `LEASE_TTL / 4`.
+struct LeaseHolders {
+    client: tsoracle_client::Client,
+    source: ReceiptLeases,
+    /// Source lease id -> (holder, epoch, the cluster's lease id).
+    held: BTreeMap<u64, (String, u64, u64)>,
+    /// When each held lease was last renewed (or acquired): a renewal that
+    /// fails is retried at the next round while the lease is younger than
+    /// half its TTL (a call can time out on a loaded machine), and fails
+    /// the run after that.
+    alive: BTreeMap<u64, Instant>,
+    renewed: Instant,
+    renewals: u64,
+}
+
+impl LeaseHolders {
+    fn new(client: tsoracle_client::Client, source: ReceiptLeases) -> Self {
+        LeaseHolders {
+            client,
+            source,
+            held: BTreeMap::new(),
+            alive: BTreeMap::new(),
+            renewed: Instant::now(),
+            renewals: 0,
+        }
+    }
+
+    /// Acquires the lease a `migrate out` line reports acquired
+    /// ("  lease ID: acquired: lease TARGET_ID on the target, ..."); other
+    /// lines are ignored.
+    async fn follow(&mut self, line: &str) -> Fallible<()> {
+        let Some(id) = line
+            .trim()
+            .strip_prefix("lease ")
+            .and_then(|rest| rest.split_once(": acquired"))
+            .and_then(|(id, _)| id.parse::<u64>().ok())
+        else {
+            return Ok(());
+        };
+        let (holder, epoch, ttl) = self.source.get(&id).ok_or(format!(
+            "migrate out acquired lease {id}, which A does not hold"
+        ))?;
+        let client = &self.client;
+        let lease =
+            leader_call(|| client.acquire_lease(holder, *epoch, Duration::from_millis(*ttl)))
+                .await
+                .map_err(|err| format!("holder of lease {id}: acquire on the cluster: {err}"))?;
+        self.held.insert(
+            id,
+            (
+                String::from_utf8_lossy(holder).into_owned(),
+                *epoch,
+                lease.lease_id,
+            ),
+        );
+        self.alive.insert(id, Instant::now());
+        Ok(())
+    }
+
+    /// Renews every held lease once a quarter of `LEASE_TTL` has passed.
+    async fn renew_if_due(&mut self) -> Fallible<()> {
+        if self.renewed.elapsed() < LEASE_TTL / 4 {
+            return Ok(());
+        }
+        for (id, (_, _, target)) in &self.held {
+            let client = &self.client;
+            match leader_call(|| client.renew_lease(*target)).await {
+                Ok(_) => {
+                    self.renewals += 1;
+                    self.alive.insert(*id, Instant::now());
+                }
+                Err(err) => {
+                    let ttl = self.source.get(id).map_or(0, |(_, _, ttl)| *ttl);
+                    let since = self.alive.get(id).map_or(Duration::MAX, Instant::elapsed);
+                    if since >= Duration::from_millis(ttl) / 2 {
+                        return Err(format!(
+                            "holder of lease {id}: renew {target} on the cluster: {err}"
+                        ));
+                    }
+                    println!(
+                        "   holder of lease {id}: renew {target} failed ({err}); \
+                         retried next round ({} ms since the last renewal)",
+                        ms(since)
+                    );
+                }
+            }
+        }
+        self.renewed = Instant::now();
+        Ok(())
+    }
+}
+
+/// The leases of a stopped-state receipt, by id: holder, holder epoch and
+/// TTL in ms, as a holder acquires them again on the target.
+type ReceiptLeases = BTreeMap<u64, (Vec<u8>, u64, u64)>;
+
+/// The [`ReceiptLeases`] of `receipt`.
+fn receipt_leases(receipt: &Value) -> Fallible<ReceiptLeases> {
+    Ok(receipt["leases"]
+        .as_array()
+        .ok_or("no leases in A's receipt")?
+        .iter()
+        .map(|lease| {
+            let holder_hex = lease["holder_hex"].as_str().unwrap_or_default();
+            let holder = (0..holder_hex.len() / 2)
+                .filter_map(|i| u8::from_str_radix(&holder_hex[2 * i..2 * i + 2], 16).ok())
+                .collect();
+            (
+                lease["lease_id"].as_u64().unwrap_or(0),
+                (
+                    holder,
+                    lease["holder_epoch"].as_u64().unwrap_or(0),
+                    lease["ttl_ms"].as_u64().unwrap_or(0),
+                ),
+            )
+        })
+        .collect())
+}
+
 fn free_port() -> Fallible<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|err| format!("bind: {err}"))?;
     Ok(listener
@@ -1272,26 +1393,8 @@ impl<'a> Run<'a> {
         let paths = self.paths;
         let dir_a = self.dir_a.clone();
         let receipt = self.receipt.clone();
-        let source: BTreeMap<u64, (Vec<u8>, u64, u64)> = a_receipt["leases"]
-            .as_array()
-            .ok_or("no leases in A's receipt")?
-            .iter()
-            .map(|lease| {
-                let holder_hex = lease["holder_hex"].as_str().unwrap_or_default();
-                let holder = (0..holder_hex.len() / 2)
-                    .filter_map(|i| u8::from_str_radix(&holder_hex[2 * i..2 * i + 2], 16).ok())
-                    .collect();
-                (
-                    lease["lease_id"].as_u64().unwrap_or(0),
-                    (
-                        holder,
-                        lease["holder_epoch"].as_u64().unwrap_or(0),
-                        lease["ttl_ms"].as_u64().unwrap_or(0),
-                    ),
-                )
-            })
-            .collect();
-        let holders = client(&endpoints(nodes)).await?;
+        let mut holders =
+            LeaseHolders::new(client(&endpoints(nodes)).await?, receipt_leases(a_receipt)?);
         let stdout = paths.work.join("migrate-out.stdout");
         let started = Instant::now();
         let mut proc = Proc::spawn_split(
@@ -1305,36 +1408,9 @@ impl<'a> Run<'a> {
             &stdout,
         )?;
         let deadline = started + Duration::from_secs(300);
-        let mut held: BTreeMap<u64, (String, u64, u64)> = BTreeMap::new();
-        let mut renewed = Instant::now();
-        let mut renewals = 0u64;
         let status = loop {
             while let Ok(line) = proc.lines.try_recv() {
-                // "  lease ID: acquired: lease TARGET_ID on the target, ..."
-                let Some(id) = line
-                    .trim()
-                    .strip_prefix("lease ")
-                    .and_then(|rest| rest.split_once(": acquired"))
-                    .and_then(|(id, _)| id.parse::<u64>().ok())
-                else {
-                    continue;
-                };
-                let (holder, epoch, ttl) = source.get(&id).ok_or(format!(
-                    "migrate out acquired lease {id}, which A does not hold"
-                ))?;
-                let lease = leader_call(|| {
-                    holders.acquire_lease(holder, *epoch, Duration::from_millis(*ttl))
-                })
-                .await
-                .map_err(|err| format!("holder of lease {id}: acquire on the cluster: {err}"))?;
-                held.insert(
-                    id,
-                    (
-                        String::from_utf8_lossy(holder).into_owned(),
-                        *epoch,
-                        lease.lease_id,
-                    ),
-                );
+                holders.follow(&line).await?;
             }
             if let Some(status) = proc.exited()? {
                 break status;
@@ -1342,22 +1418,12 @@ impl<'a> Run<'a> {
             if Instant::now() > deadline {
                 return Err("migrate out did not finish within 300 s".into());
             }
-            if renewed.elapsed() >= LEASE_TTL / 4 {
-                for (id, (_, _, target)) in &held {
-                    leader_call(|| holders.renew_lease(*target))
-                        .await
-                        .map_err(|err| {
-                            format!("holder of lease {id}: renew {target} on the cluster: {err}")
-                        })?;
-                    renewals += 1;
-                }
-                renewed = Instant::now();
-            }
+            holders.renew_if_due().await?;
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         self.timings.insert("migrate_out_ms", ms(started.elapsed()));
         self.leases
-            .insert("holder_renewals_during_migrate_out", renewals);
+            .insert("holder_renewals_during_migrate_out", holders.renewals);
         let log = std::fs::read_to_string(paths.work.join("migrate-out.log")).unwrap_or_default();
         let out_text = std::fs::read_to_string(&stdout).unwrap_or_default();
         self.transcripts.push(serde_json::json!({
@@ -1374,7 +1440,7 @@ impl<'a> Run<'a> {
             return Err(format!("migrate out: {log}"));
         }
         println!("{}", out_text.trim_end());
-        Ok(held)
+        Ok(holders.held)
     }
 
     /// Every live lease of A was acquired on the cluster: the receipt names
