@@ -91,6 +91,7 @@ impl Failure {
 
     /// The same failure (hint, exit code and all) with its reason
     /// rewritten by `reword`, which gets the old one.
+    #[cfg_attr(not(feature = "migrate"), allow(dead_code))] // used by `migrate out`
     pub(crate) fn reworded(mut self, reword: impl FnOnce(&str) -> String) -> Self {
         self.message = reword(&self.message);
         self
@@ -107,6 +108,7 @@ impl Failure {
 /// [`tsoracle_driver_file::error_chain`] makes it, followed by
 /// `; hint: ...` when a driver error in the chain has one: for log lines
 /// and for reasons that wrap an error.
+#[cfg_attr(not(feature = "server"), allow(dead_code))] // used by `serve`
 pub(crate) fn error_chain(err: &(dyn Error + 'static)) -> String {
     let mut line = tsoracle_driver_file::error_chain(err);
     if let Some(hint) = hint_of(err) {
@@ -116,10 +118,9 @@ pub(crate) fn error_chain(err: &(dyn Error + 'static)) -> String {
     line
 }
 
-/// The [`hint`](FileDriverError::hint) of the first driver error in `err`'s
-/// chain: the error itself, a shared one, or one a [`ConsensusError`]
-/// carries.
-fn hint_of(err: &(dyn Error + 'static)) -> Option<String> {
+/// The first driver error in `err`'s chain: the error itself, a shared one,
+/// or one a [`ConsensusError`] carries.
+fn driver_error<'a>(err: &'a (dyn Error + 'static)) -> Option<&'a FileDriverError> {
     let mut current = Some(err);
     while let Some(err) = current {
         let driver = err
@@ -129,12 +130,18 @@ fn hint_of(err: &(dyn Error + 'static)) -> Option<String> {
                 err.downcast_ref::<ConsensusError>()
                     .and_then(FileDriverError::in_consensus)
             });
-        if let Some(driver) = driver {
-            return driver.hint();
+        if driver.is_some() {
+            return driver;
         }
         current = err.source();
     }
     None
+}
+
+/// The [`hint`](FileDriverError::hint) of the first driver error in
+/// `err`'s chain.
+fn hint_of(err: &(dyn Error + 'static)) -> Option<String> {
+    driver_error(err).and_then(FileDriverError::hint)
 }
 
 /// Prints a subcommand's result and turns it into the process exit code.
@@ -175,30 +182,24 @@ pub(crate) fn finish(result: CmdResult) -> ExitCode {
     }
 }
 
-/// `"; held by pid N"` when `err` is, or wraps, an
+/// `"; held by pid N"` when the first driver error in `err`'s chain is an
 /// [`AlreadyLocked`](tsoracle_driver_file::FileDriverError::AlreadyLocked)
 /// whose holder the kernel's lock table names; `None` otherwise.
 fn lock_holder(err: &(dyn Error + 'static)) -> Option<String> {
-    let mut current = Some(err);
-    while let Some(err) = current {
-        if let Some(tsoracle_driver_file::FileDriverError::AlreadyLocked { path, .. }) =
-            err.downcast_ref::<tsoracle_driver_file::FileDriverError>()
-        {
-            let dir = path.parent()?;
-            return match crate::locks::lock_status(dir, true) {
-                crate::locks::LockStatus::Held { pids } if !pids.is_empty() => {
-                    let pids: Vec<String> = pids.iter().map(i64::to_string).collect();
-                    Some(format!(
-                        "; held by pid {} (`tsoracle-file inspect` shows it too)",
-                        pids.join(", ")
-                    ))
-                }
-                _ => None,
-            };
+    let Some(FileDriverError::AlreadyLocked { path, .. }) = driver_error(err) else {
+        return None;
+    };
+    let dir = path.parent()?;
+    match crate::locks::lock_status(dir, true) {
+        crate::locks::LockStatus::Held { pids } if !pids.is_empty() => {
+            let pids: Vec<String> = pids.iter().map(i64::to_string).collect();
+            Some(format!(
+                "; held by pid {} (`tsoracle-file inspect` shows it too)",
+                pids.join(", ")
+            ))
         }
-        current = err.source();
+        _ => None,
     }
-    None
 }
 
 /// Reads and checks a state directory without the lock, as every read-only
