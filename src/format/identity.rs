@@ -64,9 +64,9 @@
 use std::fmt;
 
 use super::RecordError;
+use super::framing::{self as codec, CRC_LEN, Reader};
 // The place a record names is what the filesystem seam reports: a plain
 // pair of numbers, no I/O.
-use super::framing::{self as codec, CRC_LEN, Reader};
 use crate::vfs::DirIdentity;
 
 /// The four bytes every identity record starts with.
